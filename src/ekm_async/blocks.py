@@ -1,0 +1,481 @@
+"""Decode 255-byte frames into frozen blocks of native values, and encode values back into frames.
+
+Driven by the tables of :mod:`ekm_async.layouts`; the calculated fields (protocol.md §5.3, §5.4) are
+a table too. Every block keeps its raw frame. A V4 A and B pair merges into one :class:`Read`.
+"""
+
+from __future__ import annotations
+
+import operator
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import ClassVar
+
+from . import crc
+from .errors import FrameError, RejectReason
+from .layouts import (
+    CRC_OFFSET,
+    FRAME_LEN,
+    LAYOUTS,
+    REQUEST_TYPE_OFFSET,
+    STX,
+    BlockKind,
+    FieldSpec,
+    FieldType,
+    Layout,
+    Scale,
+)
+from .model import DirectionFlag, MonthDay, Period, Season
+
+__all__ = [
+    "Block",
+    "HolidaysBlock",
+    "LiveBlock",
+    "MonthTotals",
+    "MonthsBlock",
+    "Read",
+    "SchedulesBlock",
+    "Value",
+    "check_frame",
+    "decode",
+    "encode",
+    "parse_meter_time",
+    "power_factor",
+]
+
+Value = int | float | str
+KWH_SCALES = (0, 1, 2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Calculated fields
+
+
+def power_factor(cos_theta: str) -> int:
+    """``Power_Factor_Ln_x`` from ``Cos_Theta_Ln_x`` (0–200, 100 = unity; protocol.md §5.3)."""
+    rule = _PF_FLAG.get(cos_theta[0])
+    return rule(int(cos_theta[1:])) if rule else 100
+
+
+_PF_FLAG: dict[str, Callable[[int], int]] = {"C": lambda d: 200 - d, "L": lambda d: d}
+
+# State_Watts_Dir → sign of lines 1..3, read off the DirectionFlag names (F forward, R reverse).
+_DIRECTION_SIGNS: dict[int, tuple[int, int, int]] = {
+    d.value: (1 if d.name[0] == "F" else -1, 1 if d.name[1] == "F" else -1, 1 if d.name[2] == "F" else -1)
+    for d in DirectionFlag
+}
+
+
+_LINES = (1, 2, 3)
+_PF_NAMES = tuple((f"Cos_Theta_Ln_{n}", f"Power_Factor_Ln_{n}") for n in _LINES)
+_WATTS_NAMES = tuple(f"RMS_Watts_Ln_{n}" for n in _LINES)
+_NET_NAMES = tuple(f"Net_Calc_Watts_Ln_{n}" for n in _LINES)
+
+
+def _power_factors(fields: Mapping[str, Value]) -> dict[str, Value]:
+    return {pf: power_factor(str(fields[cos])) for cos, pf in _PF_NAMES}
+
+
+def _net_watts(fields: Mapping[str, Value]) -> dict[str, Value]:
+    signs = _DIRECTION_SIGNS.get(int(fields["State_Watts_Dir"]), (1, 1, 1))
+    lines = [s * int(fields[w]) for w, s in zip(_WATTS_NAMES, signs, strict=True)]
+    out: dict[str, Value] = dict(zip(_NET_NAMES, lines, strict=True))
+    out["Net_Calc_Watts_Tot"] = sum(lines)
+    return out
+
+
+CALCULATED: dict[BlockKind, tuple[Callable[[Mapping[str, Value]], dict[str, Value]], ...]] = {
+    BlockKind.V3: (_power_factors,),
+    BlockKind.V4A: (_power_factors, _net_watts),
+    BlockKind.V4B: (_power_factors,),
+}
+"""Calculated fields per block kind, appended after the wire fields in this order."""
+
+
+def parse_meter_time(text: str) -> datetime | None:
+    """``Meter_Time`` (YYMMDDWWhhmmss) as a datetime, or None when the meter's clock is unreadable.
+
+    A meter with a corrupt clock sends ``?`` characters; such a time, or any impossible date, gives
+    None (the raw text stays in the field). The weekday digits are not checked.
+    """
+    if len(text) != 14 or not text.isdigit():
+        return None
+    yy, mo, dd, _wd, hh, mi, ss = (int(text[i : i + 2]) for i in range(0, 14, 2))
+    try:
+        return datetime(2000 + yy, mo, dd, hh, mi, ss)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Blocks
+
+
+class _Fields:
+    """Attribute and item access to ``fields`` by field name."""
+
+    __slots__ = ()
+    fields: Mapping[str, Value]
+
+    def __getattr__(self, name: str) -> Value:
+        try:
+            return object.__getattribute__(self, "fields")[name]  # type: ignore[no-any-return]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, name: str) -> Value:
+        return self.fields[name]
+
+
+@dataclass(frozen=True, slots=True)
+class Block(_Fields):
+    """A decoded block: ``fields`` maps field names to native values; ``raw`` is the whole frame."""
+
+    kind: BlockKind
+    raw: bytes = field(repr=False)
+    fields: Mapping[str, Value]
+    kwh_scale: int
+    """Decimal places applied to the kWh fields of this block (0, 1 or 2)."""
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.raw, self.kwh_scale))
+
+
+class _Live:
+    """Helpers of blocks and reads that carry a meter address and time."""
+
+    __slots__ = ()
+    fields: Mapping[str, Value]
+
+    @property
+    def address(self) -> str:
+        return str(self.fields["Meter_Address"])
+
+    @property
+    def meter_datetime(self) -> datetime | None:
+        """``Meter_Time`` as a datetime, None when the meter's clock is unreadable."""
+        return parse_meter_time(str(self.fields["Meter_Time"]))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LiveBlock(_Live, Block):
+    """A V3, V4 A or V4 B block."""
+
+
+@dataclass(frozen=True, slots=True)
+class MonthTotals:
+    """One month of a months block: total and tariffs 1–4 (kWh)."""
+
+    month: int
+    total: float
+    tariffs: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MonthsBlock(Block):
+    """Six months of totals (forward or reverse, per the request that read it)."""
+
+    def months(self) -> tuple[MonthTotals, ...]:
+        f = self.fields
+        return tuple(
+            MonthTotals(
+                m,
+                float(f[f"Month_{m}_Tot"]),
+                (
+                    float(f[f"Month_{m}_Tariff_1"]),
+                    float(f[f"Month_{m}_Tariff_2"]),
+                    float(f[f"Month_{m}_Tariff_3"]),
+                    float(f[f"Month_{m}_Tariff_4"]),
+                ),
+            )
+            for m in range(1, 7)
+        )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SchedulesBlock(Block):
+    """A schedules page: schedules 1–4 and the seasons, or schedules 5–8."""
+
+    NUMBERS: ClassVar[dict[BlockKind, range]] = {
+        BlockKind.SCHEDULES: range(1, 5),
+        BlockKind.SCHEDULES_5_8: range(5, 9),
+    }
+
+    def schedules(self) -> dict[int, tuple[Period, ...]]:
+        """Schedule number (1–8, as in the field names) → its four periods."""
+        f = self.fields
+        return {
+            s: tuple(
+                Period(
+                    int(f[f"Schedule_{s}_Period_{p}_Hour"]),
+                    int(f[f"Schedule_{s}_Period_{p}_Min"]),
+                    int(f[f"Schedule_{s}_Period_{p}_Tariff"]),
+                )
+                for p in range(1, 5)
+            )
+            for s in self.NUMBERS[self.kind]
+        }
+
+    def seasons(self) -> tuple[Season, ...]:
+        """Seasons 1–4 (page 1 only; empty for page 2)."""
+        f = self.fields
+        if "Season_1_Month" not in f:
+            return ()
+        return tuple(
+            Season(int(f[f"Season_{n}_Month"]), int(f[f"Season_{n}_Day"]), int(f[f"Season_{n}_Schedule"]))
+            for n in range(1, 5)
+        )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HolidaysBlock(Block):
+    """Holidays 1–20 and the weekend and holiday schedules."""
+
+    def holidays(self) -> tuple[MonthDay, ...]:
+        f = self.fields
+        return tuple(MonthDay(int(f[f"Holiday_{n}_Mon"]), int(f[f"Holiday_{n}_Day"])) for n in range(1, 21))
+
+
+BLOCK_CLASS: dict[BlockKind, type[Block]] = {
+    BlockKind.V3: LiveBlock,
+    BlockKind.V4A: LiveBlock,
+    BlockKind.V4B: LiveBlock,
+    BlockKind.MONTHS: MonthsBlock,
+    BlockKind.SCHEDULES: SchedulesBlock,
+    BlockKind.SCHEDULES_5_8: SchedulesBlock,
+    BlockKind.HOLIDAYS: HolidaysBlock,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Read(_Live, _Fields):
+    """One full read of a meter: a V3 block, or a V4 A block merged with a B block.
+
+    For V4 the fields are B's then A's, A winning where both carry a field (volts, amps, watts, power
+    factor, meter time: A's snapshot). ``b`` may be None for a V4 read of the A block alone.
+    """
+
+    a: LiveBlock
+    b: LiveBlock | None
+    fields: Mapping[str, Value]
+
+    @classmethod
+    def of(cls, a: Block, b: Block | None = None) -> Read:
+        """The read of a V3 block, or of a V4 A block and (optionally) its B block."""
+        if not isinstance(a, LiveBlock) or a.kind not in (BlockKind.V3, BlockKind.V4A):
+            raise ValueError(f"a must be a V3 or V4 A block; got {a.kind}")
+        if b is None:
+            return cls(a, None, a.fields)
+        if a.kind is not BlockKind.V4A or not isinstance(b, LiveBlock) or b.kind is not BlockKind.V4B:
+            raise ValueError(f"b must be a V4 B block read with a V4 A block; got {a.kind} and {b.kind}")
+        if a.address != b.address:
+            raise ValueError(f"A and B blocks of different meters: {a.address} and {b.address}")
+        return cls(a, b, MappingProxyType({**b.fields, **a.fields}))
+
+    @property
+    def v3(self) -> bool:
+        return self.a.kind is BlockKind.V3
+
+    def __hash__(self) -> int:
+        return hash((self.a, self.b))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoding
+
+
+def check_frame(raw: bytes) -> None:
+    """Raise :class:`FrameError` unless ``raw`` is 255 bytes, 7-bit, starts with STX and its CRC holds."""
+    if len(raw) != FRAME_LEN:
+        raise FrameError(RejectReason.LENGTH, raw, f"{len(raw)} bytes, not {FRAME_LEN}")
+    if raw[0] != STX:
+        raise FrameError(RejectReason.NO_STX, raw, f"starts with {raw[0]:02x}")
+    if not raw.isascii():
+        raise FrameError(RejectReason.NOT_7BIT, raw)
+    got, want = raw[CRC_OFFSET:], crc.crc16(raw[1:CRC_OFFSET])
+    if got != want:
+        raise FrameError(RejectReason.CRC, raw, f"received {got.hex()}, computed {want.hex()}")
+
+
+_AUTO_KIND = {b"00": BlockKind.V4A, b"01": BlockKind.V4B}
+_KWH_SCALE_OFFSET = next(f.offset for f in LAYOUTS[BlockKind.V4A].fields if f.name == "kWh_Scale")
+_FIXED_DIVISOR = {Scale.NONE: 1, Scale.DIV10: 10, Scale.DIV100: 100}
+
+
+def _kind(raw: bytes, kind: BlockKind | str | None) -> BlockKind:
+    if kind is None:
+        found = _AUTO_KIND.get(raw[REQUEST_TYPE_OFFSET : REQUEST_TYPE_OFFSET + 2])
+        if found is None:
+            raise FrameError(RejectReason.KIND, raw, "not a V4 A or B block; give the kind")
+        return found
+    try:
+        return BlockKind(kind)
+    except ValueError:
+        allowed = ", ".join(k.value for k in BlockKind)
+        raise ValueError(f"kind must be one of {allowed}; got {kind!r}") from None
+
+
+def _kwh_scale(raw: bytes, kind: BlockKind, kwh_scale: int | None) -> int:
+    """V4 A: its own byte 230; V3: 1 (tenths) unless told; other blocks: as told, else 0."""
+    if kind is BlockKind.V4A:
+        digit = raw[_KWH_SCALE_OFFSET] - 0x30
+        if digit not in KWH_SCALES:
+            raise FrameError(RejectReason.FIELD, raw, f"kWh_Scale {chr(raw[_KWH_SCALE_OFFSET])!r} not 0, 1 or 2")
+        return digit
+    if kwh_scale is None:
+        return 1 if kind is BlockKind.V3 else 0
+    if kwh_scale not in KWH_SCALES:
+        raise ValueError(f"kwh_scale must be 0, 1 or 2; got {kwh_scale!r}")
+    return kwh_scale
+
+
+def decode(
+    frame: bytes | bytearray | memoryview, kind: BlockKind | str | None = None, kwh_scale: int | None = None
+) -> Block:
+    """Decode one 255-byte frame into a frozen block.
+
+    ``kind``: a :class:`BlockKind` or its value ("v3", "v4a", "v4b", "months", "schedules",
+    "schedules_5_8", "holidays"); None tells V4 A from B by the request type at 247–248.
+    ``kwh_scale``: decimal places of kWh fields for blocks that do not carry them — V4 B and months
+    of a V4 meter take the A block's ``kWh_Scale`` (default 0); V3 blocks default to 1 (tenths,
+    as ekmmeters). A V4 A block always uses its own ``kWh_Scale``.
+
+    Raises :class:`FrameError` (with ``.raw`` and ``.reason``) for a frame that is not valid.
+    """
+    raw = bytes(frame)
+    check_frame(raw)
+    k = _kind(raw, kind)
+    layout = LAYOUTS[k]
+    for offset, const, reason in layout.constants:
+        if raw[offset : offset + len(const)] != const:
+            got = raw[offset : offset + len(const)]
+            raise FrameError(reason, raw, f"{got.hex()} at {offset}, expected {const.hex()}")
+    scale = _kwh_scale(raw, k, kwh_scale)
+    fields = _PLANS[k, scale].fields(raw)
+    for calc in CALCULATED.get(k, ()):
+        fields.update(calc(fields))
+    return BLOCK_CLASS[k](k, raw, MappingProxyType(fields), scale)
+
+
+def _struct_of(spans: list[tuple[int, int]]) -> struct.Struct:
+    """A Struct that unpacks the given (offset, end) spans, in order, from a whole frame."""
+    fmt, at = "", 0
+    for lo, hi in spans:
+        fmt += f"{lo - at}x{hi - lo}s" if lo > at else f"{hi - lo}s"
+        at = hi
+    return struct.Struct(fmt + f"{FRAME_LEN - at}x")
+
+
+def _divide(divisor: int) -> Callable[[bytes], float]:
+    return lambda chunk: int(chunk) / divisor
+
+
+class _Plan:
+    """One layout at one kWh scale, compiled: a Struct for the fields, one converter per field."""
+
+    def __init__(self, layout: Layout, kwh_divisor: int) -> None:
+        specs = sorted(layout.fields, key=lambda f: f.offset)
+        self.names = tuple(f.name for f in specs)
+        self.unpack = _struct_of([(f.offset, f.end) for f in specs]).unpack
+        convert: dict[FieldType, Callable[[FieldSpec], Callable[[bytes], Value]]] = {
+            FieldType.INT: lambda f: int,
+            FieldType.FLOAT: lambda f: _divide(kwh_divisor if f.scale is Scale.KWH else _FIXED_DIVISOR[f.scale]),
+            FieldType.STR: lambda f: bytes.decode,
+            FieldType.HEX: lambda f: bytes.hex,
+            FieldType.PF: lambda f: bytes.decode,
+        }
+        self.converters = tuple(convert[f.type](f) for f in specs)
+        # Every character that must be a digit: INT and FLOAT fields whole, the last 3 of a PF field.
+        digit_spans = [(f.offset + (f.type is FieldType.PF), f.end) for f in specs if f.type not in _TEXT]
+        self.digits = _struct_of(digit_spans).unpack
+        self.digit_specs = [f for f in specs if f.type not in _TEXT]
+
+    def fields(self, raw: bytes) -> dict[str, Value]:
+        if not b"".join(self.digits(raw)).isdigit():
+            bad = next(f for f, c in zip(self.digit_specs, self.digits(raw), strict=True) if not c.isdigit())
+            chunk = raw[bad.offset : bad.end]
+            raise FrameError(RejectReason.FIELD, raw, f"{bad.name} = {chunk!r} at {bad.offset}")
+        return dict(zip(self.names, map(operator.call, self.converters, self.unpack(raw)), strict=True))
+
+
+_TEXT = (FieldType.STR, FieldType.HEX)
+_PLANS = {(kind, scale): _Plan(layout, 10**scale) for kind, layout in LAYOUTS.items() for scale in KWH_SCALES}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Encoding (the simulator's frames, and tests)
+
+
+def _template(layout: Layout) -> bytearray:
+    frame = bytearray(b"0" * FRAME_LEN)
+    frame[0] = STX
+    for offset, const, _ in layout.constants:
+        frame[offset : offset + len(const)] = const
+    return frame
+
+
+def _encode_value(spec: FieldSpec, value: Value, kwh_divisor: int) -> bytes:
+    t = spec.type
+    if t is FieldType.INT or t is FieldType.FLOAT:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{spec.name} must be a number; got {value!r}")
+        if t is FieldType.FLOAT:
+            divisor = kwh_divisor if spec.scale is Scale.KWH else _FIXED_DIVISOR[spec.scale]
+            number = round(value * divisor)
+        elif isinstance(value, int):
+            number = value
+        else:
+            raise ValueError(f"{spec.name} must be an int; got {value!r}")
+        if not 0 <= number < 10**spec.width:
+            raise ValueError(f"{spec.name} = {value!r} does not fit {spec.width} digits")
+        return str(number).zfill(spec.width).encode()
+    if not isinstance(value, str):
+        raise ValueError(f"{spec.name} must be a str; got {value!r}")
+    data = bytes.fromhex(value) if t is FieldType.HEX else value.encode("ascii")
+    if len(data) != spec.width or not data.isascii():
+        raise ValueError(f"{spec.name} = {value!r} is not {spec.width} 7-bit bytes")
+    if t is FieldType.PF and not data[1:].isdigit():
+        raise ValueError(f"{spec.name} = {value!r} is not a flag and 3 digits")
+    return data
+
+
+_SPECS = {kind: {spec.name: spec for spec in layout.fields} for kind, layout in LAYOUTS.items()}
+_CALCULATED_NAMES = {"Net_Calc_Watts_Tot", *_NET_NAMES, *(pf for _, pf in _PF_NAMES)}
+
+
+def encode(
+    kind: BlockKind | str, fields: Mapping[str, Value], *, kwh_scale: int | None = None, template: bytes | None = None
+) -> bytes:
+    """The 255-byte frame of ``kind`` carrying ``fields`` (the inverse of :func:`decode`).
+
+    Fields not given keep the ``template``'s bytes (default: ``0`` digits and the kind's constants);
+    calculated fields are ignored; an unknown name or a value that does not fit raises ``ValueError``.
+    The kWh scale follows :func:`decode`: a V4 A block uses its ``kWh_Scale`` field.
+    """
+    k = BlockKind(kind)
+    layout = LAYOUTS[k]
+    specs = _SPECS[k]
+    frame = bytearray(template) if template is not None else _template(layout)
+    if len(frame) != FRAME_LEN:
+        raise ValueError(f"template must be {FRAME_LEN} bytes; got {len(frame)}")
+    for name, value in fields.items():
+        spec = specs.get(name)
+        if spec is None and name not in _CALCULATED_NAMES:
+            raise ValueError(f"{k.value} blocks have no field {name!r}")
+        if spec is not None and spec.name == "kWh_Scale":
+            frame[spec.offset : spec.end] = _encode_value(spec, value, 1)
+    if k is BlockKind.V4A:
+        scale = frame[_KWH_SCALE_OFFSET] - 0x30
+        if scale not in KWH_SCALES:
+            raise ValueError(f"kWh_Scale must be 0, 1 or 2; got {chr(frame[_KWH_SCALE_OFFSET])!r}")
+    else:
+        scale = _kwh_scale(bytes(frame), k, kwh_scale)
+    for name, value in fields.items():
+        spec = specs.get(name)
+        if spec is not None:
+            frame[spec.offset : spec.end] = _encode_value(spec, value, 10**scale)
+    frame[CRC_OFFSET:] = crc.crc16(frame[1:CRC_OFFSET])
+    return bytes(frame)

@@ -1,0 +1,205 @@
+"""Incremental frame decoder: bytes in any chunking → :class:`Frame`, :class:`Ack`, :class:`Nak`,
+:class:`Rejected` events. No I/O: feed it what arrived, act on what it returns.
+
+What it checks as bytes arrive (protocol.md §3, §4): a frame starts at STX and is exactly 255 bytes;
+every byte is 7-bit; a live-data block has ``21 0D 0A 03`` at 249–252; the CRC is carried across
+chunks and compared when the 255th byte arrives. A rejected frame is reported with all its bytes and
+decoding resumes at the next STX after them. Bytes outside a frame are reported as garbage in runs
+of at most ``max_garbage`` bytes. Every byte is looked at once: the work is O(bytes received).
+
+Tell it what was just sent (:meth:`FrameDecoder.sent`): it then knows what may come back (an ACK is
+garbage while a block is awaited, and the other way round) and, when built with ``echo=True``, it
+drops an exact local echo of the sent bytes (RS-485 adapters that hear themselves).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import crc
+from .commands import Reply, expected_reply
+from .errors import RejectReason
+from .layouts import CRC_OFFSET, FRAME_LEN, TRAILER, TRAILER_OFFSET
+
+__all__ = ["ACK", "NAK", "Ack", "Event", "Frame", "FrameDecoder", "Nak", "Rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A 255-byte block that passed every check as it arrived (decode it with ``decode``)."""
+
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A lone ACK (06): password or write accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Nak:
+    """A NAK (15). EKM does not document it; plain IEC 62056-21 would send it on refusal."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Bytes that are not a valid frame or reply; ``raw`` holds them all."""
+
+    reason: RejectReason
+    raw: bytes
+
+
+Event = Frame | Ack | Nak | Rejected
+ACK = Ack()
+NAK = Nak()
+
+_STX, _ACK, _NAK = 0x02, 0x06, 0x15
+_TRAILER_END = TRAILER_OFFSET + len(TRAILER)
+
+# The bytes that begin something, per awaited reply (None: not told, anything may come).
+_SYNC: dict[Reply | None, re.Pattern[bytes]] = {
+    None: re.compile(b"[\x02\x06\x15]"),
+    Reply.LIVE: re.compile(b"\x02"),
+    Reply.BLOCK: re.compile(b"\x02"),
+    Reply.ACK: re.compile(b"[\x06\x15]"),
+    Reply.NONE: re.compile(b"(?!)"),
+}
+_SINGLE: dict[int, Event] = {_ACK: ACK, _NAK: NAK}
+
+
+class FrameDecoder:
+    """Turns a byte stream from meters into events; see the module documentation."""
+
+    def __init__(self, *, echo: bool = False, max_garbage: int = FRAME_LEN) -> None:
+        if max_garbage < 1:
+            raise ValueError(f"max_garbage must be at least 1; got {max_garbage}")
+        self._echo_enabled = echo
+        self._max_garbage = max_garbage
+        self._awaited: Reply | None = None
+        self._sync = _SYNC[None]
+        self._frame = bytearray()
+        self._crc = crc.INIT
+        self._garbage = bytearray()
+        self._echo = b""
+        self._echo_pos = 0
+
+    @property
+    def awaited(self) -> Reply | None:
+        """The reply awaited (from the last :meth:`sent`), None when anything may come."""
+        return self._awaited
+
+    @property
+    def buffered(self) -> bytes:
+        """Bytes held: a partial frame, or garbage not yet reported."""
+        return bytes(self._frame or self._garbage)
+
+    def sent(self, data: bytes) -> list[Event]:
+        """Note that ``data`` was just sent: a new exchange begins.
+
+        Returns the events for what was held from before (a partial frame is TRUNCATED).
+        """
+        events = self.flush()
+        self.expect(expected_reply(data))
+        if self._echo_enabled:
+            self._echo, self._echo_pos = bytes(data), 0
+        return events
+
+    def expect(self, reply: Reply | None) -> None:
+        """Await ``reply`` (None: anything) without a new exchange."""
+        self._awaited = reply
+        self._sync = _SYNC[reply]
+
+    def flush(self) -> list[Event]:
+        """Report what is held (end of stream, or a timeout) and start clean."""
+        events: list[Event] = []
+        if self._frame:
+            events.append(Rejected(RejectReason.TRUNCATED, bytes(self._frame)))
+            self._frame.clear()
+        self._emit_garbage(events)
+        self._echo = b""
+        return events
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Decode the next bytes received; returns the events they complete, in order."""
+        chunk = bytes(data)
+        if self._echo:
+            chunk = self._strip_echo(chunk)
+        events: list[Event] = []
+        i, n = 0, len(chunk)
+        while i < n:
+            if self._frame:
+                i = self._feed_frame(chunk, i, events)
+                continue
+            found = self._sync.search(chunk, i)
+            j = found.start() if found else n
+            if j > i:
+                self._add_garbage(chunk[i:j], events)
+            if j == n:
+                break
+            self._emit_garbage(events)
+            byte = chunk[j]
+            if byte == _STX:
+                self._frame.append(byte)
+                self._crc = crc.INIT
+            else:
+                events.append(_SINGLE[byte])
+            i = j + 1
+        return events
+
+    def _strip_echo(self, chunk: bytes) -> bytes:
+        """Drop the echo of the sent bytes from the start of the stream; replay it if it is not one."""
+        want = self._echo[self._echo_pos :]
+        if chunk.startswith(want):
+            self._echo = b""
+            return chunk[len(want) :]
+        if want.startswith(chunk):
+            self._echo_pos += len(chunk)
+            return b""
+        replay = self._echo[: self._echo_pos]  # what was taken for echo in earlier chunks
+        self._echo = b""
+        return replay + chunk
+
+    def _add_garbage(self, data: bytes, events: list[Event]) -> None:
+        self._garbage += data
+        limit = self._max_garbage
+        while len(self._garbage) >= limit:
+            events.append(Rejected(RejectReason.GARBAGE, bytes(self._garbage[:limit])))
+            del self._garbage[:limit]
+
+    def _emit_garbage(self, events: list[Event]) -> None:
+        if self._garbage:
+            events.append(Rejected(RejectReason.GARBAGE, bytes(self._garbage)))
+            self._garbage.clear()
+
+    def _reject(self, reason: RejectReason, tail: bytes, events: list[Event]) -> None:
+        events.append(Rejected(reason, bytes(self._frame) + tail))
+        self._frame.clear()
+
+    def _feed_frame(self, chunk: bytes, i: int, events: list[Event]) -> int:
+        """Take the next bytes of the frame in progress; returns where the chunk continues."""
+        have = len(self._frame)
+        take = chunk[i : i + FRAME_LEN - have]
+        if not take.isascii():
+            k = next(k for k, b in enumerate(take) if b & 0x80)
+            self._reject(RejectReason.NOT_7BIT, take[: k + 1], events)
+            return i + k + 1
+        end = have + len(take)
+        if self._awaited is Reply.LIVE and end > TRAILER_OFFSET and have < _TRAILER_END:
+            lo, hi = max(have, TRAILER_OFFSET), min(end, _TRAILER_END)
+            got, want = take[lo - have : hi - have], TRAILER[lo - TRAILER_OFFSET : hi - TRAILER_OFFSET]
+            if got != want:
+                k = lo - have + next(k for k, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
+                self._reject(RejectReason.TRAILER, take[: k + 1], events)
+                return i + k + 1
+        lo, hi = max(have, 1), min(end, CRC_OFFSET)
+        if lo < hi:
+            self._crc = crc.update(self._crc, take[lo - have : hi - have])
+        self._frame += take
+        if end == FRAME_LEN:
+            if crc.finish(self._crc) == self._frame[CRC_OFFSET:]:
+                events.append(Frame(bytes(self._frame)))
+                self._frame.clear()
+            else:
+                self._reject(RejectReason.CRC, b"", events)
+        return i + len(take)
