@@ -1,0 +1,266 @@
+"""The incremental decoder: chunking does not matter, corrupted frames never pass, arbitrary bytes
+only ever yield events, every byte received is accounted for, and the work is linear."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ekm_async import BlockKind, RejectReason, commands, decode, encode
+from ekm_async import frames as frames_module
+from ekm_async.commands import LiveRead, Reply, SettingsPage
+from ekm_async.frames import ACK, NAK, Ack, Event, Frame, FrameDecoder, Nak, Rejected
+
+from .strategies import LIVE_KINDS, frames
+
+REQUEST_A = commands.live_read("000300001184", LiveRead.V4A)
+SYNC_BYTES = {0x02, 0x06, 0x15}
+
+
+def run(decoder: FrameDecoder, chunks: Iterable[bytes]) -> list[Event]:
+    events: list[Event] = []
+    for chunk in chunks:
+        events += decoder.feed(chunk)
+    return events + decoder.flush()
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({min(c, len(data)) for c in cuts})
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+def wire_bytes(events: list[Event]) -> bytes:
+    """The bytes the events stand for, in order."""
+    return b"".join(e.raw if isinstance(e, (Frame, Rejected)) else (b"\x06" if e == ACK else b"\x15") for e in events)
+
+
+def merge_garbage(events: list[Event]) -> list[Event]:
+    out: list[Event] = []
+    for e in events:
+        if (
+            isinstance(e, Rejected)
+            and e.reason is RejectReason.GARBAGE
+            and out
+            and isinstance(out[-1], Rejected)
+            and out[-1].reason is RejectReason.GARBAGE
+        ):
+            out[-1] = Rejected(RejectReason.GARBAGE, out[-1].raw + e.raw)
+        else:
+            out.append(e)
+    return out
+
+
+# A stream part: a valid frame, an ACK, a NAK, or garbage (which may hold STX/ACK/NAK bytes too).
+part = st.one_of(
+    frames().map(lambda c: ("frame", c[2])),
+    st.just(("ack", b"\x06")),
+    st.just(("nak", b"\x15")),
+    st.binary(min_size=1, max_size=300).map(lambda b: ("garbage", b)),
+)
+clean_garbage = st.binary(min_size=1, max_size=300).filter(lambda b: not SYNC_BYTES & set(b))
+clean_part = st.one_of(
+    frames().map(lambda c: ("frame", c[2])),
+    st.just(("ack", b"\x06")),
+    st.just(("nak", b"\x15")),
+    clean_garbage.map(lambda b: ("garbage", b)),
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# (a) any chunking, same events
+
+
+@given(
+    st.lists(part, max_size=8),
+    st.lists(st.integers(0, 3000), max_size=30),
+    st.sampled_from([None, Reply.LIVE, Reply.BLOCK, Reply.ACK, Reply.NONE]),
+)
+def test_any_chunking_yields_the_same_events(
+    parts: list[tuple[str, bytes]], cuts: list[int], awaited: Reply | None
+) -> None:
+    stream = b"".join(p for _, p in parts)
+    whole, chunked, bytewise = FrameDecoder(), FrameDecoder(), FrameDecoder()
+    for d in (whole, chunked, bytewise):
+        d.expect(awaited)
+    expected = run(whole, [stream])
+    assert run(chunked, split(stream, cuts)) == expected
+    assert run(bytewise, [bytes([b]) for b in stream]) == expected
+
+
+@given(st.lists(clean_part, max_size=8), st.lists(st.integers(0, 3000), max_size=30))
+def test_clean_stream_yields_each_part(parts: list[tuple[str, bytes]], cuts: list[int]) -> None:
+    """Where garbage holds no STX/ACK/NAK, every frame, ACK and NAK comes out, in order."""
+    expected: list[Event] = []
+    for name, data in parts:
+        expected.append({"frame": Frame(data), "ack": ACK, "nak": NAK}.get(name, Rejected(RejectReason.GARBAGE, data)))
+    stream = b"".join(p for _, p in parts)
+    events = run(FrameDecoder(max_garbage=10**6), split(stream, cuts))
+    assert merge_garbage(events) == merge_garbage(expected)
+
+
+# ---------------------------------------------------------------------------------------------------
+# (b) every single-bit flip of a valid frame is rejected
+
+
+def assert_every_flip_rejected(frame: bytes, awaited: Reply | None) -> None:
+    for i in range(len(frame)):
+        for bit in range(8):
+            bad = bytearray(frame)
+            bad[i] ^= 1 << bit
+            decoder = FrameDecoder()
+            decoder.expect(awaited)
+            events = run(decoder, [bytes(bad)])
+            assert not any(isinstance(e, Frame) for e in events), (i, bit)
+            assert any(isinstance(e, Rejected) for e in events), (i, bit)
+            if awaited is not None:  # a block is awaited: a stray 06 or 15 is garbage too
+                assert all(isinstance(e, Rejected) for e in events), (i, bit)
+            assert wire_bytes(events) == bytes(bad)
+
+
+@pytest.mark.parametrize("awaited", [None, Reply.LIVE, Reply.BLOCK])
+def test_every_flip_of_the_captured_frame_is_rejected(frame_a: bytes, awaited: Reply | None) -> None:
+    assert run(FrameDecoder(), [frame_a]) == [Frame(frame_a)]
+    assert_every_flip_rejected(frame_a, awaited)
+
+
+@given(frames())
+def test_every_flip_of_any_frame_is_rejected(case: tuple[BlockKind, int, bytes]) -> None:
+    kind, _, frame = case
+    assert_every_flip_rejected(frame, Reply.LIVE if kind in LIVE_KINDS else Reply.BLOCK)
+
+
+def test_trailer_is_checked_as_it_arrives(frame_a: bytes) -> None:
+    decoder = FrameDecoder()
+    decoder.sent(REQUEST_A)
+    bad = frame_a[:250] + b"X"
+    assert decoder.feed(bad[:200]) == []
+    assert decoder.feed(bad[200:]) == [Rejected(RejectReason.TRAILER, bad)]
+    assert decoder.buffered == b""
+    assert decoder.feed(frame_a) == [Frame(frame_a)]  # resynchronised at the next STX
+
+
+def test_a_settings_block_is_not_held_to_the_live_trailer(frame_a: bytes) -> None:
+    block = encode("holidays", {"Holiday_1_Mon": 1, "Holiday_1_Day": 1})
+    decoder = FrameDecoder()
+    decoder.sent(commands.settings_read(SettingsPage.HOLIDAYS))
+    assert decoder.feed(block) == [Frame(block)]
+    decoder.sent(REQUEST_A)
+    assert decoder.feed(block)[0].reason is RejectReason.TRAILER  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------------------------------------
+# (c) arbitrary bytes: only events, never an exception; nothing lost
+
+
+@given(
+    st.binary(max_size=3000),
+    st.lists(st.integers(0, 3000), max_size=30),
+    st.sampled_from([None, Reply.LIVE, Reply.BLOCK, Reply.ACK, Reply.NONE]),
+    st.integers(1, 300),
+)
+def test_arbitrary_bytes_only_yield_events_and_lose_nothing(
+    data: bytes, cuts: list[int], awaited: Reply | None, max_garbage: int
+) -> None:
+    decoder = FrameDecoder(max_garbage=max_garbage)
+    decoder.expect(awaited)
+    events: list[Event] = []
+    for chunk in split(data, cuts):
+        events += decoder.feed(chunk)
+        assert len(decoder.buffered) <= max(255, max_garbage)
+        assert all(isinstance(e, (Frame, Ack, Nak, Rejected)) for e in events)
+    events += decoder.flush()
+    assert wire_bytes(events) == data
+    assert decoder.buffered == b""
+    for e in events:
+        if isinstance(e, Frame):
+            decode(e.raw, BlockKind.MONTHS)  # every Frame passes the whole-frame checks
+        if isinstance(e, Rejected) and e.reason is RejectReason.GARBAGE:
+            assert len(e.raw) <= max_garbage
+
+
+@given(st.lists(part, max_size=6), st.lists(st.integers(0, 2000), max_size=20))
+def test_work_is_linear(parts: list[tuple[str, bytes]], cuts: list[int]) -> None:
+    """The CRC sees each received byte at most once, however the bytes are chunked."""
+    stream = b"".join(p for _, p in parts)
+    seen = 0
+    real_update = frames_module.crc.update
+
+    def counting(register: int, data: bytes | bytearray | memoryview) -> int:
+        nonlocal seen
+        seen += len(data)
+        return real_update(register, data)
+
+    frames_module.crc.update = counting  # type: ignore[assignment]
+    try:
+        run(FrameDecoder(), split(stream, cuts))
+    finally:
+        frames_module.crc.update = real_update  # type: ignore[assignment]
+    assert seen <= len(stream)
+
+
+def test_garbage_runs_are_bounded() -> None:
+    decoder = FrameDecoder(max_garbage=100)
+    events = decoder.feed(b"x" * 250)
+    assert events == [Rejected(RejectReason.GARBAGE, b"x" * 100)] * 2
+    assert decoder.buffered == b"x" * 50
+    assert decoder.flush() == [Rejected(RejectReason.GARBAGE, b"x" * 50)]
+    with pytest.raises(ValueError, match="max_garbage"):
+        FrameDecoder(max_garbage=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Exchanges: what is awaited, truncation, echo
+
+
+def test_ack_and_nak_only_when_awaited(frame_a: bytes) -> None:
+    decoder = FrameDecoder()
+    decoder.sent(commands.password("00000000"))
+    assert decoder.feed(b"\x06") == [ACK]
+    assert decoder.feed(b"\x15") == [NAK]
+    assert decoder.feed(frame_a[:3]) == []  # STX is not awaited: garbage, held until something ends it
+    decoder.sent(REQUEST_A)  # new exchange: what was held is reported
+    assert decoder.feed(b"\x06" + frame_a) == [Rejected(RejectReason.GARBAGE, b"\x06"), Frame(frame_a)]
+    decoder.sent(commands.CLOSE)
+    assert decoder.feed(b"\x06") == []
+    assert decoder.flush() == [Rejected(RejectReason.GARBAGE, b"\x06")]
+
+
+def test_sent_reports_a_truncated_frame(frame_a: bytes) -> None:
+    decoder = FrameDecoder()
+    decoder.sent(REQUEST_A)
+    assert decoder.feed(frame_a[:120]) == []
+    assert decoder.buffered == frame_a[:120]
+    assert decoder.sent(REQUEST_A) == [Rejected(RejectReason.TRUNCATED, frame_a[:120])]
+    assert decoder.feed(frame_a) == [Frame(frame_a)]
+
+
+def test_seven_bit_violation_rejected_at_once(frame_a: bytes) -> None:
+    decoder = FrameDecoder()
+    bad = frame_a[:40] + b"\xb1"
+    assert decoder.feed(bad + frame_a) == [Rejected(RejectReason.NOT_7BIT, bad), Frame(frame_a)]
+
+
+@given(st.lists(st.integers(0, 400), max_size=10))
+def test_local_echo_is_dropped_in_any_chunking(frame_a: bytes, cuts: list[int]) -> None:
+    decoder = FrameDecoder(echo=True)
+    decoder.sent(REQUEST_A)
+    assert run(decoder, split(REQUEST_A + frame_a, cuts)) == [Frame(frame_a)]
+
+
+def test_missing_echo_costs_nothing(frame_a: bytes) -> None:
+    decoder = FrameDecoder(echo=True)
+    decoder.sent(REQUEST_A)
+    assert decoder.feed(frame_a) == [Frame(frame_a)]
+    # A partial echo followed by something else is replayed as ordinary input.
+    decoder.sent(commands.password("00000000"))
+    assert decoder.feed(b"\x01P1") == []
+    assert decoder.feed(b"\x06") == [Rejected(RejectReason.GARBAGE, b"\x01P1"), ACK]
+
+
+def test_without_echo_option_an_echo_is_garbage(frame_a: bytes) -> None:
+    decoder = FrameDecoder()
+    decoder.sent(REQUEST_A)
+    assert decoder.feed(REQUEST_A + frame_a) == [Rejected(RejectReason.GARBAGE, REQUEST_A), Frame(frame_a)]
