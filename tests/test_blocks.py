@@ -426,3 +426,23 @@ def test_v3_read_is_the_block_with_tenths() -> None:
     assert read.Power_Factor_Ln_2 == 190
     assert "Net_Calc_Watts_Tot" not in read.fields
     assert decode(frame, "v3", kwh_scale=0).kWh_Tot == 123.0  # EKM's doc says V3 is unscaled: selectable
+
+
+def test_values_are_converted_once_and_kept(frame_a: bytes) -> None:
+    block = decode(frame_a)
+    assert block.fields is block.fields
+    read = Read.of(block, decode(b_frame()))
+    assert read.fields is read.fields
+    assert hash(block) == hash(decode(frame_a))
+    assert block == decode(frame_a)
+    assert block != decode(with_scale(frame_a, "1"))
+
+
+def test_blocks_are_frozen(frame_a: bytes) -> None:
+    block = decode(frame_a)
+    with pytest.raises(AttributeError):
+        block.raw = b""  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        block.fields["kWh_Tot"] = 0.0  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        _ = block.No_Such_Field

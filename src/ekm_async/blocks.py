@@ -2,13 +2,17 @@
 
 Driven by the tables of :mod:`ekm_async.layouts`; the calculated fields (protocol.md §5.3, §5.4) are
 a table too. Every block keeps its raw frame. A V4 A and B pair merges into one :class:`Read`.
+
+:func:`decode` checks everything eagerly — length, STX, 7-bit bytes, CRC, constants, the kWh scale and
+every character that must be a digit — and raises :class:`FrameError` for any fault. A block therefore
+holds only convertible values; they are converted on first use and kept.
 """
 
 from __future__ import annotations
 
 import operator
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -31,6 +35,7 @@ from .layouts import (
 from .model import DirectionFlag, MonthDay, Period, Season
 
 __all__ = [
+    "KWH_SCALES",
     "Block",
     "HolidaysBlock",
     "LiveBlock",
@@ -62,30 +67,49 @@ def power_factor(cos_theta: str) -> int:
 
 _PF_FLAG: dict[str, Callable[[int], int]] = {"C": lambda d: 200 - d, "L": lambda d: d}
 
+
+class _PowerFactors(dict[str, int]):
+    """:func:`power_factor`, remembered: a meter sends few distinct Cos_Theta texts (bounded)."""
+
+    def __missing__(self, cos_theta: str) -> int:
+        pf = power_factor(cos_theta)
+        if len(self) < 8192:
+            self[cos_theta] = pf
+        return pf
+
+
+_PF = _PowerFactors()
 # State_Watts_Dir → sign of lines 1..3, read off the DirectionFlag names (F forward, R reverse).
-_DIRECTION_SIGNS: dict[int, tuple[int, int, int]] = {
-    d.value: (1 if d.name[0] == "F" else -1, 1 if d.name[1] == "F" else -1, 1 if d.name[2] == "F" else -1)
-    for d in DirectionFlag
+_DIRECTION_SIGNS: dict[Value, tuple[int, ...]] = {
+    d.value: tuple(1 if c == "F" else -1 for c in d.name) for d in DirectionFlag
 }
+_FORWARD = (1, 1, 1)
 
 
-_LINES = (1, 2, 3)
-_PF_NAMES = tuple((f"Cos_Theta_Ln_{n}", f"Power_Factor_Ln_{n}") for n in _LINES)
-_WATTS_NAMES = tuple(f"RMS_Watts_Ln_{n}" for n in _LINES)
-_NET_NAMES = tuple(f"Net_Calc_Watts_Ln_{n}" for n in _LINES)
+def _power_factors(f: Mapping[str, Value]) -> dict[str, Value]:
+    return {
+        "Power_Factor_Ln_1": _PF[str(f["Cos_Theta_Ln_1"])],
+        "Power_Factor_Ln_2": _PF[str(f["Cos_Theta_Ln_2"])],
+        "Power_Factor_Ln_3": _PF[str(f["Cos_Theta_Ln_3"])],
+    }
 
 
-def _power_factors(fields: Mapping[str, Value]) -> dict[str, Value]:
-    return {pf: power_factor(str(fields[cos])) for cos, pf in _PF_NAMES}
+def _net_watts(f: Mapping[str, Value]) -> dict[str, Value]:
+    """RMS watts signed by ``State_Watts_Dir`` (protocol.md §5.4); an unknown direction counts forward."""
+    s1, s2, s3 = _DIRECTION_SIGNS.get(f["State_Watts_Dir"], _FORWARD)
+    w1, w2, w3 = s1 * int(f["RMS_Watts_Ln_1"]), s2 * int(f["RMS_Watts_Ln_2"]), s3 * int(f["RMS_Watts_Ln_3"])
+    return {
+        "Net_Calc_Watts_Ln_1": w1,
+        "Net_Calc_Watts_Ln_2": w2,
+        "Net_Calc_Watts_Ln_3": w3,
+        "Net_Calc_Watts_Tot": w1 + w2 + w3,
+    }
 
 
-def _net_watts(fields: Mapping[str, Value]) -> dict[str, Value]:
-    signs = _DIRECTION_SIGNS.get(int(fields["State_Watts_Dir"]), (1, 1, 1))
-    lines = [s * int(fields[w]) for w, s in zip(_WATTS_NAMES, signs, strict=True)]
-    out: dict[str, Value] = dict(zip(_NET_NAMES, lines, strict=True))
-    out["Net_Calc_Watts_Tot"] = sum(lines)
-    return out
-
+_SAMPLE_FIELDS: dict[str, Value] = {
+    "State_Watts_Dir": 1,
+    **{f"{stem}{n}": value for stem, value in (("Cos_Theta_Ln_", "0100"), ("RMS_Watts_Ln_", 0)) for n in (1, 2, 3)},
+}
 
 CALCULATED: dict[BlockKind, tuple[Callable[[Mapping[str, Value]], dict[str, Value]], ...]] = {
     BlockKind.V3: (_power_factors,),
@@ -93,6 +117,7 @@ CALCULATED: dict[BlockKind, tuple[Callable[[Mapping[str, Value]], dict[str, Valu
     BlockKind.V4B: (_power_factors,),
 }
 """Calculated fields per block kind, appended after the wire fields in this order."""
+_CALCULATED_NAMES = {name for calc in (_power_factors, _net_watts) for name in calc(_SAMPLE_FIELDS)}
 
 
 def parse_meter_time(text: str) -> datetime | None:
@@ -111,6 +136,80 @@ def parse_meter_time(text: str) -> datetime | None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Compiled layouts
+
+
+def _struct_of(spans: list[tuple[int, int]]) -> struct.Struct:
+    """A Struct that unpacks the given (offset, end) spans, in order, from a whole frame."""
+    fmt, at = "", 0
+    for lo, hi in spans:
+        fmt += f"{lo - at}x{hi - lo}s" if lo > at else f"{hi - lo}s"
+        at = hi
+    return struct.Struct(fmt + f"{FRAME_LEN - at}x")
+
+
+_TEXT = (FieldType.STR, FieldType.HEX)
+_FIXED_DIVISOR = {Scale.NONE: 1, Scale.DIV10: 10, Scale.DIV100: 100}
+
+
+def _divisor(spec: FieldSpec, kwh_scale: int) -> int:
+    return 10**kwh_scale if spec.scale is Scale.KWH else _FIXED_DIVISOR[spec.scale]
+
+
+def _converter(spec: FieldSpec, kwh_scale: int) -> Callable[[bytes], Value]:
+    if spec.type is FieldType.INT:
+        return int
+    if spec.type is FieldType.FLOAT:
+        divisor = _divisor(spec, kwh_scale)
+        return lambda chunk: int(chunk) / divisor
+    return bytes.hex if spec.type is FieldType.HEX else bytes.decode
+
+
+class _Plan:
+    """A layout at one kWh scale, compiled: one Struct picks the fields, one converter per field.
+
+    ``validate`` checks every character that must be a digit (all fields of the layout, one C call).
+    ``values`` converts the fields named in ``names`` (all by default), in wire order; after
+    ``validate`` it cannot fail. (Measured: one converter per field through ``map(operator.call)``
+    beats grouping fields by converter, because ``float(bytes)`` and ``int.__rtruediv__`` are slow.)
+    """
+
+    def __init__(self, layout: Layout, kwh_scale: int, names: Iterable[str] | None = None) -> None:
+        every = sorted(layout.fields, key=lambda f: f.offset)
+        wanted = {f.name for f in every} if names is None else set(names)
+        specs = [f for f in every if f.name in wanted]
+        self.names = tuple(f.name for f in specs)
+        self._unpack = _struct_of([(f.offset, f.end) for f in specs]).unpack
+        self._converters = tuple(_converter(f, kwh_scale) for f in specs)
+        # Every character that must be a digit: INT and FLOAT fields whole, the last 3 of a PF field.
+        self._digit_specs = [f for f in every if f.type not in _TEXT]
+        self._digits = _struct_of([(f.offset + (f.type is FieldType.PF), f.end) for f in self._digit_specs]).unpack
+
+    def validate(self, raw: bytes) -> None:
+        if not b"".join(self._digits(raw)).isdigit():
+            bad = next(f for f, c in zip(self._digit_specs, self._digits(raw), strict=True) if not c.isdigit())
+            chunk = raw[bad.offset : bad.end]
+            raise FrameError(RejectReason.FIELD, raw, f"{bad.name} = {chunk!r} at {bad.offset}")
+
+    def values(self, raw: bytes) -> tuple[Value, ...]:
+        return tuple(map(operator.call, self._converters, self._unpack(raw)))
+
+
+_PLANS = {(kind, scale): _Plan(layout, scale) for kind, layout in LAYOUTS.items() for scale in KWH_SCALES}
+# A merged V4 read takes from B only the fields that A does not carry.
+_A_NAMES = {f.name for f in LAYOUTS[BlockKind.V4A].fields}
+_B_ONLY = [f.name for f in LAYOUTS[BlockKind.V4B].fields if f.name not in _A_NAMES]
+_B_ONLY_PLANS = {scale: _Plan(LAYOUTS[BlockKind.V4B], scale, _B_ONLY) for scale in KWH_SCALES}
+
+
+def _with_calculated(kind: BlockKind, names: tuple[str, ...], values: tuple[Value, ...]) -> Mapping[str, Value]:
+    fields: dict[str, Value] = dict(zip(names, values, strict=False))  # equal lengths by construction
+    for calc in CALCULATED.get(kind, ()):
+        fields.update(calc(fields))
+    return MappingProxyType(fields)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Blocks
 
 
@@ -118,11 +217,16 @@ class _Fields:
     """Attribute and item access to ``fields`` by field name."""
 
     __slots__ = ()
-    fields: Mapping[str, Value]
+
+    @property
+    def fields(self) -> Mapping[str, Value]:
+        raise NotImplementedError
 
     def __getattr__(self, name: str) -> Value:
+        if name.startswith("_"):
+            raise AttributeError(name)
         try:
-            return object.__getattribute__(self, "fields")[name]  # type: ignore[no-any-return]
+            return self.fields[name]
         except KeyError:
             raise AttributeError(name) from None
 
@@ -136,19 +240,25 @@ class Block(_Fields):
 
     kind: BlockKind
     raw: bytes = field(repr=False)
-    fields: Mapping[str, Value]
     kwh_scale: int
     """Decimal places applied to the kWh fields of this block (0, 1 or 2)."""
+    _fields: Mapping[str, Value] | None = field(default=None, init=False, repr=False, compare=False)
 
-    def __hash__(self) -> int:
-        return hash((self.kind, self.raw, self.kwh_scale))
+    @property
+    def fields(self) -> Mapping[str, Value]:
+        """Field name → native value: the wire fields in wire order, then the calculated ones."""
+        fields = self._fields
+        if fields is None:
+            plan = _PLANS[self.kind, self.kwh_scale]
+            fields = _with_calculated(self.kind, plan.names, plan.values(self.raw))
+            object.__setattr__(self, "_fields", fields)
+        return fields
 
 
-class _Live:
+class _Live(_Fields):
     """Helpers of blocks and reads that carry a meter address and time."""
 
     __slots__ = ()
-    fields: Mapping[str, Value]
 
     @property
     def address(self) -> str:
@@ -160,7 +270,7 @@ class _Live:
         return parse_meter_time(str(self.fields["Meter_Time"]))
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True)
 class LiveBlock(_Live, Block):
     """A V3, V4 A or V4 B block."""
 
@@ -174,7 +284,7 @@ class MonthTotals:
     tariffs: tuple[float, float, float, float]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True)
 class MonthsBlock(Block):
     """Six months of totals (forward or reverse, per the request that read it)."""
 
@@ -195,7 +305,7 @@ class MonthsBlock(Block):
         )
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True)
 class SchedulesBlock(Block):
     """A schedules page: schedules 1–4 and the seasons, or schedules 5–8."""
 
@@ -230,7 +340,7 @@ class SchedulesBlock(Block):
         )
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True)
 class HolidaysBlock(Block):
     """Holidays 1–20 and the weekend and holiday schedules."""
 
@@ -249,18 +359,21 @@ BLOCK_CLASS: dict[BlockKind, type[Block]] = {
     BlockKind.HOLIDAYS: HolidaysBlock,
 }
 
+_ADDRESS = slice(4, 16)
+
 
 @dataclass(frozen=True, slots=True)
-class Read(_Live, _Fields):
+class Read(_Live):
     """One full read of a meter: a V3 block, or a V4 A block merged with a B block.
 
-    For V4 the fields are B's then A's, A winning where both carry a field (volts, amps, watts, power
-    factor, meter time: A's snapshot). ``b`` may be None for a V4 read of the A block alone.
+    For V4 the fields are A's, then those only B carries, then the calculated ones: where both blocks
+    carry a field (volts, amps, watts, cos theta, meter time) A's snapshot is taken. ``b`` is None for
+    a V3 read and for a V4 read of the A block alone.
     """
 
     a: LiveBlock
-    b: LiveBlock | None
-    fields: Mapping[str, Value]
+    b: LiveBlock | None = None
+    _fields: Mapping[str, Value] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, a: Block, b: Block | None = None) -> Read:
@@ -268,19 +381,31 @@ class Read(_Live, _Fields):
         if not isinstance(a, LiveBlock) or a.kind not in (BlockKind.V3, BlockKind.V4A):
             raise ValueError(f"a must be a V3 or V4 A block; got {a.kind}")
         if b is None:
-            return cls(a, None, a.fields)
+            return cls(a)
         if a.kind is not BlockKind.V4A or not isinstance(b, LiveBlock) or b.kind is not BlockKind.V4B:
             raise ValueError(f"b must be a V4 B block read with a V4 A block; got {a.kind} and {b.kind}")
-        if a.address != b.address:
+        if a.raw[_ADDRESS] != b.raw[_ADDRESS]:
             raise ValueError(f"A and B blocks of different meters: {a.address} and {b.address}")
-        return cls(a, b, MappingProxyType({**b.fields, **a.fields}))
+        return cls(a, b)
+
+    @property
+    def fields(self) -> Mapping[str, Value]:
+        """Field name → native value: A's (or V3's) fields, B's own, then the calculated ones."""
+        fields = self._fields
+        if fields is None:
+            a, b = self.a, self.b
+            if b is None:
+                fields = a.fields
+            else:
+                plan_a, plan_b = _PLANS[a.kind, a.kwh_scale], _B_ONLY_PLANS[b.kwh_scale]
+                names, values = plan_a.names + plan_b.names, plan_a.values(a.raw) + plan_b.values(b.raw)
+                fields = _with_calculated(a.kind, names, values)
+            object.__setattr__(self, "_fields", fields)
+        return fields
 
     @property
     def v3(self) -> bool:
         return self.a.kind is BlockKind.V3
-
-    def __hash__(self) -> int:
-        return hash((self.a, self.b))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -301,8 +426,25 @@ def check_frame(raw: bytes) -> None:
 
 
 _AUTO_KIND = {b"00": BlockKind.V4A, b"01": BlockKind.V4B}
+
+
+class _Constants:
+    """A layout's constant bytes (trailer, request type), checked with one Struct."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.spans = sorted(layout.constants)
+        self.unpack = _struct_of([(o, o + len(c)) for o, c, _ in self.spans]).unpack
+        self.expected = tuple(c for _, c, _ in self.spans)
+
+    def fail(self, raw: bytes) -> None:
+        for offset, const, reason in self.spans:
+            got = raw[offset : offset + len(const)]
+            if got != const:
+                raise FrameError(reason, raw, f"{got.hex()} at {offset}, expected {const.hex()}")
+
+
+_CONSTANTS = {kind: _Constants(layout) for kind, layout in LAYOUTS.items()}
 _KWH_SCALE_OFFSET = next(f.offset for f in LAYOUTS[BlockKind.V4A].fields if f.name == "kWh_Scale")
-_FIXED_DIVISOR = {Scale.NONE: 1, Scale.DIV10: 10, Scale.DIV100: 100}
 
 
 def _kind(raw: bytes, kind: BlockKind | str | None) -> BlockKind:
@@ -345,64 +487,15 @@ def decode(
 
     Raises :class:`FrameError` (with ``.raw`` and ``.reason``) for a frame that is not valid.
     """
-    raw = bytes(frame)
+    raw = frame if type(frame) is bytes else bytes(frame)
     check_frame(raw)
     k = _kind(raw, kind)
-    layout = LAYOUTS[k]
-    for offset, const, reason in layout.constants:
-        if raw[offset : offset + len(const)] != const:
-            got = raw[offset : offset + len(const)]
-            raise FrameError(reason, raw, f"{got.hex()} at {offset}, expected {const.hex()}")
+    constants = _CONSTANTS[k]
+    if constants.unpack(raw) != constants.expected:
+        constants.fail(raw)
     scale = _kwh_scale(raw, k, kwh_scale)
-    fields = _PLANS[k, scale].fields(raw)
-    for calc in CALCULATED.get(k, ()):
-        fields.update(calc(fields))
-    return BLOCK_CLASS[k](k, raw, MappingProxyType(fields), scale)
-
-
-def _struct_of(spans: list[tuple[int, int]]) -> struct.Struct:
-    """A Struct that unpacks the given (offset, end) spans, in order, from a whole frame."""
-    fmt, at = "", 0
-    for lo, hi in spans:
-        fmt += f"{lo - at}x{hi - lo}s" if lo > at else f"{hi - lo}s"
-        at = hi
-    return struct.Struct(fmt + f"{FRAME_LEN - at}x")
-
-
-def _divide(divisor: int) -> Callable[[bytes], float]:
-    return lambda chunk: int(chunk) / divisor
-
-
-class _Plan:
-    """One layout at one kWh scale, compiled: a Struct for the fields, one converter per field."""
-
-    def __init__(self, layout: Layout, kwh_divisor: int) -> None:
-        specs = sorted(layout.fields, key=lambda f: f.offset)
-        self.names = tuple(f.name for f in specs)
-        self.unpack = _struct_of([(f.offset, f.end) for f in specs]).unpack
-        convert: dict[FieldType, Callable[[FieldSpec], Callable[[bytes], Value]]] = {
-            FieldType.INT: lambda f: int,
-            FieldType.FLOAT: lambda f: _divide(kwh_divisor if f.scale is Scale.KWH else _FIXED_DIVISOR[f.scale]),
-            FieldType.STR: lambda f: bytes.decode,
-            FieldType.HEX: lambda f: bytes.hex,
-            FieldType.PF: lambda f: bytes.decode,
-        }
-        self.converters = tuple(convert[f.type](f) for f in specs)
-        # Every character that must be a digit: INT and FLOAT fields whole, the last 3 of a PF field.
-        digit_spans = [(f.offset + (f.type is FieldType.PF), f.end) for f in specs if f.type not in _TEXT]
-        self.digits = _struct_of(digit_spans).unpack
-        self.digit_specs = [f for f in specs if f.type not in _TEXT]
-
-    def fields(self, raw: bytes) -> dict[str, Value]:
-        if not b"".join(self.digits(raw)).isdigit():
-            bad = next(f for f, c in zip(self.digit_specs, self.digits(raw), strict=True) if not c.isdigit())
-            chunk = raw[bad.offset : bad.end]
-            raise FrameError(RejectReason.FIELD, raw, f"{bad.name} = {chunk!r} at {bad.offset}")
-        return dict(zip(self.names, map(operator.call, self.converters, self.unpack(raw)), strict=True))
-
-
-_TEXT = (FieldType.STR, FieldType.HEX)
-_PLANS = {(kind, scale): _Plan(layout, 10**scale) for kind, layout in LAYOUTS.items() for scale in KWH_SCALES}
+    _PLANS[k, scale].validate(raw)
+    return BLOCK_CLASS[k](k, raw, scale)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -417,14 +510,13 @@ def _template(layout: Layout) -> bytearray:
     return frame
 
 
-def _encode_value(spec: FieldSpec, value: Value, kwh_divisor: int) -> bytes:
+def _encode_value(spec: FieldSpec, value: Value, kwh_scale: int) -> bytes:
     t = spec.type
     if t is FieldType.INT or t is FieldType.FLOAT:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{spec.name} must be a number; got {value!r}")
         if t is FieldType.FLOAT:
-            divisor = kwh_divisor if spec.scale is Scale.KWH else _FIXED_DIVISOR[spec.scale]
-            number = round(value * divisor)
+            number = round(value * _divisor(spec, kwh_scale))
         elif isinstance(value, int):
             number = value
         else:
@@ -443,7 +535,6 @@ def _encode_value(spec: FieldSpec, value: Value, kwh_divisor: int) -> bytes:
 
 
 _SPECS = {kind: {spec.name: spec for spec in layout.fields} for kind, layout in LAYOUTS.items()}
-_CALCULATED_NAMES = {"Net_Calc_Watts_Tot", *_NET_NAMES, *(pf for _, pf in _PF_NAMES)}
 
 
 def encode(
@@ -466,7 +557,7 @@ def encode(
         if spec is None and name not in _CALCULATED_NAMES:
             raise ValueError(f"{k.value} blocks have no field {name!r}")
         if spec is not None and spec.name == "kWh_Scale":
-            frame[spec.offset : spec.end] = _encode_value(spec, value, 1)
+            frame[spec.offset : spec.end] = _encode_value(spec, value, 0)
     if k is BlockKind.V4A:
         scale = frame[_KWH_SCALE_OFFSET] - 0x30
         if scale not in KWH_SCALES:
@@ -476,6 +567,6 @@ def encode(
     for name, value in fields.items():
         spec = specs.get(name)
         if spec is not None:
-            frame[spec.offset : spec.end] = _encode_value(spec, value, 10**scale)
+            frame[spec.offset : spec.end] = _encode_value(spec, value, scale)
     frame[CRC_OFFSET:] = crc.crc16(frame[1:CRC_OFFSET])
     return bytes(frame)
