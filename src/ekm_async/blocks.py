@@ -47,6 +47,7 @@ __all__ = [
     "check_frame",
     "decode",
     "encode",
+    "format_meter_time",
     "parse_meter_time",
     "power_factor",
 ]
@@ -118,6 +119,11 @@ CALCULATED: dict[BlockKind, tuple[Callable[[Mapping[str, Value]], dict[str, Valu
 }
 """Calculated fields per block kind, appended after the wire fields in this order."""
 _CALCULATED_NAMES = {name for calc in (_power_factors, _net_watts) for name in calc(_SAMPLE_FIELDS)}
+
+
+def format_meter_time(when: datetime) -> str:
+    """A datetime as ``Meter_Time`` and W9 send it: YYMMDDWWhhmmss, ISO weekday (Monday = 01)."""
+    return when.strftime("%y%m%d") + f"{when.isoweekday():02d}" + when.strftime("%H%M%S")
 
 
 def parse_meter_time(text: str) -> datetime | None:

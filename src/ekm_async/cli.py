@@ -13,6 +13,7 @@ from .blocks import decode
 from .crc import crc16
 from .errors import FrameError
 from .layouts import CRC_OFFSET, FRAME_LEN, BlockKind
+from .sim.cli import run_simulator
 
 __all__ = ["main"]
 
@@ -42,6 +43,25 @@ def _decode(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     return 0 if ok else 1
 
 
+def _meter_spec(text: str) -> tuple[str, str]:
+    """``v4:ADDRESS`` or ``v3:ADDRESS``."""
+    kind, _, address = text.partition(":")
+    if kind not in ("v3", "v4") or not (len(address) == 12 and address.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected v3:ADDRESS or v4:ADDRESS (12 digits); got {text!r}")
+    return kind, address
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT; got {text!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def _simulate(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    return run_simulator(args, stdout)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ekm-async", description="EKM Omnimeter v3/v4 over RS-485, asyncio-native.")
     parser.add_argument("--version", action="version", version=f"ekm-async {__version__}")
@@ -69,6 +89,46 @@ def _parser() -> argparse.ArgumentParser:
         help="kWh decimals for blocks that do not carry them (V4 B, months; V3 default 1)",
     )
     p.set_defaults(run=_decode)
+
+    p = sub.add_parser(
+        "simulate",
+        help="serve simulated meters on a simulated RS-485 bus",
+        description=(
+            "Serve simulated V3/V4 meters over TCP (like an RS-485 gateway) and/or a pty. Prints one line "
+            "'ready …' when listening; runs until interrupted."
+        ),
+    )
+    p.add_argument("--tcp", type=_host_port, metavar="HOST:PORT", help="listen on TCP (port 0: any free port)")
+    p.add_argument("--pty", metavar="LINK", help="create a pty and a symlink LINK to it")
+    p.add_argument(
+        "--meter",
+        type=_meter_spec,
+        action="append",
+        metavar="v4:ADDRESS",
+        help="a meter on the bus (repeatable; default v4:000300001184)",
+    )
+    p.add_argument(
+        "--baud", type=int, choices=(9600, 0), default=9600, help="pace the wire at 9600 baud, or 0: no pacing"
+    )
+    p.add_argument("--turnaround", type=float, default=0.02, metavar="S", help="meter reply delay (default 0.02)")
+    p.add_argument("--seed", type=int, default=0, help="seed of meter values and faults (default 0)")
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="KIND[=P][:SECONDS][@ADDRESS][#N,…]; kinds: crc drop truncate garbage delay wrong-address dead",
+    )
+    p.add_argument("--echo", action="store_true", help="echo the host's bytes back (RS-485 adapters that do)")
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        dest="time_scale",
+        metavar="X",
+        help="simulated seconds per real second for energy and pulse counts (default 1)",
+    )
+    p.set_defaults(run=_simulate)
     return parser
 
 

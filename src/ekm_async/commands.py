@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from . import crc
+from .blocks import format_meter_time
 from .model import (
     CTRatio,
     LcdItem,
@@ -263,8 +264,7 @@ def set_time(when: datetime) -> bytes:
     if not isinstance(when, datetime):
         raise ValueError(f"when must be a datetime; got {when!r}")
     require_range(when.year, 2000, 2099, "when.year")
-    fields = (when.year % 100, when.month, when.day, when.isoweekday(), when.hour, when.minute, when.second)
-    return write(Register.TIME, "".join(_num(f, 2) for f in fields))
+    return write(Register.TIME, format_meter_time(when))
 
 
 def ct_ratio(ratio: CTRatio | int | str) -> bytes:

@@ -1,0 +1,86 @@
+"""The session rules of protocol.md §6.1 as one transition table, shared by host and meter.
+
+A sign-on (the A or V3 read, and the B read, which carry the address) selects one meter: the session
+is CONNECTED. Reads need nothing more. A write needs an acknowledged password right before it, and
+after a write the next write needs the whole connect + password again. The close string ends the
+session. Both ends drive the same table: the bus before it sends (a missing pair is a local protocol
+error: nothing is sent) and the simulated meter when a request arrives (a missing pair: no reply).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .errors import EkmError
+
+__all__ = ["TRANSITIONS", "Event", "LocalProtocolError", "State", "allowed", "next_state"]
+
+
+class State(enum.Enum):
+    """The state of a meter session."""
+
+    IDLE = "idle"
+    """No meter selected: only a sign-on (or a close) means anything."""
+    CONNECTED = "connected"
+    """A meter answered its sign-on: reads, and a password, may follow."""
+    AUTHORIZED = "authorized"
+    """The meter acknowledged the password: one write may follow."""
+    SPENT = "spent"
+    """A write was sent: reads may follow; another write needs connect and password again."""
+
+
+class Event(enum.Enum):
+    """What happens in a session (the request, and for password and write the meter's answer)."""
+
+    CONNECT = "connect"
+    """A sign-on (V3 read, V4 A or B read) answered by the addressed meter."""
+    READ = "read"
+    """A settings read answered."""
+    PASSWORD_ACCEPTED = "password-accepted"
+    PASSWORD_REFUSED = "password-refused"
+    WRITE_ACCEPTED = "write-accepted"
+    WRITE_REFUSED = "write-refused"
+    """A write without its ACK: the host cannot know whether it was applied."""
+    CLOSE = "close"
+
+
+S, E = State, Event
+
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (S.IDLE, E.CONNECT): S.CONNECTED,
+    (S.IDLE, E.CLOSE): S.IDLE,
+    (S.CONNECTED, E.CONNECT): S.CONNECTED,
+    (S.CONNECTED, E.READ): S.CONNECTED,
+    (S.CONNECTED, E.PASSWORD_ACCEPTED): S.AUTHORIZED,
+    (S.CONNECTED, E.PASSWORD_REFUSED): S.CONNECTED,
+    (S.CONNECTED, E.CLOSE): S.IDLE,
+    (S.AUTHORIZED, E.WRITE_ACCEPTED): S.SPENT,
+    (S.AUTHORIZED, E.WRITE_REFUSED): S.SPENT,
+    (S.AUTHORIZED, E.CONNECT): S.CONNECTED,
+    (S.AUTHORIZED, E.CLOSE): S.IDLE,
+    (S.SPENT, E.CONNECT): S.CONNECTED,
+    (S.SPENT, E.READ): S.SPENT,
+    (S.SPENT, E.CLOSE): S.IDLE,
+}
+"""(state, event) → next state. A pair not in the table is not allowed."""
+
+
+class LocalProtocolError(EkmError):
+    """This side was about to break the session rules (e.g. a write without an acknowledged password)."""
+
+    def __init__(self, state: State, event: Event) -> None:
+        self.state = state
+        self.event = event
+        super().__init__(f"{event.value} is not allowed in a {state.value} session")
+
+
+def allowed(state: State, event: Event) -> bool:
+    return (state, event) in TRANSITIONS
+
+
+def next_state(state: State, event: Event) -> State:
+    """The state after ``event``; :class:`LocalProtocolError` if the rules do not allow it."""
+    try:
+        return TRANSITIONS[state, event]
+    except KeyError:
+        raise LocalProtocolError(state, event) from None

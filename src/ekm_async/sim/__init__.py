@@ -1,0 +1,27 @@
+"""A faithful simulator of EKM Omnimeter v3/v4 meters on an RS-485 bus (DESIGN.md §1, issue 3).
+
+``MeterModel`` (a meter, sans-I/O), ``SimBus`` (meters on one wire, timing, echo, faults, a record of
+every transaction), ``SimServer`` (TCP, pty and in-memory transports, paced like the wire).
+"""
+
+from .bus import BITS_PER_BYTE, Emission, SimBus, Transaction
+from .faults import Fault, FaultKind
+from .meter import MeterModel, MeterType
+from .servers import MemoryTransport, SimServer
+from .wire import Request, RequestKind, RequestParser
+
+__all__ = [
+    "BITS_PER_BYTE",
+    "Emission",
+    "Fault",
+    "FaultKind",
+    "MemoryTransport",
+    "MeterModel",
+    "MeterType",
+    "Request",
+    "RequestKind",
+    "RequestParser",
+    "SimBus",
+    "SimServer",
+    "Transaction",
+]

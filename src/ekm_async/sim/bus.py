@@ -1,0 +1,170 @@
+"""A simulated RS-485 bus (sans-I/O): meters, wire timing, local echo, faults, a record of the wire.
+
+Give it the host's bytes and the time they arrived; it returns what comes back, as timed emissions:
+each starts when the wire carries its first byte and takes ``byte_time`` per byte (10 bits per
+character: 1.0417 ms at 9600 baud; 0 when unpaced). Requests and replies share the one wire: a
+request goes out when the wire is free, the meter answers ``turnaround`` seconds after its last byte.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..crc import crc16
+from ..layouts import CRC_OFFSET, FRAME_LEN
+from .faults import FRAME_ONLY, Fault, FaultKind
+from .meter import MeterModel
+from .wire import Request, RequestParser
+
+__all__ = ["BITS_PER_BYTE", "Emission", "SimBus", "Transaction"]
+
+BITS_PER_BYTE = 10  # 7E1: start, 7 data, parity, stop
+_ADDRESS = slice(4, 16)
+_ORDER = [
+    FaultKind.DEAD,
+    FaultKind.DROP,
+    FaultKind.WRONG_ADDRESS,
+    FaultKind.CRC,
+    FaultKind.TRUNCATE,
+    FaultKind.GARBAGE,
+    FaultKind.DELAY,
+]
+"""The order faults change a reply in: content first, then what the line does to it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Emission:
+    """Bytes sent back to the host: from ``start`` on, one every ``byte_time`` seconds."""
+
+    start: float
+    data: bytes
+    byte_time: float
+
+    @property
+    def end(self) -> float:
+        """When the last byte has been received."""
+        return self.start + len(self.data) * self.byte_time
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One request on the wire and what answered it (after faults)."""
+
+    index: int
+    time: float
+    """When the request's last byte was on the wire."""
+    request: Request
+    meter: str | None
+    """The address of the meter that answered (before any fault), None if none did."""
+    reply: bytes | None
+    faults: tuple[FaultKind, ...] = ()
+
+
+@dataclass
+class SimBus:
+    """Meters on one simulated RS-485 wire."""
+
+    meters: list[MeterModel]
+    baud: int = 9600
+    """Wire speed for pacing; 0 sends everything at once."""
+    turnaround: float = 0.02
+    """Seconds between the end of a request and the start of the reply."""
+    echo: bool = False
+    """Send the host its own bytes back, as an RS-485 adapter that hears itself does."""
+    faults: list[Fault] = field(default_factory=list)
+    seed: int = 0
+    transactions: list[Transaction] = field(default_factory=list)
+    """Everything served, in order."""
+
+    def __post_init__(self) -> None:
+        if self.baud < 0 or self.turnaround < 0:
+            raise ValueError("baud and turnaround must be ≥ 0")
+        self._parser = RequestParser()
+        self._rng = random.Random(self.seed)
+        self._counts = [0] * len(self.faults)
+        self._free_at = 0.0
+
+    @property
+    def byte_time(self) -> float:
+        return BITS_PER_BYTE / self.baud if self.baud else 0.0
+
+    def meter(self, address: str) -> MeterModel:
+        for m in self.meters:
+            if m.address == address:
+                return m
+        raise KeyError(address)
+
+    def receive(self, data: bytes, now: float) -> list[Emission]:
+        """The host sent ``data`` at ``now``: what comes back, in order."""
+        out: list[Emission] = []
+        for request in self._parser.feed(data):
+            out += self._serve(request, now)
+        return out
+
+    def _serve(self, request: Request, now: float) -> list[Emission]:
+        bt = self.byte_time
+        start = max(now, self._free_at)
+        end = start + len(request.raw) * bt
+        out = [Emission(start, request.raw, bt)] if self.echo else []
+        answers = [
+            (m.address, reply)
+            for m in self.meters
+            if not self._dead(m)
+            for reply in [m.handle(request, end)]
+            if reply is not None
+        ]
+        meter, reply = answers[0] if answers else (None, None)
+        applied: list[FaultKind] = []
+        delay = 0.0
+        if reply is not None and meter is not None:
+            reply, delay = self._inject(meter, reply, applied)
+        self._free_at = end
+        if reply:
+            emission = Emission(end + self.turnaround + delay, reply, bt)
+            out.append(emission)
+            self._free_at = emission.end
+        self.transactions.append(Transaction(len(self.transactions), end, request, meter, reply, tuple(applied)))
+        return out
+
+    def _matching(self, meter: str, kinds: Iterable[FaultKind]) -> list[Fault]:
+        """The rules of these kinds that apply to this reply of ``meter`` (counted, then drawn)."""
+        chosen = []
+        for i, rule in enumerate(self.faults):
+            if rule.kind not in kinds or (rule.address is not None and rule.address != meter):
+                continue
+            self._counts[i] += 1
+            if rule.nth and self._counts[i] not in rule.nth:
+                continue
+            if self._rng.random() < rule.probability:
+                chosen.append(rule)
+        return chosen
+
+    def _dead(self, m: MeterModel) -> bool:
+        return bool(self._matching(m.address, [FaultKind.DEAD]))
+
+    def _inject(self, meter: str, reply: bytes, applied: list[FaultKind]) -> tuple[bytes | None, float]:
+        kinds = {k for k in FaultKind if k is not FaultKind.DEAD}
+        if len(reply) != FRAME_LEN:
+            kinds -= FRAME_ONLY
+        delay = 0.0
+        rng = self._rng
+        for rule in sorted(self._matching(meter, kinds), key=lambda r: _ORDER.index(r.kind)):
+            applied.append(rule.kind)
+            if rule.kind is FaultKind.DROP:
+                return None, 0.0
+            if rule.kind is FaultKind.DELAY:
+                delay += rule.seconds
+            elif rule.kind is FaultKind.CRC:
+                at = rng.randrange(1, CRC_OFFSET)
+                reply = reply[:at] + bytes([reply[at] ^ (1 << rng.randrange(7))]) + reply[at + 1 :]
+            elif rule.kind is FaultKind.WRONG_ADDRESS:
+                other = f"{(int(reply[_ADDRESS]) + rng.randrange(1, 10**6)) % 10**12:012d}".encode()
+                body = reply[1:4] + other + reply[16:CRC_OFFSET]
+                reply = reply[:1] + body + crc16(body)
+            elif rule.kind is FaultKind.TRUNCATE:
+                reply = reply[: rng.randrange(1, len(reply))]
+            elif rule.kind is FaultKind.GARBAGE:
+                reply = bytes(rng.randrange(0x80) for _ in range(rng.randrange(1, 65))) + reply
+        return reply, delay

@@ -1,0 +1,288 @@
+"""Serve a simulated bus: an asyncio TCP server (an RS-485 to Ethernet gateway), a pty for serial
+clients, and in-memory transports for tests. One pump per bus writes the replies, paced as the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import termios
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .bus import Emission, SimBus
+
+__all__ = ["MemoryTransport", "SimServer"]
+
+Sink = Callable[[bytes], None]
+_PACE_SLICE = 0.005
+"""Paced replies are written in slices of about this many seconds of wire time."""
+
+
+class SimServer:
+    """Serves one :class:`SimBus` over any number of TCP clients, a pty and in-memory transports.
+
+    Use as ``async with SimServer(bus) as server:``; ``await server.start_tcp()``,
+    ``await server.start_pty(link)``, ``server.connect_memory(protocol)``.
+    """
+
+    def __init__(self, bus: SimBus) -> None:
+        self.bus = bus
+        self._queue: asyncio.Queue[tuple[Emission, Sink]] = asyncio.Queue()
+        self._pump: asyncio.Task[None] | None = None
+        self._tcp: asyncio.Server | None = None
+        self._tcp_address: tuple[str, int] | None = None
+        self._tcp_clients: set[asyncio.Transport] = set()
+        self._pty: _Pty | None = None
+
+    async def __aenter__(self) -> SimServer:
+        self._ensure_pump()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _ensure_pump(self) -> None:
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.get_running_loop().create_task(self._run_pump(), name="ekm-sim-pump")
+
+    # -----------------------------------------------------------------------------------------------
+    # The host's bytes in, the bus's replies out
+
+    def receive(self, data: bytes, sink: Sink) -> None:
+        """``data`` arrived from a client whose replies go to ``sink``."""
+        self._ensure_pump()
+        for emission in self.bus.receive(data, asyncio.get_running_loop().time()):
+            self._queue.put_nowait((emission, sink))
+
+    async def _run_pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            emission, sink = await self._queue.get()
+            data, bt = emission.data, emission.byte_time
+            await asyncio.sleep(max(0.0, emission.start - loop.time()))
+            if bt == 0:
+                _deliver(sink, data)
+                continue
+            step = max(1, round(_PACE_SLICE / bt))
+            sent = 0
+            while sent < len(data):
+                due = min(len(data), int((loop.time() - emission.start) / bt))
+                if due > sent:
+                    _deliver(sink, data[sent:due])
+                    sent = due
+                if sent < len(data):
+                    until = emission.start + min(len(data), sent + step) * bt
+                    await asyncio.sleep(max(0.0, until - loop.time()))
+
+    # -----------------------------------------------------------------------------------------------
+    # TCP
+
+    async def start_tcp(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        """Listen like an RS-485 gateway; returns (host, port). Restartable on the same port."""
+        self._ensure_pump()
+        loop = asyncio.get_running_loop()
+        self._tcp = await loop.create_server(lambda: _TcpClient(self), host, port, reuse_address=True)
+        sockname = self._tcp.sockets[0].getsockname()
+        self._tcp_address = (sockname[0], sockname[1])
+        return self._tcp_address
+
+    async def stop_tcp(self) -> None:
+        """Stop listening and drop every client (a gateway going away)."""
+        if self._tcp is not None:
+            self._tcp.close()
+            for client in list(self._tcp_clients):
+                client.abort()
+            await self._tcp.wait_closed()
+            self._tcp = None
+
+    async def restart_tcp(self) -> tuple[str, int]:
+        """Stop, then listen again on the same address."""
+        if self._tcp_address is None:
+            raise RuntimeError("the TCP server was never started")
+        host, port = self._tcp_address
+        await self.stop_tcp()
+        return await self.start_tcp(host, port)
+
+    # -----------------------------------------------------------------------------------------------
+    # pty and memory
+
+    async def start_pty(self, link: str | os.PathLike[str] | None = None) -> str:
+        """Serve on a new pty; ``link`` (if given) becomes a symlink to it. Returns the link or device."""
+        self._ensure_pump()
+        self._pty = _Pty(self, Path(link) if link is not None else None)
+        return self._pty.name
+
+    def connect_memory(self, protocol: asyncio.Protocol) -> MemoryTransport:
+        """A transport straight into the bus; replies reach ``protocol.data_received``."""
+        self._ensure_pump()
+        transport = MemoryTransport(self, protocol)
+        protocol.connection_made(transport)
+        return transport
+
+    async def close(self) -> None:
+        await self.stop_tcp()
+        if self._pty is not None:
+            self._pty.close()
+            self._pty = None
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+            self._pump = None
+
+
+def _deliver(sink: Sink, data: bytes) -> None:
+    sink(data)
+
+
+class _TcpClient(asyncio.Protocol):
+    def __init__(self, server: SimServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._server._tcp_clients.add(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._server.receive(data, self._write)
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._server._tcp_clients.discard(self._transport)
+        self._transport = None
+
+
+class MemoryTransport(asyncio.Transport):
+    """An in-memory connection to a simulated bus (for tests and ``--simulate``)."""
+
+    def __init__(self, server: SimServer, protocol: asyncio.Protocol) -> None:
+        super().__init__()
+        self._server = server
+        self._protocol = protocol
+        self._closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing:
+            raise RuntimeError("write on a closed MemoryTransport")
+        self._server.receive(bytes(data), self._deliver)
+
+    def _deliver(self, data: bytes) -> None:
+        if not self._closing:
+            self._protocol.data_received(data)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            asyncio.get_running_loop().call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": "ekm-sim"}.get(name, default)
+
+
+class _Pty:
+    """A pty whose slave is the meter bus for serial clients, one client after another.
+
+    A pty ignores parity, and Linux refuses pyserial's second 7E1 ``tcsetattr`` on it (DESIGN.md §7).
+    The settings the pty had when new are restored whenever a client goes away, so the next client's
+    7E1 open works as the first one did.
+    """
+
+    _POLL = 0.02
+
+    def __init__(self, server: SimServer, link: Path | None) -> None:
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self._master, slave = os.openpty()
+        self.device = os.ttyname(slave)
+        self._fresh = termios.tcgetattr(slave)
+        os.close(slave)
+        os.set_blocking(self._master, False)
+        self._link = link
+        if link is not None:
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            link.symlink_to(self.device)
+        self.name = str(link) if link is not None else self.device
+        self._client = False
+        self._poller: asyncio.TimerHandle | None = None
+        self._poll()
+
+    def _poll(self) -> None:
+        """No client: check every few ms whether one has opened the slave."""
+        self._poller = None
+        try:
+            data = os.read(self._master, 4096)
+        except BlockingIOError:
+            data = b""
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            self._poller = self._loop.call_later(self._POLL, self._poll)
+            return
+        self._client = True
+        self._loop.add_reader(self._master, self._readable)
+        if data:
+            self._server.receive(data, self._write)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._master, 4096)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            self._client_gone()
+            return
+        self._server.receive(data, self._write)
+
+    def _client_gone(self) -> None:
+        self._client = False
+        self._loop.remove_reader(self._master)
+        slave = os.open(self.device, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            termios.tcsetattr(slave, termios.TCSANOW, self._fresh)
+            termios.tcflush(slave, termios.TCIOFLUSH)
+        finally:
+            os.close(slave)
+        self._poller = self._loop.call_later(self._POLL, self._poll)
+
+    def _write(self, data: bytes) -> None:
+        if not self._client:
+            return  # nobody to hear it: do not leave it for the next client
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._master, view) :]
+            except BlockingIOError:
+                return  # the client is not reading: drop the rest, as a line would
+            except OSError as exc:
+                if exc.errno != errno.EIO:
+                    raise
+                return
+
+    def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+        if self._client:
+            self._loop.remove_reader(self._master)
+        os.close(self._master)
+        if self._link is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._link.unlink()
