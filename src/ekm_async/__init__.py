@@ -19,10 +19,23 @@ from .blocks import (
     parse_meter_time,
     power_factor,
 )
+from .bus import Bus, BusOptions, MeterStats, open_bus
 from .crc import crc16
-from .errors import EkmError, FrameError, RejectReason
+from .errors import (
+    BusClosed,
+    ConnectionLost,
+    EkmError,
+    FrameError,
+    MeterError,
+    MeterUnavailable,
+    Refused,
+    RejectReason,
+    ReplyTimeout,
+    UnexpectedReply,
+)
 from .frames import Ack, Event, Frame, FrameDecoder, Nak, Rejected
 from .layouts import BlockKind, FieldSpec, FieldType, Layout, Scale
+from .meters import Settings, V3Meter, V4Meter
 from .model import (
     CTRatio,
     DirectionFlag,
@@ -38,6 +51,8 @@ from .model import (
     Season,
     StateOut,
 )
+from .protocol import WireStats
+from .session import LocalProtocolError
 
 __version__ = "0.1.0"
 
@@ -45,7 +60,11 @@ __all__ = [
     "Ack",
     "Block",
     "BlockKind",
+    "Bus",
+    "BusClosed",
+    "BusOptions",
     "CTRatio",
+    "ConnectionLost",
     "DirectionFlag",
     "EkmError",
     "Event",
@@ -58,8 +77,12 @@ __all__ = [
     "Layout",
     "LcdItem",
     "LiveBlock",
+    "LocalProtocolError",
     "MaxDemandPeriod",
     "MaxDemandResetInterval",
+    "MeterError",
+    "MeterStats",
+    "MeterUnavailable",
     "MonthDay",
     "MonthTotals",
     "MonthsBlock",
@@ -68,20 +91,28 @@ __all__ = [
     "PulseInput",
     "PulseOutputRatio",
     "Read",
+    "Refused",
     "RejectReason",
     "Rejected",
     "Relay",
     "RelayState",
+    "ReplyTimeout",
     "Scale",
     "SchedulesBlock",
     "Season",
+    "Settings",
     "StateOut",
+    "UnexpectedReply",
+    "V3Meter",
+    "V4Meter",
     "Value",
+    "WireStats",
     "__version__",
     "commands",
     "crc16",
     "decode",
     "encode",
+    "open_bus",
     "parse_meter_time",
     "power_factor",
 ]

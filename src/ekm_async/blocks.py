@@ -379,20 +379,22 @@ class Read(_Live):
 
     a: LiveBlock
     b: LiveBlock | None = None
+    time: datetime | None = None
+    """When the host received the read (UTC), if it came from a meter."""
     _fields: Mapping[str, Value] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def of(cls, a: Block, b: Block | None = None) -> Read:
+    def of(cls, a: Block, b: Block | None = None, *, time: datetime | None = None) -> Read:
         """The read of a V3 block, or of a V4 A block and (optionally) its B block."""
         if not isinstance(a, LiveBlock) or a.kind not in (BlockKind.V3, BlockKind.V4A):
             raise ValueError(f"a must be a V3 or V4 A block; got {a.kind}")
         if b is None:
-            return cls(a)
+            return cls(a, time=time)
         if a.kind is not BlockKind.V4A or not isinstance(b, LiveBlock) or b.kind is not BlockKind.V4B:
             raise ValueError(f"b must be a V4 B block read with a V4 A block; got {a.kind} and {b.kind}")
         if a.raw[_ADDRESS] != b.raw[_ADDRESS]:
             raise ValueError(f"A and B blocks of different meters: {a.address} and {b.address}")
-        return cls(a, b)
+        return cls(a, b, time)
 
     @property
     def fields(self) -> Mapping[str, Value]:

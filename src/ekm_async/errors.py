@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["EkmError", "FrameError", "RejectReason"]
+__all__ = [
+    "BusClosed",
+    "ConnectionLost",
+    "EkmError",
+    "FrameError",
+    "MeterError",
+    "MeterUnavailable",
+    "Refused",
+    "RejectReason",
+    "ReplyTimeout",
+    "UnexpectedReply",
+]
 
 
 class RejectReason(enum.Enum):
@@ -45,3 +56,41 @@ class FrameError(EkmError):
         self.detail = detail
         text = f"{reason.value}: {detail}" if detail else reason.value
         super().__init__(f"{text} ({len(self.raw)} bytes: {self.raw.hex(' ')})")
+
+
+class MeterError(EkmError):
+    """A meter did not answer as it should; ``address`` is the meter's, ``raw`` what came back (if any)."""
+
+    def __init__(self, address: str, message: str, raw: bytes = b"") -> None:
+        self.address = address
+        self.raw = bytes(raw)
+        super().__init__(f"meter {address}: {message}" + (f" ({self.raw.hex(' ')})" if self.raw else ""))
+
+
+class ReplyTimeout(MeterError, TimeoutError):
+    """No (valid) reply within the exchange's time."""
+
+
+class Refused(MeterError):
+    """The meter did not acknowledge a password or a write (silence or NAK)."""
+
+
+class UnexpectedReply(MeterError):
+    """A valid block came back, but from another meter or of another kind than asked for."""
+
+
+class MeterUnavailable(MeterError):
+    """The meter failed repeatedly and is backed off until ``until`` (loop time); nothing was sent."""
+
+    def __init__(self, address: str, until: float, failures: int) -> None:
+        self.until = until
+        self.failures = failures
+        super().__init__(address, f"backed off after {failures} failed transactions")
+
+
+class BusClosed(EkmError):
+    """The bus was closed before the request could be served."""
+
+
+class ConnectionLost(EkmError):
+    """The port or gateway went away during an exchange."""

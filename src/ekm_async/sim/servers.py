@@ -9,7 +9,7 @@ import contextlib
 import errno
 import os
 import termios
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,14 @@ class SimServer:
         self._ensure_pump()
         self._pty = _Pty(self, Path(link) if link is not None else None)
         return self._pty.name
+
+    def memory_connector(self) -> Callable[[asyncio.Protocol], Awaitable[asyncio.BaseTransport]]:
+        """A ``connect=`` for :func:`ekm_async.open_bus`: the bus talks to this server in memory."""
+
+        async def connect(protocol: asyncio.Protocol) -> asyncio.BaseTransport:
+            return self.connect_memory(protocol)
+
+        return connect
 
     def connect_memory(self, protocol: asyncio.Protocol) -> MemoryTransport:
         """A transport straight into the bus; replies reach ``protocol.data_received``."""

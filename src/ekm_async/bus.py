@@ -1,0 +1,485 @@
+"""One RS-485 bus: one owner of one wire, many callers.
+
+Every request is a *transaction* — connect … close — run by the bus's one worker task, in the order
+callers asked (FIFO). In a transaction the session rules of :mod:`ekm_async.session` are kept: a
+write is only ever sent after an acknowledged password, and the close string is always sent, also
+when the caller was cancelled (the exchange on the wire is finished first, then the rest is dropped).
+
+Each exchange waits for the wire time of its request and expected reply plus ``timeout_margin``.
+Reads are retried after a timeout or a bad frame (``retries`` times). A meter whose transactions keep
+failing is backed off: calls for it fail at once with :class:`MeterUnavailable` until its (growing)
+back-off ends, so it never delays healthy meters. When the port or gateway goes away the bus
+reconnects with exponential back-off; queued requests wait, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from . import commands, session
+from .blocks import Block, LiveBlock, decode
+from .commands import CLOSE, LiveRead, SettingsPage
+from .errors import (
+    BusClosed,
+    ConnectionLost,
+    EkmError,
+    FrameError,
+    MeterError,
+    MeterUnavailable,
+    Refused,
+    ReplyTimeout,
+    UnexpectedReply,
+)
+from .frames import Ack, Frame, Nak, Rejected
+from .layouts import FRAME_LEN, BlockKind
+from .protocol import MeterProtocol, WireStats
+from .transport import BACKENDS, Connector, connector_for
+
+if TYPE_CHECKING:
+    from .meters import V3Meter, V4Meter
+
+__all__ = ["Bus", "BusOptions", "MeterStats", "open_bus"]
+
+T = TypeVar("T")
+BITS_PER_BYTE = 10  # 7E1
+
+
+@dataclass(frozen=True, slots=True)
+class BusOptions:
+    """How a bus behaves; every field is a keyword of :func:`open_bus`."""
+
+    baud: int = 9600
+    """Line speed, for the exchange timeouts (9600 baud 7E1: 1.0417 ms per byte)."""
+    timeout_margin: float = 0.5
+    """Seconds allowed beyond the wire time of an exchange (meter turnaround, gateway latency)."""
+    retries: int = 2
+    """Further attempts of a read after a timeout or a bad frame."""
+    gap: float = 0.0
+    """Idle seconds between transactions."""
+    echo: bool = False
+    """The adapter echoes what it sends: drop that echo."""
+    backend: str = "pyserial"
+    """Serial devices: ``pyserial`` (pyserial-asyncio) or ``serialx``."""
+    quarantine_after: int = 3
+    """Failed transactions in a row after which a meter is backed off."""
+    backoff: float = 5.0
+    """The first back-off, doubled for every further failure, up to ``backoff_max``."""
+    backoff_max: float = 300.0
+    reconnect_delay: float = 0.1
+    """First wait before reconnecting, doubled per failed attempt up to ``reconnect_max``."""
+    reconnect_max: float = 30.0
+    connect_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "baud": self.baud > 0,
+            "timeout_margin": self.timeout_margin > 0,
+            "retries": self.retries >= 0,
+            "gap": self.gap >= 0,
+            "quarantine_after": self.quarantine_after >= 1,
+            "backoff": 0 < self.backoff <= self.backoff_max,
+            "reconnect_delay": 0 < self.reconnect_delay <= self.reconnect_max,
+            "connect_timeout": self.connect_timeout > 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"{name} out of range: {getattr(self, name)!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
+
+    @property
+    def byte_time(self) -> float:
+        return BITS_PER_BYTE / self.baud
+
+
+@dataclass
+class MeterStats:
+    """How one meter has been doing on this bus."""
+
+    transactions: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    backed_off_until: float = 0.0
+    """Loop time until which calls for the meter fail at once."""
+    last_ok: datetime | None = None
+    last_error: str = ""
+    last_latency: float | None = None
+    """Seconds of the last successful transaction on the wire."""
+
+
+@dataclass(eq=False)
+class _Job(Generic[T]):
+    address: str
+    run: Callable[[_Session], Awaitable[T]]
+    future: asyncio.Future[T]
+    idempotent: bool
+    attempts: int = 0
+
+
+class _Abandoned(Exception):
+    """The caller went away: stop after the exchange in progress (internal)."""
+
+
+class Bus:
+    """One wire. Make it with :func:`open_bus`; get meter handles with :meth:`v3` and :meth:`v4`."""
+
+    def __init__(self, url: str, connect: Connector, options: BusOptions) -> None:
+        self.url = url
+        self.options = options
+        self.stats = WireStats()
+        self.meter_stats: dict[str, MeterStats] = {}
+        self._connect = connect
+        self._protocol: MeterProtocol | None = None
+        self._jobs: deque[_Job[Any]] = deque()
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -----------------------------------------------------------------------------------------------
+    # Lifecycle
+
+    async def start(self) -> Bus:
+        """Connect (an error here is raised: nothing to reconnect to yet) and start serving."""
+        await self._open()
+        self._worker = asyncio.get_running_loop().create_task(self._serve(), name=f"ekm-bus {self.url}")
+        return self
+
+    async def close(self) -> None:
+        """Finish the transaction in progress, fail the queued ones with :class:`BusClosed`, disconnect."""
+        if self._closing:
+            return
+        self._closing = True
+        self._wakeup.set()
+        while self._jobs:
+            job = self._jobs.popleft()
+            if not job.future.done():
+                job.future.set_exception(BusClosed(f"{self.url} closed"))
+        if self._worker is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        protocol = self._protocol
+        self._protocol = None
+        if protocol is not None and protocol.connected:
+            protocol.abort()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(protocol.closed), 5)
+
+    async def __aenter__(self) -> Bus:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._protocol is not None and self._protocol.connected
+
+    # -----------------------------------------------------------------------------------------------
+    # Meters
+
+    def v3(self, address: str, *, password: str = "00000000") -> V3Meter:
+        """A handle for the V3 meter ``address`` (12 digits); nothing is sent."""
+        from .meters import V3Meter  # noqa: PLC0415 — meters build on the bus
+
+        return V3Meter(self, address, password=password)
+
+    def v4(self, address: str, *, password: str = "00000000", b_every: int = 1) -> V4Meter:
+        """A handle for the V4 meter ``address``; ``b_every=N`` reads the B block on every N-th read only."""
+        from .meters import V4Meter  # noqa: PLC0415
+
+        return V4Meter(self, address, password=password, b_every=b_every)
+
+    def available(self, address: str) -> bool:
+        """False while ``address`` is backed off."""
+        stats = self.meter_stats.get(address)
+        return stats is None or asyncio.get_running_loop().time() >= stats.backed_off_until
+
+    # -----------------------------------------------------------------------------------------------
+    # Transactions
+
+    async def transact(self, address: str, run: Callable[[_Session], Awaitable[T]], *, idempotent: bool) -> T:
+        """Run ``run`` as one transaction with meter ``address``, in turn with every other caller.
+
+        ``idempotent`` transactions (reads) are run again after a lost connection.
+        """
+        if self._closing:
+            raise BusClosed(f"{self.url} closed")
+        self._check_available(address)
+        job: _Job[T] = _Job(address, run, asyncio.get_running_loop().create_future(), idempotent)
+        self._jobs.append(job)
+        self._wakeup.set()
+        return await job.future
+
+    def _check_available(self, address: str) -> None:
+        stats = self.meter_stats.get(address)
+        if stats is not None and asyncio.get_running_loop().time() < stats.backed_off_until:
+            raise MeterUnavailable(address, stats.backed_off_until, stats.consecutive_failures)
+
+    async def _serve(self) -> None:
+        while not self._closing:
+            if not self._jobs:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            job = self._jobs.popleft()
+            if job.future.done():
+                continue  # the caller went away while it waited
+            try:
+                self._check_available(job.address)
+            except MeterUnavailable as exc:
+                job.future.set_exception(exc)
+                continue
+            if not await self._ensure_connected():
+                self._jobs.appendleft(job)
+                continue
+            assert self._protocol is not None
+            await self._run(job, self._protocol)
+            if self.options.gap:
+                await asyncio.sleep(self.options.gap)
+
+    async def _run(self, job: _Job[Any], protocol: MeterProtocol) -> None:
+        """One transaction; its outcome goes to the caller's future (and the meter's health)."""
+        started = asyncio.get_running_loop().time()
+        outcome: BaseException | None = None
+        try:
+            result = await _Session(self, protocol, job).run()
+        except _Abandoned:
+            return
+        except ConnectionLost as exc:
+            job.attempts += 1
+            if job.idempotent and job.attempts <= self.options.retries:
+                self.stats.retries += 1
+                self._jobs.appendleft(job)  # first again once reconnected
+                return
+            outcome = exc
+        except (MeterError, FrameError) as exc:
+            self._failed(job.address, exc)
+            outcome = exc
+        except Exception as exc:  # noqa: BLE001 — EkmError, or a bug: the caller hears of it, the bus serves on
+            outcome = exc
+        else:
+            self._succeeded(job.address, asyncio.get_running_loop().time() - started)
+        if job.future.done():
+            return
+        if outcome is None:
+            job.future.set_result(result)
+        else:
+            job.future.set_exception(outcome)
+
+    def _stats_of(self, address: str) -> MeterStats:
+        return self.meter_stats.setdefault(address, MeterStats())
+
+    def _succeeded(self, address: str, seconds: float) -> None:
+        stats = self._stats_of(address)
+        stats.transactions += 1
+        stats.consecutive_failures = 0
+        stats.backed_off_until = 0.0
+        stats.last_ok = datetime.now(UTC)
+        stats.last_latency = seconds
+
+    def _failed(self, address: str, exc: MeterError | FrameError) -> None:
+        stats = self._stats_of(address)
+        stats.transactions += 1
+        stats.last_error = str(exc)
+        if isinstance(exc, Refused):
+            return  # the meter answered: it is alive
+        stats.failures += 1
+        stats.consecutive_failures += 1
+        over = stats.consecutive_failures - self.options.quarantine_after
+        if over >= 0:
+            delay = min(self.options.backoff_max, self.options.backoff * 2 ** min(over, 30))
+            stats.backed_off_until = asyncio.get_running_loop().time() + delay
+
+    # -----------------------------------------------------------------------------------------------
+    # The connection
+
+    async def _open(self) -> None:
+        protocol = MeterProtocol(self.stats, echo=self.options.echo)
+        await self._connect(protocol)
+        self._protocol = protocol
+
+    async def _ensure_connected(self) -> bool:
+        """Reconnect with back-off until connected (True) or the bus closes (False)."""
+        delay = self.options.reconnect_delay
+        while not self.connected:
+            if self._closing:
+                return False
+            try:
+                await self._open()
+            except (OSError, TimeoutError, EkmError):
+                await asyncio.sleep(delay)
+                delay = min(self.options.reconnect_max, delay * 2)
+                continue
+            self.stats.reconnects += 1
+        return True
+
+    def exchange_deadline(self, request_len: int, reply_len: int) -> float:
+        """When an exchange of these sizes is late: its wire time plus the margin, from now."""
+        wire = (request_len + reply_len) * self.options.byte_time
+        return asyncio.get_running_loop().time() + wire + self.options.timeout_margin
+
+
+class _Session:
+    """One transaction on the wire: the host side of the session table."""
+
+    def __init__(self, bus: Bus, protocol: MeterProtocol, job: _Job[Any]) -> None:
+        self.bus = bus
+        self.protocol = protocol
+        self.job = job
+        self.address = job.address
+        self.state = session.State.IDLE
+
+    async def run(self) -> Any:
+        self.bus.stats.transactions += 1
+        try:
+            return await self.job.run(self)
+        finally:
+            if self.protocol.connected:
+                self.protocol.send(CLOSE)
+                self.state = session.next_state(self.state, session.Event.CLOSE)
+
+    def _begin(self, event: session.Event) -> None:
+        """Before sending: the caller is still there, and the session rules allow ``event``."""
+        if self.job.future.done():
+            raise _Abandoned
+        session.next_state(self.state, event)  # raises LocalProtocolError: nothing sent
+
+    def _advance(self, event: session.Event) -> None:
+        self.state = session.next_state(self.state, event)
+
+    # Reads
+
+    async def sign_on(self, read: LiveRead, kind: BlockKind) -> LiveBlock:
+        """Connect: the V3 read or the V4 A read (also the V4 B read, which carries the address)."""
+        self._begin(session.Event.CONNECT)
+        block = await self._read(commands.live_read(self.address, read), kind, None)
+        self._advance(session.Event.CONNECT)
+        assert isinstance(block, LiveBlock)
+        return block
+
+    async def read_b(self, kwh_scale: int) -> LiveBlock:
+        self._begin(session.Event.CONNECT)
+        block = await self._read(commands.live_read(self.address, LiveRead.V4B), BlockKind.V4B, kwh_scale)
+        self._advance(session.Event.CONNECT)
+        assert isinstance(block, LiveBlock)
+        return block
+
+    async def settings(self, page: SettingsPage, kind: BlockKind, kwh_scale: int) -> Block:
+        self._begin(session.Event.READ)
+        block = await self._read(commands.settings_read(page), kind, kwh_scale)
+        self._advance(session.Event.READ)
+        return block
+
+    async def _read(self, request: bytes, kind: BlockKind, kwh_scale: int | None) -> Block:
+        """Send ``request`` and get its block, retrying after a timeout or a bad frame."""
+        stats = self.bus.stats
+        error: MeterError | FrameError | None = None
+        for attempt in range(self.bus.options.retries + 1):
+            if attempt:
+                if self.job.future.done():
+                    raise _Abandoned
+                stats.retries += 1
+            self.protocol.send(request)
+            deadline = self.bus.exchange_deadline(len(request), FRAME_LEN)
+            while (event := await self.protocol.next_event(deadline)) is not None:
+                if isinstance(event, Frame):
+                    block, error = self._accept(event.raw, kind, kwh_scale)
+                    if block is not None:
+                        stats.frames_ok += 1
+                        return block
+                    if isinstance(error, FrameError):
+                        break  # a damaged frame: the meter sent its reply, ask again
+                elif isinstance(event, Rejected):
+                    error = FrameError(event.reason, event.raw, f"reply to {request!r}")
+                    break
+                else:
+                    stats.rejected["unexpected"] += 1
+            else:
+                stats.timeouts += 1
+                error = ReplyTimeout(self.address, f"no {kind.value} block in time", self.protocol.buffered)
+        assert error is not None
+        raise error
+
+    def _accept(
+        self, raw: bytes, kind: BlockKind, kwh_scale: int | None
+    ) -> tuple[Block | None, MeterError | FrameError | None]:
+        """The block if ``raw`` is the one asked for; else why not (a FrameError means: damaged)."""
+        try:
+            block = decode(raw, kind, kwh_scale)
+        except FrameError as exc:
+            self.bus.stats.rejected[exc.reason.value] += 1
+            return None, exc
+        if isinstance(block, LiveBlock) and block.address != self.address:
+            self.bus.stats.rejected["unexpected"] += 1
+            return None, UnexpectedReply(self.address, f"{kind.value} block from meter {block.address}", raw)
+        return block, None
+
+    # Password and writes
+
+    async def password(self, password: str) -> None:
+        self._begin(session.Event.PASSWORD_ACCEPTED)
+        accepted = await self._acknowledged(commands.password(password))
+        self._advance(session.Event.PASSWORD_ACCEPTED if accepted else session.Event.PASSWORD_REFUSED)
+        if not accepted:
+            raise Refused(self.address, "password not acknowledged")
+
+    async def write(self, request: bytes) -> None:
+        self._begin(session.Event.WRITE_ACCEPTED)
+        accepted = await self._acknowledged(request)
+        self._advance(session.Event.WRITE_ACCEPTED if accepted else session.Event.WRITE_REFUSED)
+        if not accepted:
+            raise Refused(self.address, f"write not acknowledged: {request!r}")
+
+    async def _acknowledged(self, request: bytes) -> bool:
+        self.protocol.send(request)
+        deadline = self.bus.exchange_deadline(len(request), 1)
+        while (event := await self.protocol.next_event(deadline)) is not None:
+            if isinstance(event, Ack):
+                return True
+            if isinstance(event, Nak):
+                return False
+            self.bus.stats.rejected["unexpected"] += 1
+        self.bus.stats.timeouts += 1
+        return False
+
+
+class _Opening:
+    """``await open_bus(…)`` or ``async with open_bus(…) as bus``."""
+
+    def __init__(self, url: str, connect: Connector, options: BusOptions) -> None:
+        self._bus = Bus(url, connect, options)
+
+    def __await__(self) -> Generator[Any, None, Bus]:
+        return self._bus.start().__await__()
+
+    async def __aenter__(self) -> Bus:
+        return await self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._bus.close()
+
+
+def open_bus(url: str, *, connect: Connector | None = None, **options: Any) -> _Opening:
+    """Open the bus at ``url`` (DESIGN.md §3): ``"/dev/ttyUSB0"``, ``"COM3"``, ``"tcp://h:p"``,
+    ``"socket://h:p"``, ``"rfc2217://h:p"``. ``options`` are the fields of :class:`BusOptions`; a bad
+    one, or a URL that cannot be opened, raises ``ValueError`` before anything is opened. ``connect``
+    replaces the URL's way of opening the wire (e.g. a simulator's in-memory transport).
+
+    Awaitable (``bus = await open_bus(url)``, later ``await bus.close()``) and an async context manager.
+    """
+    opts = BusOptions(**options)
+    connector = connect or connector_for(
+        url, baud=opts.baud, backend=opts.backend, connect_timeout=opts.connect_timeout
+    )
+    return _Opening(url, connector, opts)

@@ -1,0 +1,254 @@
+"""Meter handles: every read and every setting of protocol.md §2.2 as an awaitable method.
+
+Each call is one transaction on the bus. A setter encodes its request first — a bad argument raises
+``ValueError`` and nothing is queued — then runs connect → password → write → close; the write is
+sent only after the password was acknowledged (else :class:`Refused`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from . import commands
+from .blocks import Block, HolidaysBlock, LiveBlock, MonthsBlock, Read, SchedulesBlock
+from .commands import LiveRead, SettingsPage, require_address, require_password
+from .layouts import BlockKind
+from .model import (
+    CTRatio,
+    LcdItem,
+    MaxDemandPeriod,
+    MaxDemandResetInterval,
+    MonthDay,
+    Period,
+    PulseInput,
+    PulseOutputRatio,
+    Relay,
+    RelayState,
+    Season,
+)
+
+if TYPE_CHECKING:
+    from .bus import Bus, _Session
+
+__all__ = ["Settings", "V3Meter", "V4Meter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything ``read_settings`` reads, in one session."""
+
+    read: Read
+    """The sign-on read that opened the session."""
+    months_forward: MonthsBlock
+    months_reverse: MonthsBlock
+    schedules: SchedulesBlock
+    """Schedules 1–4 and the seasons."""
+    schedules_5_8: SchedulesBlock
+    holidays: HolidaysBlock
+    """Holidays with the weekend and holiday schedules."""
+
+    def blocks(self) -> dict[str, Block]:
+        return {
+            "months_forward": self.months_forward,
+            "months_reverse": self.months_reverse,
+            "schedules": self.schedules,
+            "schedules_5_8": self.schedules_5_8,
+            "holidays": self.holidays,
+        }
+
+
+# The settings pages, in the order ekmmeters reads them, with the block each returns.
+_PAGES = (
+    ("holidays", SettingsPage.HOLIDAYS, BlockKind.HOLIDAYS),
+    ("months_forward", SettingsPage.MONTHS_FORWARD, BlockKind.MONTHS),
+    ("months_reverse", SettingsPage.MONTHS_REVERSE, BlockKind.MONTHS),
+    ("schedules", SettingsPage.SCHEDULES_1_4, BlockKind.SCHEDULES),
+    ("schedules_5_8", SettingsPage.SCHEDULES_5_8, BlockKind.SCHEDULES_5_8),
+)
+
+
+class _Meter:
+    """What V3 and V4 meters share."""
+
+    _SIGN_ON: LiveRead
+    _KIND: BlockKind
+
+    def __init__(self, bus: Bus, address: str, *, password: str) -> None:
+        self.bus = bus
+        self.address = require_address(address)
+        self.password = require_password(password)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.address!r})"
+
+    async def _sign_on(self, tx: _Session) -> LiveBlock:
+        return await tx.sign_on(self._SIGN_ON, self._KIND)
+
+    async def read(self) -> Read:
+        raise NotImplementedError
+
+    async def read_settings(self) -> Settings:
+        """Months forward and reverse, schedules 1–8 and seasons, holidays and weekend/holiday schedules."""
+
+        async def run(tx: _Session) -> Settings:
+            a = await self._sign_on(tx)
+            blocks = {name: await tx.settings(page, kind, a.kwh_scale) for name, page, kind in _PAGES}
+            return Settings(Read.of(a, time=datetime.now(UTC)), **blocks)  # type: ignore[arg-type]
+
+        return await self.bus.transact(self.address, run, idempotent=True)
+
+    async def _write(self, request: bytes, password: str | None) -> None:
+        """connect → password → ``request`` → close; raises :class:`Refused` without an ACK."""
+        pwd = require_password(password) if password is not None else self.password
+
+        async def run(tx: _Session) -> None:
+            await self._sign_on(tx)
+            await tx.password(pwd)
+            await tx.write(request)
+
+        await self.bus.transact(self.address, run, idempotent=False)
+        self._written()
+
+    def _written(self) -> None:
+        """A write changed the meter (V4: its cached B block is stale)."""
+
+    # Setters both meter versions have (protocol.md §2.2: W6, W7, W9–W16).
+
+    async def set_max_demand_period(self, period: MaxDemandPeriod | int | str, *, password: str | None = None) -> None:
+        """W6: 15, 30 or 60 minutes."""
+        await self._write(commands.max_demand_period(period), password)
+
+    async def reset_max_demand(self, *, password: str | None = None) -> None:
+        """W7: reset max demand now."""
+        await self._write(commands.max_demand_reset_now(), password)
+
+    async def set_time(self, when: datetime | None = None, *, password: str | None = None) -> None:
+        """W9: set the meter clock (default: this computer's local time now)."""
+        await self._write(commands.set_time(when or datetime.now()), password)
+
+    async def set_ct_ratio(self, ratio: CTRatio | int | str, *, password: str | None = None) -> None:
+        """W10: current-transformer ratio."""
+        await self._write(commands.ct_ratio(ratio), password)
+
+    async def set_schedule(
+        self, schedule: int, periods: Sequence[Period | tuple[int, int, int]], *, password: str | None = None
+    ) -> None:
+        """W11: schedule 0–7 (as sent; read back as ``Schedule_{schedule+1}_…``), up to 4 periods."""
+        await self._write(commands.schedule(schedule, periods), password)
+
+    async def set_seasons(
+        self, seasons: Sequence[Season | tuple[int, int, int]], *, password: str | None = None
+    ) -> None:
+        """W12: up to 4 seasons (start month, start day, schedule)."""
+        await self._write(commands.seasons(seasons), password)
+
+    async def set_holidays(self, dates: Sequence[MonthDay | tuple[int, int]], *, password: str | None = None) -> None:
+        """W13: up to 20 holidays (month, day)."""
+        await self._write(commands.holidays(dates), password)
+
+    async def set_weekend_holiday_schedules(self, weekend: int, holiday: int, *, password: str | None = None) -> None:
+        """W14: schedules used on weekends and on holidays."""
+        await self._write(commands.weekend_holiday_schedules(weekend, holiday), password)
+
+    async def set_password(self, new_password: str, *, password: str | None = None) -> None:
+        """W15: a new 8-digit password; this handle uses it from now on."""
+        await self._write(commands.change_password(new_password), password)
+        self.password = new_password
+
+    async def set_address(self, new_address: str, *, password: str | None = None) -> None:
+        """W16: a new 12-digit address; this handle follows the meter to it."""
+        await self._write(commands.change_address(new_address), password)
+        self.address = new_address
+
+
+class V3Meter(_Meter):
+    """A V3 Omnimeter on a bus."""
+
+    _SIGN_ON = LiveRead.V3
+    _KIND = BlockKind.V3
+
+    async def read(self) -> Read:
+        """The V3 block."""
+
+        async def run(tx: _Session) -> Read:
+            return Read.of(await self._sign_on(tx), time=datetime.now(UTC))
+
+        return await self.bus.transact(self.address, run, idempotent=True)
+
+
+class V4Meter(_Meter):
+    """A V4 (or V5) Omnimeter on a bus."""
+
+    _SIGN_ON = LiveRead.V4A
+    _KIND = BlockKind.V4A
+
+    def __init__(self, bus: Bus, address: str, *, password: str, b_every: int = 1) -> None:
+        super().__init__(bus, address, password=password)
+        if isinstance(b_every, bool) or not isinstance(b_every, int) or b_every < 1:
+            raise ValueError(f"b_every must be an integer ≥ 1; got {b_every!r}")
+        self.b_every = b_every
+        self._b: LiveBlock | None = None
+        self._reads_since_b = 0
+
+    async def read(self, *, fresh_b: bool = False) -> Read:
+        """A + B merged. With ``b_every=N`` the B block is read on every N-th read (and after any
+        write, or with ``fresh_b``); in between the last B block is reused (its fields may be stale)."""
+
+        async def run(tx: _Session) -> Read:
+            a = await self._sign_on(tx)
+            at = datetime.now(UTC)
+            b = self._b
+            if b is None or fresh_b or self._reads_since_b >= self.b_every - 1 + (b is None):
+                b = await tx.read_b(a.kwh_scale)
+                self._b, self._reads_since_b = b, 0
+            else:
+                self._reads_since_b += 1
+            return Read.of(a, b, time=at)
+
+        return await self.bus.transact(self.address, run, idempotent=True)
+
+    async def read_a(self) -> LiveBlock:
+        """The A block alone."""
+
+        async def run(tx: _Session) -> LiveBlock:
+            return await self._sign_on(tx)
+
+        return await self.bus.transact(self.address, run, idempotent=True)
+
+    def _written(self) -> None:
+        self._b = None
+
+    # V4-only setters (W1–W5, W8).
+
+    async def set_relay(
+        self, relay: Relay | int | str, state: RelayState | int | str, seconds: int = 0, *, password: str | None = None
+    ) -> None:
+        """W1: open or close relay 1 or 2, for ``seconds`` (0 = hold)."""
+        await self._write(commands.relay(relay, state, seconds), password)
+
+    async def set_pulse_input_ratio(
+        self, line: PulseInput | int | str, ratio: int, *, password: str | None = None
+    ) -> None:
+        """W2: pulse input ratio (1–9999) of line 1–3."""
+        await self._write(commands.pulse_input_ratio(line, ratio), password)
+
+    async def set_pulse_output_ratio(self, ratio: PulseOutputRatio | int | str, *, password: str | None = None) -> None:
+        """W3: pulse output ratio."""
+        await self._write(commands.pulse_output_ratio(ratio), password)
+
+    async def zero_resettable(self, *, password: str | None = None) -> None:
+        """W4: zero the resettable kWh registers (forward and reverse)."""
+        await self._write(commands.zero_resettable(), password)
+
+    async def set_max_demand_reset_interval(
+        self, interval: MaxDemandResetInterval | int | str, *, password: str | None = None
+    ) -> None:
+        """W5: automatic max-demand reset: off, monthly, weekly, daily, hourly."""
+        await self._write(commands.max_demand_reset_interval(interval), password)
+
+    async def set_lcd(self, items: Sequence[LcdItem | int | str], *, password: str | None = None) -> None:
+        """W8: what the LCD shows, 1–40 items."""
+        await self._write(commands.lcd(items), password)

@@ -1,0 +1,136 @@
+"""The ``asyncio.Protocol`` under a bus: bytes in → :class:`FrameDecoder` → events for the exchange
+in progress. It counts what the wire does (:class:`WireStats`) and logs raw traffic at DEBUG on the
+``ekm_async.wire`` logger (the library never configures logging).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from .errors import ConnectionLost, RejectReason
+from .frames import Event, FrameDecoder, Nak, Rejected
+
+__all__ = ["MeterProtocol", "WireStats"]
+
+wire_log = logging.getLogger("ekm_async.wire")
+
+
+@dataclass
+class WireStats:
+    """Counters of one wire (cumulative; read them, do not write them)."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    frames_ok: int = 0
+    """Blocks accepted: valid, from the meter asked, of the kind asked for."""
+    rejected: Counter[str] = field(default_factory=Counter)
+    """Rejected bytes by reason (``RejectReason`` values, and ``unexpected``/``field``)."""
+    timeouts: int = 0
+    retries: int = 0
+    reconnects: int = 0
+    naks: int = 0
+    transactions: int = 0
+
+
+class MeterProtocol(asyncio.Protocol):
+    """Feeds the decoder; ``send`` a request, then take ``next_event`` until the exchange is decided."""
+
+    def __init__(self, stats: WireStats, *, echo: bool = False) -> None:
+        self.stats = stats
+        self._decoder = FrameDecoder(echo=echo)
+        self._transport: asyncio.WriteTransport | None = None
+        self._events: deque[Event] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._lost: Exception | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        """Resolved when the connection is gone."""
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.stats.bytes_received += len(data)
+        if wire_log.isEnabledFor(logging.DEBUG):
+            wire_log.debug("rx %s", data.hex(" "))
+        self._take(self._decoder.feed(data))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = ConnectionLost(f"connection lost: {exc}" if exc else "connection closed")
+        self._transport = None
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._wake()
+
+    # Exchanges
+
+    @property
+    def buffered(self) -> bytes:
+        """Bytes of an unfinished frame (or garbage) held by the decoder."""
+        return self._decoder.buffered
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None and self._lost is None
+
+    def send(self, request: bytes) -> None:
+        """Send ``request``; events from before it are dropped (counted as unexpected)."""
+        if self._lost is not None or self._transport is None:
+            raise self._lost or ConnectionLost("not connected")
+        self._take(self._decoder.sent(request), queue=False)  # what was held from before: counted only
+        if self._events:
+            self.stats.rejected["unexpected"] += len(self._events)
+            self._events.clear()
+        if wire_log.isEnabledFor(logging.DEBUG):
+            wire_log.debug("tx %s", request.hex(" "))
+        self.stats.bytes_sent += len(request)
+        self._transport.write(request)
+
+    async def next_event(self, deadline: float) -> Event | None:
+        """The next decisive event (a frame, ACK, NAK or rejected frame), or None at ``deadline``.
+
+        Garbage does not decide anything: it is counted and waited past.
+        """
+        loop = asyncio.get_running_loop()
+        while not self._events:
+            if self._lost is not None:
+                raise self._lost
+            if loop.time() >= deadline:
+                return None
+            self._waiter = loop.create_future()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._waiter
+            except TimeoutError:
+                pass
+            finally:
+                self._waiter = None
+        return self._events.popleft()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # Internals
+
+    def _take(self, events: list[Event], *, queue: bool = True) -> None:
+        for event in events:
+            if isinstance(event, Rejected):
+                self.stats.rejected[event.reason.value] += 1
+                if event.reason is RejectReason.GARBAGE:
+                    continue
+            elif isinstance(event, Nak):
+                self.stats.naks += 1
+            if queue:
+                self._events.append(event)
+        if self._events:
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
