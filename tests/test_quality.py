@@ -19,7 +19,7 @@ def test_mypy_strict() -> None:
 
 
 def test_ruff_check() -> None:
-    result = run("ruff", "check", "src", "tests", "benchmarks", "examples")
+    result = run("ruff", "check", "src", "tests", "benchmarks", "examples", "scripts")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -13,38 +13,46 @@ import enum
 
 from .errors import EkmError
 
-__all__ = ["TRANSITIONS", "Event", "LocalProtocolError", "State", "allowed", "next_state"]
+__all__ = ["MEANING", "TRANSITIONS", "Event", "LocalProtocolError", "State", "allowed", "next_state"]
 
 
 class State(enum.Enum):
-    """The state of a meter session."""
+    """The state of a meter session (meanings in :data:`MEANING`)."""
 
     IDLE = "idle"
-    """No meter selected: only a sign-on (or a close) means anything."""
     CONNECTED = "connected"
-    """A meter answered its sign-on: reads, and a password, may follow."""
     AUTHORIZED = "authorized"
-    """The meter acknowledged the password: one write may follow."""
     SPENT = "spent"
-    """A write was sent: reads may follow; another write needs connect and password again."""
 
 
 class Event(enum.Enum):
-    """What happens in a session (the request, and for password and write the meter's answer)."""
+    """What happens in a session: the request, and for password and write the meter's answer."""
 
     CONNECT = "connect"
-    """A sign-on (V3 read, V4 A or B read) answered by the addressed meter."""
     READ = "read"
-    """A settings read answered."""
     PASSWORD_ACCEPTED = "password-accepted"
     PASSWORD_REFUSED = "password-refused"
     WRITE_ACCEPTED = "write-accepted"
     WRITE_REFUSED = "write-refused"
-    """A write without its ACK: the host cannot know whether it was applied."""
     CLOSE = "close"
 
 
 S, E = State, Event
+
+MEANING: dict[State | Event, str] = {
+    S.IDLE: "No meter selected: only a sign-on (or a close) means anything.",
+    S.CONNECTED: "A meter answered its sign-on: reads, and a password, may follow.",
+    S.AUTHORIZED: "The meter acknowledged the password: one write may follow.",
+    S.SPENT: "A write was sent: reads may follow; another write needs connect and password again.",
+    E.CONNECT: "A sign-on (V3 read, V4 A or B read, which carry the address) answered by that meter.",
+    E.READ: "A settings read answered.",
+    E.PASSWORD_ACCEPTED: "The password was acknowledged (ACK).",
+    E.PASSWORD_REFUSED: "The password got no ACK.",
+    E.WRITE_ACCEPTED: "The write was acknowledged (ACK).",
+    E.WRITE_REFUSED: "The write got no ACK: the host cannot know whether it was applied.",
+    E.CLOSE: "The close string: no reply; every meter ends its session.",
+}
+"""What each state and event means (also rendered into docs/session.md)."""
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
     (S.IDLE, E.CONNECT): S.CONNECTED,

@@ -16,7 +16,7 @@ from ..crc import crc16
 from ..layouts import CRC_OFFSET, FRAME_LEN
 from .faults import FRAME_ONLY, Fault, FaultKind
 from .meter import MeterModel
-from .wire import Request, RequestParser
+from .wire import Request, RequestKind, RequestParser
 
 __all__ = ["BITS_PER_BYTE", "Emission", "SimBus", "Transaction"]
 
@@ -119,7 +119,7 @@ class SimBus:
         applied: list[FaultKind] = []
         delay = 0.0
         if reply is not None and meter is not None:
-            reply, delay = self._inject(meter, reply, applied)
+            reply, delay = self._inject(meter, request, reply, applied)
         self._free_at = end
         if reply:
             emission = Emission(end + self.turnaround + delay, reply, bt)
@@ -144,10 +144,14 @@ class SimBus:
     def _dead(self, m: MeterModel) -> bool:
         return bool(self._matching(m.address, [FaultKind.DEAD]))
 
-    def _inject(self, meter: str, reply: bytes, applied: list[FaultKind]) -> tuple[bytes | None, float]:
+    def _inject(
+        self, meter: str, request: Request, reply: bytes, applied: list[FaultKind]
+    ) -> tuple[bytes | None, float]:
         kinds = {k for k in FaultKind if k is not FaultKind.DEAD}
         if len(reply) != FRAME_LEN:
             kinds -= FRAME_ONLY
+        if request.kind is not RequestKind.SIGN_ON:
+            kinds.discard(FaultKind.WRONG_ADDRESS)  # only live-data blocks carry an address
         delay = 0.0
         rng = self._rng
         for rule in sorted(self._matching(meter, kinds), key=lambda r: _ORDER.index(r.kind)):

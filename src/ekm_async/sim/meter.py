@@ -74,6 +74,7 @@ class _Line:
     inductive: bool
     forward_kwh: float = 0.0
     reverse_kwh: float = 0.0
+    reactive_kvarh: float = 0.0
     reverse: bool = False
 
     @property
@@ -149,6 +150,7 @@ class MeterModel:
                 inductive=rng.random() < 0.7,
                 forward_kwh=rng.uniform(500, 5000),
                 reverse_kwh=rng.uniform(0, 50),
+                reactive_kvarh=rng.uniform(50, 500),
             )
             for _ in range(3)
         ]
@@ -190,6 +192,7 @@ class MeterModel:
             line.amps = min(40.0, max(0.5, line.amps + rng.gauss(0, 0.2)))
             line.pf = min(1.0, max(0.7, line.pf + rng.gauss(0, 0.01)))
             kwh = line.watts * dt / 3_600_000
+            line.reactive_kvarh += line.vars * dt / 3_600_000
             if line.reverse:
                 line.reverse_kwh += kwh
                 self.tariffs[1][tariff] += kwh
@@ -327,7 +330,7 @@ class MeterModel:
         elif kind is BlockKind.V4A:
             fields |= {
                 "kWh_Tot": self._kwh(forward),
-                "Reactive_Energy_Tot": self._kwh(sum(line.vars for line in lines) / 1000),
+                "Reactive_Energy_Tot": self._kwh(sum(line.reactive_kvarh for line in lines)),
                 "Rev_kWh_Tot": self._kwh(reverse),
                 "Resettable_kWh_Tot": self._kwh(self.resettable[0]),
                 "Resettable_Rev_kWh_Tot": self._kwh(self.resettable[1]),

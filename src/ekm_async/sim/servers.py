@@ -75,7 +75,8 @@ class SimServer:
                     _deliver(sink, data[sent:due])
                     sent = due
                 if sent < len(data):
-                    until = emission.start + min(len(data), sent + step) * bt
+                    # The first byte as soon as it is complete, then slices of ``step`` bytes.
+                    until = emission.start + min(len(data), sent + (step if sent else 1)) * bt
                     await asyncio.sleep(max(0.0, until - loop.time()))
 
     # -----------------------------------------------------------------------------------------------

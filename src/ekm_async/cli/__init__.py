@@ -8,12 +8,13 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
-from . import __version__
-from .blocks import decode
-from .crc import crc16
-from .errors import FrameError
-from .layouts import CRC_OFFSET, FRAME_LEN, BlockKind
-from .sim.cli import run_simulator
+from .. import __version__
+from ..blocks import decode
+from ..crc import crc16
+from ..errors import FrameError
+from ..layouts import CRC_OFFSET, FRAME_LEN, BlockKind
+from ..sim.cli import run_simulator
+from .meter import add_meter_commands
 
 __all__ = ["main"]
 
@@ -89,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
         help="kWh decimals for blocks that do not carry them (V4 B, months; V3 default 1)",
     )
     p.set_defaults(run=_decode)
+
+    add_meter_commands(sub)
 
     p = sub.add_parser(
         "simulate",
