@@ -22,6 +22,17 @@ __all__ = ["BITS_PER_BYTE", "Emission", "SimBus", "Transaction"]
 
 BITS_PER_BYTE = 10  # 7E1: start, 7 data, parity, stop
 _ADDRESS = slice(4, 16)
+
+
+def _collide(replies: list[bytes]) -> bytes:
+    """What the host hears when several meters answer at once: the replies OR-ed, byte by byte."""
+    out = bytearray(max(map(len, replies)))
+    for reply in replies:
+        for i, b in enumerate(reply):
+            out[i] |= b
+    return bytes(out)
+
+
 _ORDER = [
     FaultKind.DEAD,
     FaultKind.DROP,
@@ -108,14 +119,18 @@ class SimBus:
         start = max(now, self._free_at)
         end = start + len(request.raw) * bt
         out = [Emission(start, request.raw, bt)] if self.echo else []
-        answers = [
-            (m.address, reply)
-            for m in self.meters
-            if not self._dead(m)
-            for reply in [m.handle(request, end)]
-            if reply is not None
-        ]
+        deaf = self._deaf()
+        answers: list[tuple[str, bytes]] = []
+        for m in self.meters:
+            if deaf is not None and (not deaf or m.address in deaf):
+                continue  # a dead meter hears nothing: its state does not change
+            address = m.address  # before the request: an address change answers from the old one
+            reply = m.handle(request, end)
+            if reply is not None:
+                answers.append((address, reply))
         meter, reply = answers[0] if answers else (None, None)
+        if len(answers) > 1:  # two meters drive the line at once: what arrives is neither
+            reply = _collide([r for _, r in answers])
         applied: list[FaultKind] = []
         delay = 0.0
         if reply is not None and meter is not None:
@@ -141,8 +156,23 @@ class SimBus:
                 chosen.append(rule)
         return chosen
 
-    def _dead(self, m: MeterModel) -> bool:
-        return bool(self._matching(m.address, [FaultKind.DEAD]))
+    def _deaf(self) -> set[str] | None:
+        """The meters a DEAD fault silences for this request: None for none, an empty set for all.
+
+        Each DEAD rule is counted (for ``nth``) and drawn once per request.
+        """
+        deaf: set[str] | None = None
+        for i, rule in enumerate(self.faults):
+            if rule.kind is not FaultKind.DEAD:
+                continue
+            self._counts[i] += 1
+            if rule.nth and self._counts[i] not in rule.nth:
+                continue
+            if self._rng.random() < rule.probability:
+                if rule.address is None:
+                    return set()
+                deaf = (deaf or set()) | {rule.address}
+        return deaf
 
     def _inject(
         self, meter: str, request: Request, reply: bytes, applied: list[FaultKind]
