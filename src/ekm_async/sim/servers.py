@@ -207,19 +207,21 @@ class MemoryTransport(asyncio.Transport):
 class _Pty:
     """A pty whose slave is the meter bus for serial clients, one client after another.
 
-    A pty ignores parity, and Linux refuses pyserial's second 7E1 ``tcsetattr`` on it (DESIGN.md §7).
-    The settings the pty had when new are restored whenever a client goes away, so the next client's
-    7E1 open works as the first one did.
+    A pty ignores character size and parity: it stores 7E1 as 8N1. Linux then refuses (EINVAL) a
+    ``tcsetattr`` that would change nothing but such bits — so pyserial's 7E1 at 9600 baud works on a
+    fresh pty (38400 baud) but fails once the pty holds 8N1 at 9600 (DESIGN.md §7). The simulator
+    therefore keeps the slave's stored speed at the fresh pty's, checking every few milliseconds:
+    every client's 9600-baud request then changes something and is accepted.
     """
 
-    _POLL = 0.02
+    _TICK = 0.02
 
     def __init__(self, server: SimServer, link: Path | None) -> None:
         self._server = server
         self._loop = asyncio.get_running_loop()
         self._master, slave = os.openpty()
         self.device = os.ttyname(slave)
-        self._fresh = termios.tcgetattr(slave)
+        self._speed = termios.tcgetattr(slave)[4]
         os.close(slave)
         os.set_blocking(self._master, False)
         self._link = link
@@ -229,12 +231,17 @@ class _Pty:
             link.symlink_to(self.device)
         self.name = str(link) if link is not None else self.device
         self._client = False
-        self._poller: asyncio.TimerHandle | None = None
-        self._poll()
+        self._timer: asyncio.TimerHandle | None = None
+        self._tick()
 
-    def _poll(self) -> None:
-        """No client: check every few ms whether one has opened the slave."""
-        self._poller = None
+    def _tick(self) -> None:
+        if not self._client:
+            self._look_for_client()
+        self._keep_speed()
+        self._timer = self._loop.call_later(self._TICK, self._tick)
+
+    def _look_for_client(self) -> None:
+        """No client known: a read tells (EIO: no one has the slave open)."""
         try:
             data = os.read(self._master, 4096)
         except BlockingIOError:
@@ -242,12 +249,21 @@ class _Pty:
         except OSError as exc:
             if exc.errno != errno.EIO:
                 raise
-            self._poller = self._loop.call_later(self._POLL, self._poll)
             return
         self._client = True
         self._loop.add_reader(self._master, self._readable)
         if data:
             self._server.receive(data, self._write)
+
+    def _keep_speed(self) -> None:
+        slave = os.open(self.device, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            attrs = termios.tcgetattr(slave)
+            if attrs[4] != self._speed or attrs[5] != self._speed:
+                attrs[4] = attrs[5] = self._speed
+                termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        finally:
+            os.close(slave)
 
     def _readable(self) -> None:
         try:
@@ -257,20 +273,10 @@ class _Pty:
         except OSError as exc:
             if exc.errno != errno.EIO:
                 raise
-            self._client_gone()
+            self._client = False  # the client closed the slave
+            self._loop.remove_reader(self._master)
             return
         self._server.receive(data, self._write)
-
-    def _client_gone(self) -> None:
-        self._client = False
-        self._loop.remove_reader(self._master)
-        slave = os.open(self.device, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        try:
-            termios.tcsetattr(slave, termios.TCSANOW, self._fresh)
-            termios.tcflush(slave, termios.TCIOFLUSH)
-        finally:
-            os.close(slave)
-        self._poller = self._loop.call_later(self._POLL, self._poll)
 
     def _write(self, data: bytes) -> None:
         if not self._client:
@@ -287,8 +293,8 @@ class _Pty:
                 return
 
     def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         if self._client:
             self._loop.remove_reader(self._master)
         os.close(self._master)
