@@ -45,7 +45,7 @@ from .transport import BACKENDS, Connector, connector_for
 if TYPE_CHECKING:
     from .meters import V3Meter, V4Meter
 
-__all__ = ["Bus", "BusOptions", "MeterStats", "open_bus"]
+__all__ = ["Bus", "BusOpening", "BusOptions", "MeterStats", "open_bus"]
 
 T = TypeVar("T")
 BITS_PER_BYTE = 10  # 7E1
@@ -162,8 +162,7 @@ class Bus:
             if not job.future.done():
                 job.future.set_exception(BusClosed(f"{self.url} closed"))
         if self._worker is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+            await asyncio.shield(self._worker)  # the transaction in progress finishes, even if we are cancelled
         protocol = self._protocol
         self._protocol = None
         if protocol is not None and protocol.connected:
@@ -245,6 +244,10 @@ class Bus:
             await self._run(job, self._protocol)
             if self.options.gap:
                 await asyncio.sleep(self.options.gap)
+        while self._jobs:  # closing: whoever still waits hears of it
+            job = self._jobs.popleft()
+            if not job.future.done():
+                job.future.set_exception(BusClosed(f"{self.url} closed"))
 
     async def _run(self, job: _Job[Any], protocol: MeterProtocol) -> None:
         """One transaction; its outcome goes to the caller's future (and the meter's health)."""
@@ -316,7 +319,12 @@ class Bus:
             try:
                 await self._open()
             except (OSError, TimeoutError, EkmError):
-                await asyncio.sleep(delay)
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):  # close() sets _wakeup: stop waiting then
+                    async with asyncio.timeout(delay):
+                        while not self._closing:
+                            await self._wakeup.wait()
+                            self._wakeup.clear()
                 delay = min(self.options.reconnect_max, delay * 2)
                 continue
             self.stats.reconnects += 1
@@ -337,6 +345,8 @@ class _Session:
         self.job = job
         self.address = job.address
         self.state = session.State.IDLE
+        self._late = False
+        """An exchange timed out: a late reply may still come."""
 
     async def run(self) -> Any:
         self.bus.stats.transactions += 1
@@ -344,8 +354,16 @@ class _Session:
             return await self.job.run(self)
         finally:
             if self.protocol.connected:
-                self.protocol.send(CLOSE)
+                await self._send(CLOSE)
                 self.state = session.next_state(self.state, session.Event.CLOSE)
+
+    async def _send(self, request: bytes) -> None:
+        """Send ``request``; after a timed-out exchange, first let a late reply pass and drop it."""
+        if self._late:
+            options = self.bus.options
+            await self.protocol.settle(options.timeout_margin, FRAME_LEN * options.byte_time + options.timeout_margin)
+            self._late = False
+        self.protocol.send(request)
 
     def _begin(self, event: session.Event) -> None:
         """Before sending: the caller is still there, and the session rules allow ``event``."""
@@ -383,28 +401,30 @@ class _Session:
         """Send ``request`` and get its block, retrying after a timeout or a bad frame."""
         stats = self.bus.stats
         error: MeterError | FrameError | None = None
+        timed_out = False
         for attempt in range(self.bus.options.retries + 1):
             if attempt:
                 if self.job.future.done():
                     raise _Abandoned
                 stats.retries += 1
-            self.protocol.send(request)
+            await self._send(request)
             deadline = self.bus.exchange_deadline(len(request), FRAME_LEN)
             while (event := await self.protocol.next_event(deadline)) is not None:
                 if isinstance(event, Frame):
                     block, error = self._accept(event.raw, kind, kwh_scale)
                     if block is not None:
                         stats.frames_ok += 1
+                        # After a timeout this may be the late reply: the retry's may still follow.
+                        self._late = self._late or timed_out
                         return block
-                    if isinstance(error, FrameError):
-                        break  # a damaged frame: the meter sent its reply, ask again
-                elif isinstance(event, Rejected):
+                    break  # the reply came, and it is not the one asked for (damaged, or another meter's): ask again
+                if isinstance(event, Rejected):
                     error = FrameError(event.reason, event.raw, f"reply to {request!r}")
                     break
-                else:
-                    stats.rejected["unexpected"] += 1
+                stats.rejected["unexpected"] += 1
             else:
                 stats.timeouts += 1
+                self._late = timed_out = True
                 error = ReplyTimeout(self.address, f"no {kind.value} block in time", self.protocol.buffered)
         assert error is not None
         raise error
@@ -440,7 +460,7 @@ class _Session:
             raise Refused(self.address, f"write not acknowledged: {request!r}")
 
     async def _acknowledged(self, request: bytes) -> bool:
-        self.protocol.send(request)
+        await self._send(request)
         deadline = self.bus.exchange_deadline(len(request), 1)
         while (event := await self.protocol.next_event(deadline)) is not None:
             if isinstance(event, Ack):
@@ -449,10 +469,11 @@ class _Session:
                 return False
             self.bus.stats.rejected["unexpected"] += 1
         self.bus.stats.timeouts += 1
+        self._late = True
         return False
 
 
-class _Opening:
+class BusOpening:
     """``await open_bus(…)`` or ``async with open_bus(…) as bus``."""
 
     def __init__(self, url: str, connect: Connector, options: BusOptions) -> None:
@@ -470,7 +491,7 @@ class _Opening:
         await self._bus.close()
 
 
-def open_bus(url: str, *, connect: Connector | None = None, **options: Any) -> _Opening:
+def open_bus(url: str, *, connect: Connector | None = None, **options: Any) -> BusOpening:
     """Open the bus at ``url`` (DESIGN.md §3): ``"/dev/ttyUSB0"``, ``"COM3"``, ``"tcp://h:p"``,
     ``"socket://h:p"``, ``"rfc2217://h:p"``. ``options`` are the fields of :class:`BusOptions`; a bad
     one, or a URL that cannot be opened, raises ``ValueError`` before anything is opened. ``connect``
@@ -478,8 +499,12 @@ def open_bus(url: str, *, connect: Connector | None = None, **options: Any) -> _
 
     Awaitable (``bus = await open_bus(url)``, later ``await bus.close()``) and an async context manager.
     """
-    opts = BusOptions(**options)
+    try:
+        opts = BusOptions(**options)
+    except TypeError as exc:
+        known = ", ".join(BusOptions.__dataclass_fields__)
+        raise ValueError(f"unknown option: {exc}; options are {known}") from None
     connector = connect or connector_for(
         url, baud=opts.baud, backend=opts.backend, connect_timeout=opts.connect_timeout
     )
-    return _Opening(url, connector, opts)
+    return BusOpening(url, connector, opts)

@@ -66,6 +66,7 @@ _SYNC: dict[Reply | None, re.Pattern[bytes]] = {
     Reply.NONE: re.compile(b"(?!)"),
 }
 _SINGLE: dict[int, Event] = {_ACK: ACK, _NAK: NAK}
+_ECHO_MAX = 512
 
 
 class FrameDecoder:
@@ -99,10 +100,12 @@ class FrameDecoder:
 
         Returns the events for what was held from before (a partial frame is TRUNCATED).
         """
+        pending = self._echo[self._echo_pos :]
         events = self.flush()
         self.expect(expected_reply(data))
         if self._echo_enabled:
-            self._echo, self._echo_pos = bytes(data), 0
+            # An echo still on its way (the close string's, say) comes first; bounded by _ECHO_MAX.
+            self._echo, self._echo_pos = (pending + bytes(data))[-_ECHO_MAX:], 0
         return events
 
     def expect(self, reply: Reply | None) -> None:

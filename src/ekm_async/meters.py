@@ -109,8 +109,10 @@ class _Meter:
             await tx.password(pwd)
             await tx.write(request)
 
-        await self.bus.transact(self.address, run, idempotent=False)
-        self._written()
+        try:
+            await self.bus.transact(self.address, run, idempotent=False)
+        finally:
+            self._written()  # even unacknowledged, the write may have been applied
 
     def _written(self) -> None:
         """A write changed the meter (V4: its cached B block is stale)."""

@@ -45,6 +45,7 @@ class MeterProtocol(asyncio.Protocol):
         self._events: deque[Event] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._lost: Exception | None = None
+        self._last_rx = 0.0
         self.closed = asyncio.get_running_loop().create_future()
         """Resolved when the connection is gone."""
 
@@ -55,6 +56,7 @@ class MeterProtocol(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self._last_rx = asyncio.get_running_loop().time()
         self.stats.bytes_received += len(data)
         if wire_log.isEnabledFor(logging.DEBUG):
             wire_log.debug("rx %s", data.hex(" "))
@@ -111,6 +113,17 @@ class MeterProtocol(asyncio.Protocol):
             finally:
                 self._waiter = None
         return self._events.popleft()
+
+    async def settle(self, quiet: float, limit: float) -> None:
+        """Wait until the line has been silent for ``quiet`` seconds (at most ``limit`` seconds), then
+        drop whatever came: after an exchange timed out, a late reply must not answer the next one."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while (wait := min(max(self._last_rx, start) + quiet, start + limit) - loop.time()) > 0:
+            await asyncio.sleep(wait)
+        self._take(self._decoder.flush(), queue=False)
+        self.stats.rejected["unexpected"] += len(self._events)
+        self._events.clear()
 
     def abort(self) -> None:
         if self._transport is not None:

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from .. import commands
 from ..blocks import Value
-from ..bus import Bus, open_bus
+from ..bus import Bus, BusOpening, open_bus
 from ..errors import EkmError
 from ..meters import V3Meter, V4Meter
 from ..model import MonthDay, Period, Season
@@ -174,35 +174,50 @@ def _print_fields(fields: dict[str, Value], out: TextIO) -> None:
         out.write(f"{name:<{width}}  {value}\n")
 
 
-def _guard(run: Callable[[], Coroutine[Any, Any, int]], out: TextIO) -> int:
+def _guard(run: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run the command; a meter or bus failure is one line on stderr and exit status 1."""
     try:
         return asyncio.run(run())
     except EkmError as exc:
-        out.write(f"error: {exc}\n")
-        return 1
+        sys.stderr.write(f"error: {exc}\n")
     except (OSError, TimeoutError) as exc:
-        out.write(f"error: cannot open the bus: {exc}\n")
-        return 1
+        sys.stderr.write(f"error: cannot open the bus: {exc}\n")
+    return 1
+
+
+def _usage_error(command: str, message: str) -> SystemExit:
+    """Bad input: said on stderr, exit status 2, nothing opened or sent."""
+    sys.stderr.write(f"ekm-async {command}: {message}\n")
+    return SystemExit(2)
+
+
+def _opening(args: argparse.Namespace, command: str) -> BusOpening:
+    """The bus to open, with the address, URL and options checked first (nothing opened yet)."""
+    try:
+        commands.require_address(args.address)
+        return open_bus(args.url, **_bus_options(args))
+    except ValueError as exc:
+        raise _usage_error(command, str(exc)) from None
 
 
 def _run_read(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
-    options = _bus_options(args)
+    opening = _opening(args, "read")
 
     async def run() -> int:
-        async with open_bus(args.url, **options) as bus:
+        async with opening as bus:
             read = await _meter_of(bus, args).read()
         fields = dict(read.fields)
         out.write(json.dumps(fields) + "\n") if args.json else _print_fields(fields, out)
         return 0
 
-    return _guard(run, out)
+    return _guard(run)
 
 
 def _run_settings(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
-    options = _bus_options(args)
+    opening = _opening(args, "settings")
 
     async def run() -> int:
-        async with open_bus(args.url, **options) as bus:
+        async with opening as bus:
             settings = await _meter_of(bus, args).read_settings()
         blocks = {name: dict(block.fields) for name, block in settings.blocks().items()}
         if args.json:
@@ -213,36 +228,30 @@ def _run_settings(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
                 _print_fields(fields, out)
         return 0
 
-    return _guard(run, out)
-
-
-def _usage_error(setting: str, message: str) -> SystemExit:
-    """Bad input: said on stderr, exit status 2, nothing opened or sent."""
-    sys.stderr.write(f"ekm-async set {setting}: {message}\n")
-    return SystemExit(2)
+    return _guard(run)
 
 
 def _run_set(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     setting = SETTINGS[args.setting]
+    command = f"set {args.setting}"
     fewest, most = setting.nargs
     if len(args.values) < fewest or (most is not None and len(args.values) > most):
-        raise _usage_error(args.setting, f"usage: {args.setting} {setting.usage}")
+        raise _usage_error(command, f"usage: {args.setting} {setting.usage}")
     if setting.v4_only and args.v3:
-        raise _usage_error(args.setting, "V4 meters only")
+        raise _usage_error(command, "V4 meters only")
     try:
         values = setting.parse(args.values, args)
         setting.encode(*values)  # every check, before the bus is opened
-        commands.require_address(args.address)
         commands.require_password(args.password)
     except ValueError as exc:
-        raise _usage_error(args.setting, str(exc)) from None
-    options = _bus_options(args)
+        raise _usage_error(command, str(exc)) from None
+    opening = _opening(args, command)
 
     async def run() -> int:
-        async with open_bus(args.url, **options) as bus:
+        async with opening as bus:
             meter = _meter_of(bus, args, args.password)
             await getattr(meter, setting.method)(*values)
         out.write(f"ok: {args.setting} acknowledged by {args.address}\n")
         return 0
 
-    return _guard(run, out)
+    return _guard(run)

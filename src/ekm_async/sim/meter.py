@@ -395,7 +395,8 @@ class MeterModel:
     def _kwh(self, value: float) -> float:
         """A kWh register as the meter counts it: truncated to its resolution, wrapped at 8 digits."""
         factor: int = 10**self.kwh_scale
-        return (math.floor(value * factor) % 10**8) / factor
+        # round() first: 316.9 * 100 is 31689.999…, which a register showing 316.90 must not floor
+        return (math.floor(round(value * factor, 6)) % 10**8) / factor
 
     def _direction(self) -> int:
         signs = "".join("R" if line.reverse else "F" for line in self._lines)

@@ -37,6 +37,7 @@ class SimServer:
         self._tcp_address: tuple[str, int] | None = None
         self._tcp_clients: set[asyncio.Transport] = set()
         self._pty: _Pty | None = None
+        self._closed = False
 
     async def __aenter__(self) -> SimServer:
         self._ensure_pump()
@@ -46,6 +47,8 @@ class SimServer:
         await self.close()
 
     def _ensure_pump(self) -> None:
+        if self._closed:
+            raise RuntimeError("the simulator server is closed")
         if self._pump is None or self._pump.done():
             self._pump = asyncio.get_running_loop().create_task(self._run_pump(), name="ekm-sim-pump")
 
@@ -54,6 +57,8 @@ class SimServer:
 
     def receive(self, data: bytes, sink: Sink) -> None:
         """``data`` arrived from a client whose replies go to ``sink``."""
+        if self._closed:
+            return  # a client still talking to a server that is gone: the bus hears nothing
         self._ensure_pump()
         for emission in self.bus.receive(data, asyncio.get_running_loop().time()):
             self._queue.put_nowait((emission, sink))
@@ -133,6 +138,7 @@ class SimServer:
         return transport
 
     async def close(self) -> None:
+        self._closed = True
         await self.stop_tcp()
         if self._pty is not None:
             self._pty.close()

@@ -1,0 +1,516 @@
+"""``ekm-async read``, ``settings`` and ``set`` (DESIGN.md §4) against ``ekm-async simulate`` over TCP.
+
+One simulator subprocess serves the module; every test takes meters of its own from it (``v4`` and
+``v3`` hand out fresh addresses), so tests do not see each other's writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ekm_async import parse_meter_time
+from ekm_async.cli import main
+
+pytestmark = pytest.mark.timeout(60)
+
+_BIN = Path(sys.executable).parent
+CLI = [str(_BIN / "ekm-async")] if (_BIN / "ekm-async").exists() else [sys.executable, "-m", "ekm_async"]
+"""The installed console script (``python -m ekm_async`` if there is none)."""
+
+V4_POOL = [f"{300010000 + n:012d}" for n in range(60)]
+V3_POOL = [f"{300020000 + n:012d}" for n in range(20)]
+STABLE = [
+    "Meter_Address",
+    "CT_Ratio",
+    "Max_Demand_Period",
+    "Pulse_Ratio_1",
+    "Pulse_Ratio_2",
+    "Pulse_Ratio_3",
+    "Pulse_Output_Ratio",
+    "Max_Demand_Reset_Interval",
+    "State_Out",
+]
+"""Fields of a V4 read that change only when written."""
+
+
+@contextlib.contextmanager
+def simulator(*meters: str, extra: tuple[str, ...] = ()) -> Iterator[str]:
+    """``ekm-async simulate`` with ``meters`` (``v4:ADDRESS``…) on TCP; yields ``tcp://HOST:PORT``."""
+    args = ["simulate", "--tcp", "127.0.0.1:0", "--baud", "0", "--turnaround", "0.005", *extra]
+    for meter in meters:
+        args += ["--meter", meter]
+    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        line = proc.stdout.readline() if ready else ""
+        match = re.match(r"ready tcp=(\S+):(\d+) ", line)
+        if match is None:
+            proc.kill()
+            raise AssertionError(f"simulator not ready: {line!r} {proc.communicate()[1]!r}")
+        yield f"tcp://{match[1]}:{match[2]}"
+    finally:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with simulator(*(f"v4:{a}" for a in V4_POOL), *(f"v3:{a}" for a in V3_POOL)) as where:
+        yield where
+
+
+_fresh_v4 = iter(V4_POOL)
+_fresh_v3 = iter(V3_POOL)
+
+
+@pytest.fixture
+def v4() -> str:
+    """A V4 meter of the simulator no other test has touched."""
+    return next(_fresh_v4)
+
+
+@pytest.fixture
+def v3() -> str:
+    return next(_fresh_v3)
+
+
+def installed(*args: str) -> subprocess.CompletedProcess[str]:
+    """``ekm-async ARGS…``: the installed command in a subprocess."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=30, check=False)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``ekm-async ARGS…`` run by its ``main`` in this process (no interpreter start-up: fast)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args), stdout=out)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def read(url: str, address: str, *flags: str) -> dict[str, Any]:
+    fields: dict[str, Any] = json.loads(ok(cli("read", url, address, "--json", *flags)))
+    return fields
+
+
+def settings(url: str, address: str, *flags: str) -> dict[str, dict[str, Any]]:
+    blocks: dict[str, dict[str, Any]] = json.loads(ok(cli("settings", url, address, "--json", *flags)))
+    return blocks
+
+
+def set_(url: str, address: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return cli("set", url, address, *args)
+
+
+def acked(url: str, address: str, *args: str) -> None:
+    out = ok(set_(url, address, *args))
+    assert out == f"ok: {args[0]} acknowledged by {address}\n"
+
+
+def closed_port() -> int:
+    """A local TCP port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+# ---------------------------------------------------------------------------------------------------
+# read and settings
+
+
+def test_read_json_is_one_object_with_json_numbers(url: str, v4: str) -> None:
+    text = ok(installed("read", url, v4, "--json"))
+    assert text.count("\n") == 1
+    fields = json.loads(text)
+    assert fields["Meter_Address"] == v4
+    assert fields["Model"] == "1024"
+    assert '"CT_Ratio": 200,' in text  # a number, not "200"
+    assert isinstance(fields["kWh_Tot"], float)
+    assert isinstance(fields["RMS_Watts_Tot"], int)
+    assert isinstance(fields["RMS_Volts_Ln_1"], float)
+    # A and B merged: fields only B carries are there, and the calculated ones.
+    assert {"Pulse_Output_Ratio", "RMS_Watts_Max_Demand", "Power_Factor_Ln_1", "Net_Calc_Watts_Tot"} <= set(fields)
+    for value in fields.values():
+        assert isinstance(value, int | float | str)
+
+
+def test_read_json_v3(url: str, v3: str) -> None:
+    fields = read(url, v3, "--v3")
+    assert fields["Meter_Address"] == v3
+    assert fields["Model"] == "1012"
+    assert isinstance(fields["kWh_Tot"], float)
+    assert isinstance(fields["Max_Demand"], float)
+    assert "Pulse_Output_Ratio" not in fields
+
+
+def test_read_text_is_one_field_per_line(url: str, v4: str) -> None:
+    lines = ok(cli("read", url, v4)).splitlines()
+    table = dict(line.split(None, 1) for line in lines)
+    assert table["Meter_Address"] == v4
+    assert table["CT_Ratio"] == "200"
+    assert len(lines) == len(read(url, v4))
+
+
+def test_settings_json_has_every_block_with_json_numbers(url: str, v4: str) -> None:
+    text = ok(installed("settings", url, v4, "--json"))
+    blocks = json.loads(text)
+    assert list(blocks) == ["months_forward", "months_reverse", "schedules", "schedules_5_8", "holidays"]
+    assert isinstance(blocks["months_forward"]["Month_1_Tot"], float)
+    assert blocks["holidays"]["Holiday_1_Mon"] == 1  # the simulator's default holidays: 1-1, 12-25
+    assert blocks["holidays"]["Holiday_2_Day"] == 25
+    assert blocks["schedules"]["Schedule_1_Period_2_Hour"] == 7
+    assert "Season_1_Month" in blocks["schedules"]
+    assert "Schedule_8_Period_4_Tariff" in blocks["schedules_5_8"]
+    assert '"Weekend_Schd": 0' in text
+
+
+def test_settings_v3_and_text(url: str, v3: str) -> None:
+    assert settings(url, v3, "--v3")["holidays"]["Holiday_2_Mon"] == 12
+    out = ok(cli("settings", url, v3, "--v3"))
+    for name in ("months_forward", "months_reverse", "schedules", "schedules_5_8", "holidays"):
+        assert f"[{name}]\n" in out
+    assert re.search(r"^Weekend_Schd +0$", out, re.MULTILINE)
+
+
+def test_a_v4_read_of_a_v3_meter_fails_cleanly(url: str, v3: str) -> None:
+    result = cli("read", url, v3, "--timeout-margin", "0.1")
+    assert result.returncode == 1
+    assert "error:" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# set: each setting is acknowledged and shows in the next read or settings
+
+
+@pytest.mark.parametrize("flags", [(), ("--v3",)], ids=["v4", "v3"])
+def test_ct_ratio(url: str, v4: str, v3: str, flags: tuple[str, ...]) -> None:
+    address = v3 if flags else v4
+    result = installed("set", url, address, "ct-ratio", "800", *flags)  # the installed command, end to end
+    assert ok(result) == f"ok: ct-ratio acknowledged by {address}\n"
+    assert read(url, address, *flags)["CT_Ratio"] == 800
+
+
+def test_relay_hold_and_timed(url: str, v4: str) -> None:
+    acked(url, v4, "relay", "1", "close")
+    assert read(url, v4)["State_Out"] == 3  # ON_OFF
+    acked(url, v4, "relay", "2", "close", "--seconds", "1")
+    assert read(url, v4)["State_Out"] == 4  # ON_ON
+    time.sleep(1.2)
+    assert read(url, v4)["State_Out"] == 3  # relay 2 went back after its second
+    acked(url, v4, "relay", "1", "open")
+    assert read(url, v4)["State_Out"] == 1
+
+
+@pytest.mark.parametrize("flags", [(), ("--v3",)], ids=["v4", "v3"])
+def test_max_demand_period(url: str, v4: str, v3: str, flags: tuple[str, ...]) -> None:
+    address = v3 if flags else v4
+    acked(url, address, "max-demand-period", "60", *flags)
+    assert read(url, address, *flags)["Max_Demand_Period"] == 3  # the code of 60 minutes
+    acked(url, address, "max-demand-period", "30", *flags)
+    assert read(url, address, *flags)["Max_Demand_Period"] == 2
+
+
+def test_max_demand_reset_now_v3_is_acknowledged(url: str, v3: str) -> None:
+    acked(url, v3, "max-demand-reset-now", "--v3")
+
+
+def test_max_demand_reset_interval(url: str, v4: str) -> None:
+    acked(url, v4, "max-demand-reset-interval", "weekly")
+    assert read(url, v4)["Max_Demand_Reset_Interval"] == 2
+    acked(url, v4, "max-demand-reset-interval", "HOURLY")
+    assert read(url, v4)["Max_Demand_Reset_Interval"] == 4
+
+
+def test_max_demand_reset_now(url: str, v4: str) -> None:
+    acked(url, v4, "max-demand-reset-now")
+    after = read(url, v4)
+    # The simulator's max demand is the highest total watts it has seen (not a demand-period average),
+    # so right after a reset it is that of the last few requests: close to this read's watts.
+    assert after["RMS_Watts_Max_Demand"] >= after["RMS_Watts_Tot"]
+    assert after["RMS_Watts_Max_Demand"] == pytest.approx(after["RMS_Watts_Tot"], rel=0.25)
+
+
+@pytest.mark.parametrize("flags", [(), ("--v3",)], ids=["v4", "v3"])
+def test_time_given(url: str, v4: str, v3: str, flags: tuple[str, ...]) -> None:
+    address = v3 if flags else v4
+    acked(url, address, "time", "2024-02-29T23:59:30", *flags)
+    meter_time = parse_meter_time(read(url, address, *flags)["Meter_Time"])
+    assert meter_time is not None
+    assert 0 <= (meter_time - datetime(2024, 2, 29, 23, 59, 30)).total_seconds() < 10
+
+
+def test_time_now(url: str, v4: str) -> None:
+    acked(url, v4, "time", "2030-01-01T00:00:00")
+    acked(url, v4, "time")
+    meter_time = parse_meter_time(read(url, v4)["Meter_Time"])
+    assert meter_time is not None
+    assert abs((meter_time - datetime.now()).total_seconds()) < 10
+
+
+def test_pulse_input_ratio(url: str, v4: str) -> None:
+    acked(url, v4, "pulse-input-ratio", "2", "77")
+    acked(url, v4, "pulse-input-ratio", "3", "9999")
+    fields = read(url, v4)
+    assert [fields[f"Pulse_Ratio_{n}"] for n in (1, 2, 3)] == [1, 77, 9999]
+
+
+def test_pulse_output_ratio(url: str, v4: str) -> None:
+    acked(url, v4, "pulse-output-ratio", "40")
+    assert read(url, v4)["Pulse_Output_Ratio"] == 40
+
+
+def test_zero_resettable() -> None:
+    # Its own simulator, 36000 times faster, so the resettable registers count visibly between reads.
+    with simulator("v4:000300001184", extra=("--time-scale", "36000")) as fast:
+        read(fast, "000300001184")  # starts the meter's clock
+        time.sleep(0.3)
+        before = read(fast, "000300001184")
+        acked(fast, "000300001184", "zero-resettable")
+        after = read(fast, "000300001184")
+    assert before["Resettable_kWh_Tot"] > 0.1
+    counted = after["kWh_Tot"] - before["kWh_Tot"]  # since the read before the reset
+    assert after["kWh_Tot"] > before["kWh_Tot"] > 0  # the totals are not reset
+    assert after["Resettable_kWh_Tot"] <= counted + 0.02  # not before's value plus what came since
+    assert after["Resettable_kWh_Tot"] < before["Resettable_kWh_Tot"] + counted - 0.05
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        ("kWh_Tot", "RMS_Watts_Tot"),
+        ("28", "1", "39"),
+        ("line_freq", "12", "Resettable_kWh_Tot"),
+        tuple(["kWh_Tot"] * 40),
+    ],
+    ids=["names", "codes", "mixed", "forty"],
+)
+def test_lcd_names_and_codes_are_acknowledged(url: str, v4: str, items: tuple[str, ...]) -> None:
+    # What the LCD shows cannot be read back over the protocol: the meter's ACK is the evidence.
+    acked(url, v4, "lcd", *items)
+
+
+def test_weekend_holiday_schedules(url: str, v4: str) -> None:
+    acked(url, v4, "weekend-holiday-schedules", "3", "7")
+    holidays = settings(url, v4)["holidays"]
+    assert (holidays["Weekend_Schd"], holidays["Holiday_Schd"]) == (3, 7)
+
+
+@pytest.mark.parametrize("flags", [(), ("--v3",)], ids=["v4", "v3"])
+def test_password_then_writes_need_the_new_one(url: str, v4: str, v3: str, flags: tuple[str, ...]) -> None:
+    address = v3 if flags else v4
+    acked(url, address, "password", "12345678", *flags)
+    refused = set_(url, address, "ct-ratio", "400", "--timeout-margin", "0.2", *flags)
+    assert refused.returncode == 1
+    assert "password not acknowledged" in refused.stdout + refused.stderr
+    assert read(url, address, *flags)["CT_Ratio"] == 200
+    acked(url, address, "ct-ratio", "400", "--password", "12345678", *flags)
+    assert read(url, address, *flags)["CT_Ratio"] == 400
+    acked(url, address, "password", "00000000", "--password", "12345678", *flags)
+    acked(url, address, "ct-ratio", "600", *flags)
+
+
+def test_address(url: str, v4: str) -> None:
+    new = "000399990001"
+    acked(url, v4, "address", new)
+    assert read(url, new)["Meter_Address"] == new
+    gone = cli("read", url, v4, "--timeout-margin", "0.1")
+    assert gone.returncode == 1
+    assert "no v4a block in time" in gone.stdout + gone.stderr
+
+
+@pytest.mark.parametrize("flags", [(), ("--v3",)], ids=["v4", "v3"])
+def test_schedule(url: str, v4: str, v3: str, flags: tuple[str, ...]) -> None:
+    address = v3 if flags else v4
+    acked(url, address, "schedule", "2", "06:30:1", "18:00:2", *flags)  # written as 2, read as Schedule_3
+    acked(url, address, "schedule", "6", "00:00:3", *flags)
+    blocks = settings(url, address, *flags)
+    first, second = blocks["schedules"], blocks["schedules_5_8"]
+    periods = [tuple(first[f"Schedule_3_Period_{p}_{part}"] for part in ("Hour", "Min", "Tariff")) for p in range(1, 5)]
+    assert periods == [(6, 30, 1), (18, 0, 2), (0, 0, 0), (0, 0, 0)]
+    assert (second["Schedule_7_Period_1_Hour"], second["Schedule_7_Period_1_Tariff"]) == (0, 3)
+    assert first["Schedule_1_Period_2_Hour"] == 7  # the others are untouched
+
+
+def test_seasons(url: str, v4: str) -> None:
+    acked(url, v4, "seasons", "03-21:1", "09-21:7")
+    page = settings(url, v4)["schedules"]
+    seasons = [tuple(page[f"Season_{n}_{part}"] for part in ("Month", "Day", "Schedule")) for n in range(1, 5)]
+    assert seasons == [(3, 21, 1), (9, 21, 7), (0, 0, 0), (0, 0, 0)]
+
+
+def test_holidays_and_clearing_them(url: str, v4: str) -> None:
+    acked(url, v4, "holidays", "01-01", "07-04", "02-29")
+    days = settings(url, v4)["holidays"]
+    assert [(days[f"Holiday_{n}_Mon"], days[f"Holiday_{n}_Day"]) for n in range(1, 5)] == [
+        (1, 1),
+        (7, 4),
+        (2, 29),
+        (0, 0),
+    ]
+    acked(url, v4, "holidays")  # none: every slot cleared
+    days = settings(url, v4)["holidays"]
+    assert all(days[f"Holiday_{n}_Mon"] == days[f"Holiday_{n}_Day"] == 0 for n in range(1, 21))
+
+
+def test_wrong_password_exits_1_and_changes_nothing(url: str, v4: str) -> None:
+    result = installed("set", url, v4, "ct-ratio", "800", "--password", "11111111", "--timeout-margin", "0.2")
+    assert result.returncode == 1
+    assert "password not acknowledged" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert read(url, v4)["CT_Ratio"] == 200
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bad input: exit status 2, a message, and nothing sent
+
+BAD = [
+    ("ct-ratio", "300"),
+    ("ct-ratio", "many"),
+    ("relay", "3", "close"),
+    ("relay", "1", "shut"),
+    ("relay", "1", "close", "--seconds", "10000"),
+    ("max-demand-period", "45"),
+    ("max-demand-reset-interval", "yearly"),
+    ("time", "yesterday"),
+    ("time", "1999-12-31T23:59:59"),
+    ("pulse-input-ratio", "4", "10"),
+    ("pulse-input-ratio", "1", "0"),
+    ("pulse-output-ratio", "3"),
+    ("lcd", "Bogus"),
+    ("lcd", "46"),
+    ("lcd", *(["kWh_Tot"] * 41)),
+    ("weekend-holiday-schedules", "8", "0"),
+    ("password", "1234"),
+    ("address", "12345"),
+    ("schedule", "9", "06:00:1"),
+    ("schedule", "1", "24:00:1"),
+    ("schedule", "1", "06:00:4"),
+    ("schedule", "1", "6-00-1"),
+    ("schedule", "1", "00:00:0", "06:00:1", "12:00:2", "18:00:3", "21:00:0"),
+    ("seasons", "13-01:1"),
+    ("seasons", "03-21:8"),
+    ("holidays", "02-30"),
+    ("holidays", "0101"),
+    ("ct-ratio", "800", "--password", "abc"),
+    # wrong argument counts
+    ("ct-ratio",),
+    ("ct-ratio", "800", "400"),
+    ("relay", "1"),
+    ("max-demand-reset-now", "1"),
+    ("zero-resettable", "now"),
+    ("weekend-holiday-schedules", "1"),
+    ("time", "2024-01-01", "12:00"),
+    ("schedule",),
+    ("lcd",),
+    # V4-only settings on a V3 meter
+    ("relay", "1", "close", "--v3"),
+    ("pulse-input-ratio", "1", "5", "--v3"),
+    ("pulse-output-ratio", "5", "--v3"),
+    ("zero-resettable", "--v3"),
+    ("max-demand-reset-interval", "daily", "--v3"),
+    ("lcd", "kWh_Tot", "--v3"),
+    # not a setting
+    ("colour", "red"),
+]
+
+
+@pytest.mark.parametrize("args", BAD, ids=[" ".join(a)[:60] for a in BAD])
+def test_bad_input_exits_2_before_opening_the_bus(args: tuple[str, ...]) -> None:
+    # Nobody listens at this URL: had the command tried to open the bus, it would exit 1.
+    result = cli("set", f"tcp://127.0.0.1:{closed_port()}", "000300001184", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip()
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [BAD[0], BAD[-2], ("relay", "1")], ids=["value", "v4-only", "count"])
+def test_bad_input_exit_status_of_the_installed_command(args: tuple[str, ...]) -> None:
+    result = installed("set", f"tcp://127.0.0.1:{closed_port()}", "000300001184", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(("ekm-async set", "usage:"))
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_input_changes_nothing_on_a_live_meter(url: str, v4: str) -> None:
+    fields, blocks = read(url, v4), settings(url, v4)
+    for args in BAD:
+        result = set_(url, v4, *args)
+        assert result.returncode == 2, (args, result.stdout + result.stderr)
+    assert {k: read(url, v4)[k] for k in STABLE} == {k: fields[k] for k in STABLE}
+    assert settings(url, v4) == blocks
+
+
+# ---------------------------------------------------------------------------------------------------
+# Unreachable buses
+
+
+@pytest.mark.parametrize("command", ["read", "settings", "set"])
+def test_unreachable_tcp_url_exits_1_with_a_clear_message(command: str) -> None:
+    args = ["ct-ratio", "800"] if command == "set" else []
+    result = installed(command, f"tcp://127.0.0.1:{closed_port()}", "000300001184", *args)
+    assert result.returncode == 1
+    assert "error: cannot open the bus" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_serial_device_exits_1_with_a_clear_message(tmp_path: Path) -> None:
+    result = installed("read", str(tmp_path / "ttyUSB9"), "000300001184")
+    assert result.returncode == 1
+    assert "error: cannot open the bus" in result.stdout + result.stderr
+    assert "ttyUSB9" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_meter_that_does_not_answer_exits_1(url: str) -> None:
+    result = cli("read", url, "000311112222", "--timeout-margin", "0.1")
+    assert result.returncode == 1
+    assert "error: meter 000311112222: no v4a block in time" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", ["read", "set"])
+def test_malformed_url_is_a_usage_error(command: str) -> None:
+    args = ["ct-ratio", "800"] if command == "set" else []
+    result = installed(command, "foo://somewhere", "000300001184", *args)
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2
+
+
+@pytest.mark.parametrize("command", ["read", "settings"])
+def test_bad_address_for_read_is_a_usage_error(command: str) -> None:
+    result = installed(command, f"tcp://127.0.0.1:{closed_port()}", "12345")
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2
+
+
+def test_bad_bus_option_is_a_usage_error() -> None:
+    result = installed("read", f"tcp://127.0.0.1:{closed_port()}", "000300001184", "--timeout-margin", "0")
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2

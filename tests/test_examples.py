@@ -1,0 +1,209 @@
+"""Every script in ``examples/`` runs out of the box (no URL: its in-process simulator) and shows what it
+did; with a URL it talks to that bus instead."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli_meter import simulator
+
+pytestmark = pytest.mark.timeout(60)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SIMULATED = "(no URL given: talking to a simulated v4 bus)\n"
+
+EXPECTED: dict[str, list[str]] = {
+    "read": [
+        r"^meter 000300001184 \(model 1024, firmware 14\)$",
+        r"^kWh_Tot +\d+\.\d+ kWh$",
+        r"^RMS_Watts_Tot +\d+ W$",
+        r"^line 3 +\d+\.\d V +\d+\.\d A +\d+ W +power factor \d+$",
+        r'^\{"Model": "1024", .*"CT_Ratio": 200, .*\}$',
+    ],
+    "read_settings": [
+        r"^Schedule 1: 00:00 T0  07:00 T1  17:00 T2  21:00 T3$",
+        r"^Schedule 8: ",
+        r"^1 +01-01 +0$",  # season 1
+        r"^6 +\d+\.\d+( +\d+\.\d+){4} +\d+\.\d+$",  # month 6
+        r"^Holidays: 01-01, 12-25$",
+        r"^Weekend schedule = 0$",
+    ],
+    "set_ct_ratio": [r"^CT is 800$"],
+    "set_max_demand": [
+        r"^max demand period: 30 minutes$",
+        r"^max demand reset interval: DAILY$",
+        r"^max demand before the reset: \d+\.\d$",
+        r"^max demand after the reset: \d+\.\d$",
+    ],
+    "set_pulse_ratios": [r"^pulse input ratios: 55 100 1$", r"^pulse output ratio: 5$"],
+    "set_relay": [
+        r"^relay 1 closed: +State_Out = ON_OFF",
+        r"^relay 1 open again: +State_Out = OFF_OFF",
+        r"^relay 2 closed for 1 s: +State_Out = OFF_ON",
+        r"^1.5 s later: +State_Out = OFF_OFF",
+    ],
+    "relay_loop": [
+        r"^loop 3$",
+        r"^  open  relay 1: State_Out = OFF_",
+        r"^  close relay 1: State_Out = ON_",
+        r"^  open  relay 2: State_Out = ON_OFF$",
+        r"^  close relay 2: State_Out = ON_ON$",
+    ],
+    "set_time": [
+        r"^meter time: 2023-11-22 15:39:0\d$",
+        r"^meter time: (\S+ \d\d:\d\d):\d\d \(computer: \1:\d\d\)$",
+    ],
+    "set_lcd": [r"^The meter should now show line 1 volts and the frequency\.$", r"^Now it shows "],
+    "zero_resettable": [
+        r"^before: Resettable_kWh_Tot = 123\.45, Resettable_Rev_kWh_Tot = 6\.78$",
+        r"^after:  Resettable_kWh_Tot = 0\.0, Resettable_Rev_kWh_Tot = 0\.0$",
+    ],
+    "set_schedules": [
+        r"^Schedule_1: 00:00 T1  05:30 T2  12:00 T3  17:30 T1$",
+        r"^Schedule_2: 00:00 T1  11:00 T3  19:00 T1  00:00 T0$",
+        r"^Schedule_3: 00:00 T1  00:00 T0  00:00 T0  00:00 T0$",
+        r"^seasons: 01-01 → 0, 06-01 → 1, 09-15 → 0$",
+        r"^holidays: 01-01, 07-04, 12-25, 12-26$",
+        r"^weekend schedule 2, holiday schedule 2$",
+    ],
+    "set_password": [
+        r"^password changed to 12345678; this handle now sends 12345678$",
+        r"^the old password is refused: meter 000300001184: password not acknowledged$",
+        r"^the new one is accepted: CT_Ratio = 400$",
+        r"^password back to 00000000$",
+    ],
+    "set_address": [r"^the meter now answers at 000399999999$", r"^and back at 000300001184$"],
+    "poll_many": [
+        r"^round 3 \(\d+\.\d{3} s\)$",
+        *(rf"^  00030000118{n} +\d+\.\d+ kWh +\d+ W +\d+\.\d V$" for n in (4, 5, 6)),
+    ],
+    "observe": [
+        r"^read: Pulse_Cnt_1 = \d+, RMS_Volts_Ln_1 = \d+\.\d$",
+        r"^  Bells! Alarms! Pulse_Cnt_1 went from \d+ to \d+$",
+        r"^line 1: \d+\.\d–\d+\.\d V, mean \d+\.\d V over 10 reads$",
+    ],
+}
+"""Each example (no URL) → lines its output must have (regular expressions, one per line)."""
+
+V3_EXPECTED: dict[str, list[str]] = {
+    "read": [r"^meter 000300001184 \(model 1012, firmware 13\)$", r"^kWh_Tot +\d+\.\d kWh$"],
+    "read_settings": [r"^Holidays: 01-01, 12-25$"],
+    "set_ct_ratio": [r"^CT is 800$"],
+    "set_max_demand": [r"^max demand period: 30 minutes$", r"^max demand after the reset: \d+\.\d$"],
+    "set_time": [r"^meter time: 2023-11-22 15:39:0\d$"],
+    "set_schedules": [r"^seasons: 01-01 → 0, 06-01 → 1, 09-15 → 0$"],
+    "set_password": [r"^the new one is accepted: CT_Ratio = 400$"],
+    "set_address": [r"^and back at 000300001184$"],
+    "poll_many": [r"^  000300001186 +\d+\.\d kWh"],
+    "observe": [r"over 10 reads$"],
+}
+
+
+def run_example(name: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=EXAMPLES.parent,
+    )
+
+
+def assert_lines(output: str, patterns: list[str]) -> None:
+    for pattern in patterns:
+        assert re.search(pattern, output, re.MULTILINE), f"no line matches {pattern!r} in:\n{output}"
+
+
+V4_ONLY = sorted(set(EXPECTED) - set(V3_EXPECTED))
+RUNS = [
+    *((name,) for name in EXPECTED),
+    *((name, "--v3") for name in V3_EXPECTED),
+    *((name, "--v3") for name in V4_ONLY),
+]
+
+
+@pytest.fixture(scope="module")
+def ran() -> dict[tuple[str, ...], subprocess.CompletedProcess[str]]:
+    """Every run of :data:`RUNS`, side by side (most of an example's time is start-up or waiting)."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(zip(RUNS, pool.map(lambda run: run_example(*run), RUNS), strict=True))
+
+
+def test_every_example_is_tested() -> None:
+    scripts = {p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_")}
+    assert scripts == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_runs_on_its_simulator(ran: dict[tuple[str, ...], subprocess.CompletedProcess[str]], name: str) -> None:
+    result = ran[(name,)]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith(SIMULATED)
+    assert_lines(result.stdout, EXPECTED[name])
+
+
+@pytest.mark.parametrize("name", sorted(V3_EXPECTED))
+def test_example_runs_on_a_simulated_v3_meter(
+    ran: dict[tuple[str, ...], subprocess.CompletedProcess[str]], name: str
+) -> None:
+    result = ran[(name, "--v3")]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(SIMULATED.replace("v4", "v3"))
+    assert_lines(result.stdout, V3_EXPECTED[name])
+
+
+@pytest.mark.parametrize("name", V4_ONLY)
+def test_v4_only_examples_have_no_v3_option(
+    ran: dict[tuple[str, ...], subprocess.CompletedProcess[str]], name: str
+) -> None:
+    result = ran[(name, "--v3")]
+    assert result.returncode == 2
+    assert "unrecognized arguments: --v3" in result.stderr
+
+
+def test_examples_talk_to_the_bus_given_by_url() -> None:
+    with simulator("v4:000300005555", "v4:000300005556") as url, ThreadPoolExecutor() as pool:
+        polling = pool.submit(run_example, "poll_many", url, "000300005555", "000300005556")
+        read = run_example("read", url, "000300005555")
+        ct = run_example("set_ct_ratio", url, "000300005556")
+        assert_lines(run_example("read", url, "000300005556").stdout, [r'"CT_Ratio": 800,'])
+        poll = polling.result()
+    for result in (read, ct, poll):
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "simulated" not in result.stdout
+    assert_lines(read.stdout, [r"^meter 000300005555 \(model 1024"])
+    assert_lines(ct.stdout, [r"^CT is 800$"])
+    assert_lines(poll.stdout, [r"^  000300005555 ", r"^  000300005556 "])
+
+
+def test_an_unreachable_bus_is_one_line_of_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_example("read", f"tcp://127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_help_shows_the_docstring_and_arguments() -> None:
+    result = run_example("set_relay", "--help")
+    assert result.returncode == 0
+    assert "usage: set_relay.py [-h] [url] [ADDRESS]" in result.stdout
+    assert "V4 only" in result.stdout
+
+
+def test_a_bad_address_is_a_usage_error() -> None:
+    result = run_example("read", "tcp://127.0.0.1:9", "12345")
+    assert result.returncode == 2
+    assert "a meter address is 12 digits; got '12345'" in result.stderr
