@@ -24,7 +24,6 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert readme_commands()[1] in ci
 
 
-def test_readme_main_command_uses_files_in_the_repo() -> None:
+def test_readme_main_command_is_the_simulated_poll() -> None:
     main = readme_commands()[0]
-    assert "examples/captured_v4a.hex" in main
-    assert (ROOT / "examples" / "captured_v4a.hex").is_file()
+    assert "ekm-async poll --simulate 4 --count 40 --db reads.db" in main

@@ -51,8 +51,10 @@ from .model import (
     Season,
     StateOut,
 )
+from .poller import FailureEvent, MeterStatus, Observer, Poller, PollEvent, ReadEvent
 from .protocol import WireStats
 from .session import LocalProtocolError
+from .store import SqliteStore
 
 __version__ = "0.1.0"
 
@@ -68,6 +70,7 @@ __all__ = [
     "DirectionFlag",
     "EkmError",
     "Event",
+    "FailureEvent",
     "FieldSpec",
     "FieldType",
     "Frame",
@@ -82,15 +85,20 @@ __all__ = [
     "MaxDemandResetInterval",
     "MeterError",
     "MeterStats",
+    "MeterStatus",
     "MeterUnavailable",
     "MonthDay",
     "MonthTotals",
     "MonthsBlock",
     "Nak",
+    "Observer",
     "Period",
+    "PollEvent",
+    "Poller",
     "PulseInput",
     "PulseOutputRatio",
     "Read",
+    "ReadEvent",
     "Refused",
     "RejectReason",
     "Rejected",
@@ -101,6 +109,7 @@ __all__ = [
     "SchedulesBlock",
     "Season",
     "Settings",
+    "SqliteStore",
     "StateOut",
     "UnexpectedReply",
     "V3Meter",

@@ -118,7 +118,7 @@ CALCULATED: dict[BlockKind, tuple[Callable[[Mapping[str, Value]], dict[str, Valu
     BlockKind.V4B: (_power_factors,),
 }
 """Calculated fields per block kind, appended after the wire fields in this order."""
-_CALCULATED_NAMES = {name for calc in (_power_factors, _net_watts) for name in calc(_SAMPLE_FIELDS)}
+CALCULATED_NAMES = {name for calc in (_power_factors, _net_watts) for name in calc(_SAMPLE_FIELDS)}
 
 
 def format_meter_time(when: datetime) -> str:
@@ -562,7 +562,7 @@ def encode(
         raise ValueError(f"template must be {FRAME_LEN} bytes; got {len(frame)}")
     for name, value in fields.items():
         spec = specs.get(name)
-        if spec is None and name not in _CALCULATED_NAMES:
+        if spec is None and name not in CALCULATED_NAMES:
             raise ValueError(f"{k.value} blocks have no field {name!r}")
         if spec is not None and spec.name == "kWh_Scale":
             frame[spec.offset : spec.end] = _encode_value(spec, value, 0)

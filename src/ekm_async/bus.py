@@ -17,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import commands, session
-from .blocks import Block, LiveBlock, decode
+from .blocks import Block, LiveBlock, Read, decode
 from .commands import CLOSE, LiveRead, SettingsPage
 from .errors import (
     BusClosed,
@@ -196,6 +196,21 @@ class Bus:
         from .meters import V4Meter  # noqa: PLC0415
 
         return V4Meter(self, address, password=password, b_every=b_every)
+
+    async def poll(
+        self, meters: Iterable[V3Meter | V4Meter], interval: float = 10.0, **options: Any
+    ) -> AsyncIterator[Read]:
+        """Read ``meters`` every ``interval`` seconds, for as long as the caller iterates (DESIGN.md §3);
+        ``options`` go to :class:`~ekm_async.Poller` (``count``, ``observers``, ``queue_size``)."""
+        from .poller import Poller  # noqa: PLC0415 — the poller builds on the bus
+
+        handles = list(meters)
+        for meter in handles:
+            if meter.bus is not self:
+                raise ValueError(f"meter {meter.address} is on another bus")
+        async with Poller(handles, interval=interval, **options) as poller:
+            async for read in poller:
+                yield read
 
     def available(self, address: str) -> bool:
         """False while ``address`` is backed off."""

@@ -15,6 +15,7 @@ from ..errors import FrameError
 from ..layouts import CRC_OFFSET, FRAME_LEN, BlockKind
 from ..sim.cli import run_simulator
 from .meter import add_meter_commands
+from .poll import add_poll_command
 
 __all__ = ["main"]
 
@@ -92,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_decode)
 
     add_meter_commands(sub)
+    add_poll_command(sub)
 
     p = sub.add_parser(
         "simulate",

@@ -1,0 +1,198 @@
+"""``ekm-async poll``: poll meters until stopped or N reads; into SQLite, as JSON lines, or a live table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .. import commands
+from ..bus import Bus, open_bus
+from ..meters import V3Meter, V4Meter
+from ..poller import FailureEvent, Poller, ReadEvent
+from ..sim import MeterModel, MeterType, SimBus, SimServer
+from ..store import SqliteStore
+
+__all__ = ["add_poll_command"]
+
+SIMULATED_FIRST = 300001184
+LIVE_FIELDS = (("kWh_Tot", "kWh"), ("RMS_Watts_Tot", "W"), ("RMS_Volts_Ln_1", "V L1"), ("Amps_Ln_1", "A L1"))
+
+
+def add_poll_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "poll",
+        help="poll meters: a live table, JSON lines, and/or SQLite",
+        description=(
+            "Poll V4 meters (and V3 meters given with --v3) on the bus at URL until stopped (Ctrl-C) or "
+            "--count reads. With --simulate N, poll N simulated V4 meters on a simulated bus instead."
+        ),
+    )
+    p.add_argument("url", nargs="?", metavar="URL", help="the bus (not with --simulate)")
+    p.add_argument("addresses", nargs="*", metavar="ADDRESS", help="V4 meters (12 digits)")
+    p.add_argument("--v3", action="append", default=[], metavar="ADDRESS", help="a V3 meter (repeatable)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        metavar="S",
+        help="seconds between reads of each meter (default 10; with --simulate 0: as fast as the wire)",
+    )
+    p.add_argument("--count", type=int, metavar="N", help="stop after N reads")
+    p.add_argument("--db", metavar="FILE", help="store every read in this SQLite file")
+    p.add_argument("--json", action="store_true", help="one JSON line per read on stdout")
+    p.add_argument("--simulate", type=int, metavar="N", help="poll N simulated V4 meters (no hardware)")
+    p.add_argument(
+        "--sim-baud",
+        type=int,
+        choices=(9600, 0),
+        default=9600,
+        dest="sim_baud",
+        help="pace the simulated wire at 9600 baud (default) or not at all (0)",
+    )
+    p.add_argument("--echo", action="store_true", help="the adapter echoes what it sends")
+    p.add_argument("--backend", choices=("pyserial", "serialx"), default="pyserial")
+    p.add_argument("--timeout-margin", type=float, default=0.5, dest="timeout_margin", metavar="S")
+    p.set_defaults(run=_run_poll)
+
+
+def _fail(message: str) -> SystemExit:
+    sys.stderr.write(f"ekm-async poll: {message}\n")
+    return SystemExit(2)
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Every argument, before anything is opened."""
+    if args.simulate is not None:
+        if args.url or args.addresses or args.v3:
+            raise _fail("--simulate takes no URL or addresses")
+        if not 1 <= args.simulate <= 999:
+            raise _fail("--simulate N: N must be 1..999")
+    elif not args.url or not (args.addresses or args.v3):
+        raise _fail("give URL and at least one ADDRESS (or --simulate N)")
+    if args.count is not None and args.count < 1:
+        raise _fail("--count must be ≥ 1")
+    if args.interval is not None and args.interval < 0:
+        raise _fail("--interval must be ≥ 0")
+    try:
+        for address in [*args.addresses, *args.v3]:
+            commands.require_address(address)
+        if args.url:
+            open_bus(args.url, echo=args.echo, backend=args.backend, timeout_margin=args.timeout_margin)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+@contextlib.asynccontextmanager
+async def _bus(args: argparse.Namespace) -> AsyncIterator[tuple[Bus, list[V3Meter | V4Meter]]]:
+    options = {"echo": args.echo, "backend": args.backend, "timeout_margin": args.timeout_margin}
+    if args.simulate is None:
+        async with open_bus(args.url, **options) as bus:
+            yield bus, [*(bus.v4(a) for a in args.addresses), *(bus.v3(a) for a in args.v3)]
+        return
+    models = [MeterModel(f"{SIMULATED_FIRST + n:012d}", MeterType.V4, seed=n) for n in range(args.simulate)]
+    async with (
+        SimServer(SimBus(models, baud=args.sim_baud, turnaround=0.02)) as server,
+        open_bus("sim://memory", connect=server.memory_connector(), **options) as bus,
+    ):
+        yield bus, [bus.v4(m.address) for m in models]
+
+
+def _table(poller: Poller, bus: Bus, title: str) -> Table:
+    """Each meter's last values, ok and error counts, and the latency of its last transaction on the wire."""
+    table = Table(title=title, title_justify="left")
+    for name in ("meter", *(label for _, label in LIVE_FIELDS), "ok", "errors", "latency", "last read"):
+        table.add_column(name, justify="left" if name in ("meter", "last read") else "right", no_wrap=True)
+    for address, status in poller.status().items():
+        read = status.last_read
+        values = [f"{read.fields.get(f, '')}" if read else "–" for f, _ in LIVE_FIELDS]
+        wire = bus.meter_stats.get(address)
+        latency = f"{wire.last_latency * 1000:.0f} ms" if wire and wire.last_latency is not None else "–"
+        last = read.time.astimezone().strftime("%H:%M:%S") if read and read.time else "–"
+        errors = f"[red]{status.errors}[/red]" if status.errors else "0"
+        table.add_row(address, *values, str(status.ok), errors, latency, last)
+    return table
+
+
+def _on_commit(db: str) -> Any:
+    def report(total: int) -> None:
+        sys.stderr.write(f"committed {total} reads to {db}\n")
+        sys.stderr.flush()
+
+    return report
+
+
+async def _poll(args: argparse.Namespace, out: TextIO) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    interval = args.interval if args.interval is not None else (0.0 if args.simulate else 10.0)
+    store = SqliteStore(args.db, on_commit=_on_commit(args.db)) if args.db else None
+    async with contextlib.AsyncExitStack() as stack:
+        if store is not None:
+            await stack.enter_async_context(store)
+        bus, meters = await stack.enter_async_context(_bus(args))
+        observers = [store] if store is not None else []
+        poller = await stack.enter_async_context(
+            Poller(meters, interval=interval, count=args.count, observers=observers)
+        )
+        stopper = loop.create_task(_stop_on(stop, poller))
+        title = f"ekm-async poll {bus.url} — {len(meters)} meters, interval {interval:g} s"
+        live = (
+            None
+            if args.json
+            else stack.enter_context(
+                Live(
+                    _table(poller, bus, title),
+                    console=Console(file=out, width=None if out.isatty() else 120),
+                    refresh_per_second=4,
+                )
+            )
+        )
+        shown = 0.0
+        async for event in poller.events():
+            if isinstance(event, ReadEvent) and args.json:
+                when = (event.read.time or datetime.now(UTC)).isoformat()
+                out.write(json.dumps({"time": when, **event.read.fields}) + "\n")
+                out.flush()
+            elif isinstance(event, FailureEvent):
+                sys.stderr.write(f"error: {event.error}\n")
+            if live is not None and time.monotonic() - shown > 0.25:
+                live.update(_table(poller, bus, title))
+                shown = time.monotonic()
+        if live is not None:
+            live.update(_table(poller, bus, title))
+        stopper.cancel()
+    if not args.json and not out.isatty():
+        out.write("\n")  # a terminal gets its newline from rich; a file or pipe does not
+    return 0
+
+
+async def _stop_on(stop: asyncio.Event, poller: Poller) -> None:
+    await stop.wait()
+    await poller.aclose()
+
+
+def _run_poll(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
+    _check(args)
+    try:
+        return asyncio.run(_poll(args, out))
+    except BrokenPipeError:  # whoever read our output stopped reading: so do we
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 — nothing more may reach the closed pipe
+        return 0
+    except (OSError, TimeoutError) as exc:
+        sys.stderr.write(f"error: cannot open the bus: {exc}\n")
+        return 1

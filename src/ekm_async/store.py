@@ -1,0 +1,307 @@
+"""Reads and settings in SQLite, through aiosqlite: an observer for a :class:`~ekm_async.Poller`.
+
+* One ``reads`` table: the union of the V3 and V4 fields as typed columns (``REAL`` for scaled
+  numbers, ``INTEGER``, ``TEXT``), the host time of the read (``time_utc``, seconds since the epoch,
+  UTC), the meter kind and the raw A and B frames; indexed on (``Meter_Address``, ``time_utc``). A
+  ``settings`` table keeps settings snapshots (every block raw, and its fields as JSON).
+* WAL journal, ``synchronous=NORMAL``: a committed batch survives the process being killed; the file
+  is never corrupted. The schema version is ``PRAGMA user_version``; opening an older file migrates it.
+* Reads are batched: a batch is committed when it holds ``batch_size`` reads or ``flush_interval``
+  seconds after its first read, whichever comes first. **Killing the process loses at most the reads
+  of the batch not yet committed** — at most ``flush_interval`` seconds of reads. :meth:`close`
+  commits everything accepted. SQL is parameterized throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import aiosqlite
+
+from .blocks import CALCULATED_NAMES, Read, Value
+from .layouts import LAYOUTS, BlockKind, FieldType
+from .meters import Settings
+
+__all__ = ["READ_COLUMNS", "SCHEMA_VERSION", "SqliteStore"]
+
+_SQL_TYPE = {FieldType.INT: "INTEGER", FieldType.FLOAT: "REAL"}
+
+
+def _field_columns() -> dict[str, str]:
+    """Field name → SQL type: V4 A, then B, then V3's own fields, then the calculated ones."""
+    columns: dict[str, str] = {}
+    for kind in (BlockKind.V4A, BlockKind.V4B, BlockKind.V3):
+        for spec in LAYOUTS[kind].fields:
+            columns.setdefault(spec.name, _SQL_TYPE.get(spec.type, "TEXT"))
+    for name in sorted(CALCULATED_NAMES):
+        columns[name] = "INTEGER"
+    return columns
+
+
+FIELD_COLUMNS = _field_columns()
+META_COLUMNS = {"time_utc": "REAL NOT NULL", "kind": "TEXT NOT NULL", "raw_a": "BLOB NOT NULL", "raw_b": "BLOB"}
+READ_COLUMNS = (*META_COLUMNS, *FIELD_COLUMNS)
+"""The columns of ``reads`` (besides ``id``), in order."""
+
+
+def _create_reads() -> str:
+    columns = ",\n  ".join(f'"{name}" {sql}' for name, sql in {**META_COLUMNS, **FIELD_COLUMNS}.items())
+    return f"CREATE TABLE reads (\n  id INTEGER PRIMARY KEY,\n  {columns}\n)"
+
+
+# Version → the statements that bring a file from the version before to it. Append, never edit.
+MIGRATIONS: dict[int, Sequence[str]] = {
+    1: (
+        _create_reads(),
+        'CREATE INDEX reads_address_time ON reads ("Meter_Address", time_utc)',
+        'CREATE TABLE settings (\n  id INTEGER PRIMARY KEY,\n  "Meter_Address" TEXT NOT NULL,\n'
+        "  time_utc REAL NOT NULL,\n  block TEXT NOT NULL,\n  raw BLOB NOT NULL,\n  fields TEXT NOT NULL\n)",
+        'CREATE INDEX settings_address_time ON settings ("Meter_Address", time_utc)',
+    ),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+_INSERT = (
+    f"INSERT INTO reads ({', '.join(f'{c!r}'.replace(chr(39), chr(34)) for c in READ_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(READ_COLUMNS))})"
+)
+
+
+def row_of(read: Read) -> tuple[Any, ...]:
+    """The ``reads`` row of ``read``."""
+    when = read.time or datetime.now(UTC)
+    fields = read.fields
+    meta = (when.timestamp(), "v3" if read.v3 else "v4", read.a.raw, read.b.raw if read.b else None)
+    return (*meta, *map(fields.get, FIELD_COLUMNS))
+
+
+class SqliteStore:
+    """Reads (and settings snapshots) in an SQLite file. ``async with SqliteStore(path) as store:``
+
+    As an observer of a poller it stores every read it is given (``on_read``); ``add`` does the same
+    directly. Queries: :meth:`reads_since`, :meth:`latest`, :meth:`export_json`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        batch_size: int = 500,
+        flush_interval: float = 1.0,
+        synchronous: str = "NORMAL",
+        on_commit: Callable[[int], None] | None = None,
+    ) -> None:
+        """``on_commit(total)`` is called after every commit with the number of reads committed so far."""
+        if batch_size < 1 or flush_interval <= 0:
+            raise ValueError("batch_size must be ≥ 1 and flush_interval > 0")
+        if synchronous.upper() not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL; got {synchronous!r}")
+        self.path = os.fspath(path)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self._synchronous = synchronous.upper()
+        self._on_commit = on_commit
+        self._db: aiosqlite.Connection | None = None
+        self._pending: list[tuple[Any, ...]] = []
+        self._first_pending = 0.0
+        self._flusher: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self.accepted = 0
+        """Reads handed to the store."""
+        self.committed = 0
+        """Reads committed to the file."""
+        self.errors = 0
+        """Reads reported to ``on_error`` (not stored)."""
+
+    # -----------------------------------------------------------------------------------------------
+    # Lifecycle
+
+    async def open(self) -> SqliteStore:
+        db = await aiosqlite.connect(self.path)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute(f"PRAGMA synchronous={self._synchronous}")
+            await self._migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        self._db = db
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_on_time(), name="ekm-store-flush")
+        return self
+
+    async def close(self) -> None:
+        """Commit every read accepted, then close the file."""
+        if self._db is None:
+            return
+        try:
+            if self._flusher is not None:
+                self._flusher.cancel()
+                await asyncio.gather(self._flusher, return_exceptions=True)
+            await self.flush()
+        finally:
+            db, self._db = self._db, None
+            await db.close()
+
+    async def __aenter__(self) -> SqliteStore:
+        return await self.open()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @staticmethod
+    async def _migrate(db: aiosqlite.Connection) -> None:
+        async with db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"schema version {version} is newer than this ekm-async's ({SCHEMA_VERSION})")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            await db.execute("BEGIN")
+            try:
+                for statement in MIGRATIONS[target]:
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version={target}")
+            except BaseException:
+                await db.rollback()
+                raise
+            await db.commit()
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("the store is not open")
+        return self._db
+
+    # -----------------------------------------------------------------------------------------------
+    # Writing
+
+    async def on_read(self, read: Read) -> None:
+        """Observer: store ``read`` (batched)."""
+        await self.add(read)
+
+    async def on_error(self, meter: str, error: Exception) -> None:
+        """Observer: failed reads are not stored; they are counted."""
+        self.errors += 1
+
+    async def add(self, read: Read) -> None:
+        """Accept ``read``; it is committed with its batch."""
+        self._connection()
+        if not self._pending:
+            self._first_pending = time.monotonic()
+            self._wake.set()
+        self._pending.append(row_of(read))
+        self.accepted += 1
+        if len(self._pending) >= self.batch_size:
+            await self.flush()
+
+    async def add_many(self, reads: Iterable[Read]) -> None:
+        for read in reads:
+            await self.add(read)
+
+    async def flush(self) -> None:
+        """Commit what is pending now."""
+        async with self._lock:
+            rows, self._pending = self._pending, []
+            if not rows:
+                return
+            db = self._connection()
+            try:
+                await db.executemany(_INSERT, rows)
+                await db.commit()
+            except BaseException:
+                self._pending[:0] = rows  # not lost: tried again with the next batch
+                raise
+            self.committed += len(rows)
+            if self._on_commit is not None:
+                self._on_commit(self.committed)
+
+    async def _flush_on_time(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                due = self._first_pending + self.flush_interval - time.monotonic()
+                if due > 0:
+                    await asyncio.sleep(due)
+                    continue
+                try:
+                    await self.flush()
+                except sqlite3.Error:
+                    await asyncio.sleep(self.flush_interval)  # kept pending; tried again
+
+    async def save_settings(self, settings: Settings, when: datetime | None = None) -> None:
+        """Store a settings snapshot: one row per block, raw and as JSON fields."""
+        stamp = (when or settings.read.time or datetime.now(UTC)).timestamp()
+        address = settings.read.address
+        rows = [
+            (address, stamp, name, block.raw, json.dumps(dict(block.fields)))
+            for name, block in settings.blocks().items()
+        ]
+        db = self._connection()
+        async with self._lock:
+            await db.executemany(
+                'INSERT INTO settings ("Meter_Address", time_utc, block, raw, fields) VALUES (?, ?, ?, ?, ?)', rows
+            )
+            await db.commit()
+
+    # -----------------------------------------------------------------------------------------------
+    # Reading
+
+    async def reads_since(
+        self, address: str, since: datetime | float = 0.0, *, limit: int | None = None, chunk: int = 500
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The reads of ``address`` after ``since`` (a datetime or epoch seconds), oldest first, as dicts
+        of column → value. Fetched in chunks of ``chunk`` rows."""
+        start = since.timestamp() if isinstance(since, datetime) else float(since)
+        sql = 'SELECT * FROM reads WHERE "Meter_Address" = ? AND time_utc > ? ORDER BY time_utc, id'
+        params: list[Any] = [address, start]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        async with self._connection().execute(sql, params) as cursor:
+            names = [d[0] for d in cursor.description]
+            while rows := await cursor.fetchmany(chunk):
+                for row in rows:
+                    yield dict(zip(names, row, strict=True))
+
+    async def latest(self) -> dict[str, dict[str, Any]]:
+        """The newest read of every meter, by address."""
+        sql = (
+            'SELECT r.* FROM reads r JOIN (SELECT "Meter_Address" AS a, MAX(time_utc) AS t FROM reads '
+            'GROUP BY "Meter_Address") m ON r."Meter_Address" = m.a AND r.time_utc = m.t ORDER BY r.id'
+        )
+        async with self._connection().execute(sql) as cursor:
+            names = [d[0] for d in cursor.description]
+            return {row[names.index("Meter_Address")]: dict(zip(names, row, strict=True)) async for row in cursor}
+
+    async def count(self, address: str | None = None) -> int:
+        sql = "SELECT COUNT(*) FROM reads"
+        params: tuple[str, ...] = ()
+        if address is not None:
+            sql, params = 'SELECT COUNT(*) FROM reads WHERE "Meter_Address" = ?', (address,)
+        async with self._connection().execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def export_json(self, address: str, since: datetime | float = 0.0) -> AsyncIterator[str]:
+        """JSON lines, one per read: every column, raw frames as hex, time also as ISO 8601 UTC."""
+        async for row in self.reads_since(address, since):
+            yield json.dumps(_jsonable(row))
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Value | None]:
+    out: dict[str, Value | None] = {}
+    for name, value in row.items():
+        out[name] = value.hex() if isinstance(value, bytes) else value
+    out["time"] = datetime.fromtimestamp(row["time_utc"], UTC).isoformat()
+    return out
