@@ -84,10 +84,26 @@ EXPECTED: dict[str, list[str]] = {
         r"^round 3 \(\d+\.\d{3} s\)$",
         *(rf"^  00030000118{n} +\d+\.\d+ kWh +\d+ W +\d+\.\d V$" for n in (4, 5, 6)),
     ],
-    "observe": [
-        r"^read: Pulse_Cnt_1 = \d+, RMS_Volts_Ln_1 = \d+\.\d$",
-        r"^  Bells! Alarms! Pulse_Cnt_1 went from \d+ to \d+$",
-        r"^line 1: \d+\.\d–\d+\.\d V, mean \d+\.\d V over 10 reads$",
+    "notify_pulse": [
+        r"^000300001184: pulse counts \d+, \d+, \d+; watching for changes$",
+        r"^Bells! Alarms! 000300001184: Pulse_Cnt_[123] \d+ → \d+",
+        r"^12 reads, 0 failures; \d+ reads rang the bell$",
+    ],
+    "summarize_volts": [
+        r"^min/mean/max volts of each line, per meter, every 0\.25 s \(UTC\)$",
+        *(
+            rf"^00030000118{n} \S+ \+0\.25 s +\d+ reads  Ln_1 [\d./]+ V  Ln_2 [\d./]+ V  Ln_3 [\d./]+ V$"
+            for n in (4, 5, 6)
+        ),
+    ],
+    "poll_to_sqlite": [
+        r"^15 reads stored in \S+reads\.db$",
+        r"^newest read of each meter:$",
+        *(
+            rf"^  00030000118{n} \d\d:\d\d:\d\d\.\d{{3}} +\d+\.\d+ kWh +\d+ W +\d+\.\d V  Pulse_Cnt_1 \d+$"
+            for n in (4, 5, 6)
+        ),
+        r"^\d+ reads of 000300001184; the first 3 since \d\d:\d\d:\d\d:$",
     ],
 }
 """Each example (no URL) → lines its output must have (regular expressions, one per line)."""
@@ -102,7 +118,9 @@ V3_EXPECTED: dict[str, list[str]] = {
     "set_password": [r"^the new one is accepted: CT_Ratio = 400$"],
     "set_address": [r"^and back at 000300001184$"],
     "poll_many": [r"^  000300001186 +\d+\.\d kWh"],
-    "observe": [r"over 10 reads$"],
+    "notify_pulse": [r"^Bells! Alarms! 000300001184: Pulse_Cnt_[123] \d+ → \d+", r"^12 reads, 0 failures; "],
+    "summarize_volts": [r"^000300001186 \S+ \+0\.25 s +\d+ reads  Ln_1 [\d./]+ V  Ln_2 [\d./]+ V  Ln_3 [\d./]+ V$"],
+    "poll_to_sqlite": [r"^15 reads stored in ", r"^  000300001186 \S+ +\d+\.\d kWh "],
 }
 
 
@@ -168,6 +186,65 @@ def test_v4_only_examples_have_no_v3_option(
     result = ran[(name, "--v3")]
     assert result.returncode == 2
     assert "unrecognized arguments: --v3" in result.stderr
+
+
+@pytest.mark.parametrize("v3", [(), ("--v3",)], ids=["v4", "v3"])
+def test_notify_pulse_rings_for_each_change(
+    ran: dict[tuple[str, ...], subprocess.CompletedProcess[str]], v3: tuple[str, ...]
+) -> None:
+    """Every bell names counts that moved on from the ones seen before it; the total agrees."""
+    out = ran[("notify_pulse", *v3)].stdout
+    first = re.search(r"^000300001184: pulse counts (\d+), (\d+), (\d+); watching for changes$", out, re.MULTILINE)
+    assert first, out
+    last = {n: int(count) for n, count in enumerate(first.groups(), 1)}
+    bells = re.findall(r"^Bells! Alarms! 000300001184: (.+)$", out, re.MULTILINE)
+    assert bells, out
+    for bell in bells:
+        changes = re.findall(r"Pulse_Cnt_([123]) (\d+) → (\d+)", bell)
+        assert changes, bell
+        for n, old, new in changes:
+            assert last[int(n)] == int(old) < int(new), (bell, last)
+            last[int(n)] = int(new)
+    assert re.search(rf"^12 reads, 0 failures; {len(bells)} reads rang the bell$", out, re.MULTILINE), out
+
+
+SUMMARY = re.compile(r"^(\d{12}) \d\d:\d\d:\d\d\.\d\d \+0\.25 s +(\d+) reads  (.+?)(  \(partial\))?$", re.MULTILINE)
+
+
+@pytest.mark.parametrize("v3", [(), ("--v3",)], ids=["v4", "v3"])
+def test_summarize_volts_gives_min_mean_max_per_meter_and_interval(
+    ran: dict[tuple[str, ...], subprocess.CompletedProcess[str]], v3: tuple[str, ...]
+) -> None:
+    out = ran[("summarize_volts", *v3)].stdout
+    lines = SUMMARY.findall(out)
+    by_meter: dict[str, list[bool]] = {}
+    for address, reads, volts, partial in lines:
+        by_meter.setdefault(address, []).append(bool(partial))
+        assert int(reads) >= 1
+        stats = re.findall(r"Ln_([123]) (\d+\.\d)/(\d+\.\d\d)/(\d+\.\d) V", volts)
+        assert [n for n, *_ in stats] == ["1", "2", "3"], volts
+        for _, low, mean, high in stats:
+            assert 100 < float(low) <= float(mean) <= float(high) < 140, volts
+    assert set(by_meter) == {"000300001184", "000300001185", "000300001186"}, out
+    for partials in by_meter.values():
+        assert not partials[0], out  # at least one whole interval of each meter
+        assert not any(partials[:-1]), out  # only the last can be partial
+
+
+@pytest.mark.parametrize("v3", [(), ("--v3",)], ids=["v4", "v3"])
+def test_poll_to_sqlite_queries_what_it_stored(
+    ran: dict[tuple[str, ...], subprocess.CompletedProcess[str]], v3: tuple[str, ...]
+) -> None:
+    out = ran[("poll_to_sqlite", *v3)].stdout
+    newest = dict(re.findall(r"^  (\d{12}) \S+ +(\d+\.\d+) kWh ", out, re.MULTILINE))
+    assert set(newest) == {"000300001184", "000300001185", "000300001186"}, out
+    stored = re.search(r"^(\d+) reads of 000300001184; the first 3 since ", out, re.MULTILINE)
+    assert stored, out
+    assert 3 <= int(stored[1]) <= 15
+    rows = [float(kwh) for kwh in re.findall(r"^  \d\d:\d\d:\d\d\.\d{3} +(\d+\.\d+) kWh ", out, re.MULTILINE)]
+    assert len(rows) == 3, out  # the loop broke out after 3 rows
+    assert rows == sorted(rows), out  # oldest first: the energy register only grows
+    assert rows[-1] <= float(newest["000300001184"]), out
 
 
 def test_examples_talk_to_the_bus_given_by_url() -> None:

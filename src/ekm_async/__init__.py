@@ -51,7 +51,7 @@ from .model import (
     Season,
     StateOut,
 )
-from .poller import FailureEvent, MeterStatus, Observer, Poller, PollEvent, ReadEvent
+from .poller import BaseObserver, FailureEvent, MeterStatus, Observer, Poller, PollEvent, ReadEvent
 from .protocol import WireStats
 from .session import LocalProtocolError
 from .store import SqliteStore
@@ -60,6 +60,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Ack",
+    "BaseObserver",
     "Block",
     "BlockKind",
     "Bus",

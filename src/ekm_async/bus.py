@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -199,7 +199,7 @@ class Bus:
 
     async def poll(
         self, meters: Iterable[V3Meter | V4Meter], interval: float = 10.0, **options: Any
-    ) -> AsyncIterator[Read]:
+    ) -> AsyncGenerator[Read, None]:
         """Read ``meters`` every ``interval`` seconds, for as long as the caller iterates (DESIGN.md §3);
         ``options`` go to :class:`~ekm_async.Poller` (``count``, ``observers``, ``queue_size``)."""
         from .poller import Poller  # noqa: PLC0415 — the poller builds on the bus

@@ -17,17 +17,18 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 from .blocks import Read
+from .bus import Bus
 from .errors import MeterUnavailable
 from .meters import V3Meter, V4Meter
 
-__all__ = ["FailureEvent", "MeterStatus", "Observer", "PollEvent", "Poller", "ReadEvent"]
+__all__ = ["BaseObserver", "FailureEvent", "MeterStatus", "Observer", "PollEvent", "Poller", "ReadEvent"]
 
 log = logging.getLogger("ekm_async.poller")
 Meter = V3Meter | V4Meter
@@ -60,11 +61,28 @@ PollEvent = ReadEvent | FailureEvent
 
 @runtime_checkable
 class Observer(Protocol):
-    """What a poller tells its observers (an :class:`ekm_async.SqliteStore` is one)."""
+    """What a poller tells its observers (an :class:`ekm_async.SqliteStore` is one).
+
+    An observer may also have ``async def on_close(self)``: called once, after the poller closed and
+    the observer took everything queued for it (e.g. to report a last, partial interval).
+    """
 
     async def on_read(self, read: Read) -> None: ...
 
     async def on_error(self, meter: str, error: Exception) -> None: ...
+
+
+class BaseObserver:
+    """An observer that does nothing: subclass it and override what you need."""
+
+    async def on_read(self, read: Read) -> None:
+        """A meter was read."""
+
+    async def on_error(self, meter: str, error: Exception) -> None:
+        """A read of ``meter`` failed."""
+
+    async def on_close(self) -> None:
+        """The poller closed; everything queued for this observer was given to it."""
 
 
 @dataclass
@@ -122,12 +140,13 @@ class _Outbox:
 class _ObserverRunner:
     observer: Observer
     outbox: _Outbox
+    label: str
     task: asyncio.Task[None] | None = None
     failures: int = 0
     failing: bool = False
 
     async def run(self) -> None:
-        name = type(self.observer).__name__
+        name = self.label
         while (event := await self.outbox.get()) is not None:
             try:
                 if isinstance(event, ReadEvent):
@@ -143,6 +162,13 @@ class _ObserverRunner:
                 if self.failing:
                     self.failing = False
                     log.info("observer %s recovered after %d failures", name, self.failures)
+        on_close = getattr(self.observer, "on_close", None)
+        if on_close is not None:
+            try:
+                await on_close()
+            except Exception as exc:  # noqa: BLE001 — the observer's own failure
+                self.failures += 1
+                log.warning("observer %s failed to close: %r", name, exc)
 
 
 class Poller:
@@ -162,6 +188,7 @@ class Poller:
         observers: Iterable[Observer] = (),
         count: int | None = None,
         queue_size: int = 1000,
+        drain_timeout: float | None = None,
     ) -> None:
         if interval < 0:
             raise ValueError(f"interval must be ≥ 0; got {interval}")
@@ -170,14 +197,22 @@ class Poller:
         if queue_size < 1:
             raise ValueError(f"queue_size must be ≥ 1; got {queue_size}")
         self.interval = interval
-        self._queue_size = queue_size
+        self.drain_timeout = drain_timeout
+        """Seconds :meth:`aclose` gives observers to take what is queued (None: as long as they need)."""
         self._meters: dict[str, tuple[Meter, MeterStatus]] = {}
         self._stream = _Outbox(queue_size)
-        self._runners = [_ObserverRunner(o, _Outbox(queue_size)) for o in observers]
+        self._runners: list[_ObserverRunner] = []
+        for observer in observers:
+            name = type(observer).__name__
+            same = sum(type(r.observer).__name__ == name for r in self._runners)
+            self._runners.append(
+                _ObserverRunner(observer, _Outbox(queue_size), name if not same else f"{name}#{same + 1}")
+            )
         self._remaining = count
         self._in_flight = 0
         self._workers: list[asyncio.Task[None]] = []
-        self._wakeup: dict[str, asyncio.Event] = {}
+        self._wakeup: dict[Bus, asyncio.Event] = {}
+        """Per bus (the object: URLs need not be unique): set when its workers should look again."""
         self._done = asyncio.Event()
         self._started = False
         self._closed = False
@@ -193,7 +228,8 @@ class Poller:
             raise ValueError(f"interval must be ≥ 0; got {every}")
         self._meters[meter.address] = (meter, MeterStatus(meter.address, meter.bus.url, every))
         if self._started:
-            self._wake(meter.bus.url)
+            self._start_bus(meter.bus)
+            self._wake(meter.bus)
 
     # -----------------------------------------------------------------------------------------------
     # Lifecycle
@@ -204,14 +240,19 @@ class Poller:
         self._started = True
         loop = asyncio.get_running_loop()
         for runner in self._runners:
-            runner.task = loop.create_task(runner.run(), name=f"ekm-observer {type(runner.observer).__name__}")
-        for url in {meter.bus.url for meter, _ in self._meters.values()}:
-            self._wakeup[url] = asyncio.Event()
-            for n in range(WORKERS_PER_BUS):
-                self._workers.append(loop.create_task(self._work(url), name=f"ekm-poll {url} #{n}"))
-        if not self._workers:
-            self._finish()
+            runner.task = loop.create_task(runner.run(), name=f"ekm-observer {runner.label}")
+        for meter, _ in self._meters.values():
+            self._start_bus(meter.bus)
         return self
+
+    def _start_bus(self, bus: Bus) -> None:
+        """The workers of ``bus``, unless it has them already."""
+        if bus in self._wakeup or self._closed:
+            return
+        self._wakeup[bus] = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for n in range(WORKERS_PER_BUS):
+            self._workers.append(loop.create_task(self._work(bus), name=f"ekm-poll {bus.url} #{n}"))
 
     async def aclose(self) -> None:
         """Stop polling (a read in progress is abandoned), let observers take what is queued, end iteration."""
@@ -223,13 +264,21 @@ class Poller:
         for task in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for runner in self._runners:
-            runner.outbox.close()
-        for runner in self._runners:
-            if runner.task is not None:
-                await asyncio.shield(runner.task)
+        await self._drain()
         self._stream.close()
         self._done.set()
+
+    async def _drain(self) -> None:
+        """No more events: every observer takes what is queued for it (within ``drain_timeout``)."""
+        for runner in self._runners:
+            runner.outbox.close()
+        tasks = [r.task for r in self._runners if r.task is not None]
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=self.drain_timeout)  # asyncio.wait cancels nothing
+        for task in late:
+            log.warning("observer %s did not finish in %s s: cancelled", task.get_name(), self.drain_timeout)
+            task.cancel()
 
     async def __aenter__(self) -> Poller:
         return await self.start()
@@ -240,22 +289,23 @@ class Poller:
         await self.aclose()
 
     async def wait(self) -> None:
-        """Until ``count`` reads were made (or the poller is closed)."""
+        """Until ``count`` reads were made and every observer took them (or the poller is closed)."""
         await self._done.wait()
+        await asyncio.gather(*(asyncio.shield(r.task) for r in self._runners if r.task is not None))
 
     # -----------------------------------------------------------------------------------------------
     # What consumers see
 
-    def __aiter__(self) -> AsyncIterator[Read]:
+    def __aiter__(self) -> AsyncGenerator[Read, None]:
         return self._reads()
 
-    async def _reads(self) -> AsyncIterator[Read]:
+    async def _reads(self) -> AsyncGenerator[Read, None]:
         await self.start()
         async for event in self.events():
             if isinstance(event, ReadEvent):
                 yield event.read
 
-    async def events(self) -> AsyncIterator[PollEvent]:
+    async def events(self) -> AsyncGenerator[PollEvent, None]:
         """Every read and every failure, in the order they happened; ends when the poller closes."""
         await self.start()
         while (event := await self._stream.get()) is not None:
@@ -271,36 +321,38 @@ class Poller:
         return {address: status for address, (_, status) in self._meters.items()}
 
     def observer_failures(self) -> dict[str, int]:
-        return {type(r.observer).__name__: r.failures for r in self._runners}
+        """Failures of each observer, by label (its class name; ``Name#2`` … for more of one class)."""
+        return {r.label: r.failures for r in self._runners}
 
     def observer_dropped(self) -> dict[str, int]:
-        return {type(r.observer).__name__: r.outbox.dropped for r in self._runners}
+        """Events each observer's queue dropped because it was full, by label."""
+        return {r.label: r.outbox.dropped for r in self._runners}
 
     # -----------------------------------------------------------------------------------------------
     # Polling
 
-    def _wake(self, url: str) -> None:
-        if url in self._wakeup:
-            self._wakeup[url].set()
+    def _wake(self, bus: Bus) -> None:
+        if bus in self._wakeup:
+            self._wakeup[bus].set()
 
-    def _next(self, url: str) -> tuple[Meter, MeterStatus] | None:
-        """The meter of bus ``url`` due first (ties: the one started longest ago), not being read."""
-        candidates = [(m, s) for m, s in self._meters.values() if m.bus.url == url and s.due != float("inf")]
+    def _next(self, bus: Bus) -> tuple[Meter, MeterStatus] | None:
+        """The meter of ``bus`` due first (ties: the one started longest ago), not being read."""
+        candidates = [(m, s) for m, s in self._meters.values() if m.bus is bus and s.due != float("inf")]
         if not candidates:
             return None
         return min(candidates, key=lambda ms: (ms[1].due, ms[1].last_start))
 
-    async def _work(self, url: str) -> None:
+    async def _work(self, bus: Bus) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if self._remaining is not None and self._remaining <= 0:
                 if self._in_flight == 0:
                     self._finish()
                 return
-            chosen = self._next(url)
+            chosen = self._next(bus)
             wait = None if chosen is None else chosen[1].due - loop.time()
             if wait is None or wait > 0:
-                event = self._wakeup[url]
+                event = self._wakeup[bus]
                 event.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
@@ -318,7 +370,7 @@ class Poller:
                 await self._read_one(meter, status, started)
             finally:
                 self._in_flight -= 1
-                self._wake(url)
+                self._wake(bus)
 
     async def _read_one(self, meter: Meter, status: MeterStatus, started: float) -> None:
         loop = asyncio.get_running_loop()
@@ -351,6 +403,8 @@ class Poller:
             runner.outbox.put(event)
 
     def _finish(self) -> None:
-        """``count`` reached: iteration ends once consumers took what is queued."""
+        """``count`` reached: no more events; iteration and observers end once they took what is queued."""
         self._stream.close()
+        for runner in self._runners:
+            runner.outbox.close()
         self._done.set()

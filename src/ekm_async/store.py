@@ -15,11 +15,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -63,7 +64,8 @@ MIGRATIONS: dict[int, Sequence[str]] = {
         _create_reads(),
         'CREATE INDEX reads_address_time ON reads ("Meter_Address", time_utc)',
         'CREATE TABLE settings (\n  id INTEGER PRIMARY KEY,\n  "Meter_Address" TEXT NOT NULL,\n'
-        "  time_utc REAL NOT NULL,\n  block TEXT NOT NULL,\n  raw BLOB NOT NULL,\n  fields TEXT NOT NULL\n)",
+        "  time_utc REAL NOT NULL,\n  block TEXT NOT NULL,\n  kind TEXT NOT NULL,\n  kwh_scale INTEGER NOT NULL,\n"
+        "  raw BLOB NOT NULL,\n  fields TEXT NOT NULL\n)",
         'CREATE INDEX settings_address_time ON settings ("Meter_Address", time_utc)',
     ),
 }
@@ -113,6 +115,8 @@ class SqliteStore:
         self._pending: list[tuple[Any, ...]] = []
         self._first_pending = 0.0
         self._flusher: asyncio.Task[None] | None = None
+        self._writing: asyncio.Task[None] | None = None
+        """A full batch being committed while the next one fills."""
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self.accepted = 0
@@ -128,9 +132,9 @@ class SqliteStore:
     async def open(self) -> SqliteStore:
         db = await aiosqlite.connect(self.path)
         try:
+            await self._migrate(db)  # refuses a newer file before anything changes it
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(f"PRAGMA synchronous={self._synchronous}")
-            await self._migrate(db)
         except BaseException:
             await db.close()
             raise
@@ -202,28 +206,48 @@ class SqliteStore:
         self._pending.append(row_of(read))
         self.accepted += 1
         if len(self._pending) >= self.batch_size:
-            await self.flush()
+            await self._settle()  # one batch on its way at a time
+            rows, self._pending = self._pending, []
+            self._writing = asyncio.get_running_loop().create_task(self._commit(rows), name="ekm-store-commit")
 
     async def add_many(self, reads: Iterable[Read]) -> None:
         for read in reads:
             await self.add(read)
 
     async def flush(self) -> None:
-        """Commit what is pending now."""
+        """Commit what is pending now (after the batch on its way, if any)."""
+        with contextlib.suppress(sqlite3.Error):
+            await self._settle()  # a batch that failed is pending again: committed below or raised there
+        rows, self._pending = self._pending, []
+        if rows:
+            await self._commit(rows)
+
+    async def _settle(self) -> None:
+        """Wait for the batch on its way; its failure is raised here (its rows are pending again)."""
+        task, self._writing = self._writing, None
+        if task is not None:
+            await task
+
+    async def _commit(self, rows: list[tuple[Any, ...]]) -> None:
         async with self._lock:
-            rows, self._pending = self._pending, []
-            if not rows:
-                return
             db = self._connection()
             try:
                 await db.executemany(_INSERT, rows)
                 await db.commit()
             except BaseException:
-                self._pending[:0] = rows  # not lost: tried again with the next batch
+                await db.rollback()  # nothing of the batch stays half-inserted
+                self._requeue(rows)
                 raise
             self.committed += len(rows)
             if self._on_commit is not None:
                 self._on_commit(self.committed)
+
+    def _requeue(self, rows: list[tuple[Any, ...]]) -> None:
+        """Rows whose commit failed: pending again, first, and due on time as when they arrived."""
+        if not self._pending:
+            self._first_pending = time.monotonic()
+        self._pending[:0] = rows
+        self._wake.set()
 
     async def _flush_on_time(self) -> None:
         while True:
@@ -244,13 +268,15 @@ class SqliteStore:
         stamp = (when or settings.read.time or datetime.now(UTC)).timestamp()
         address = settings.read.address
         rows = [
-            (address, stamp, name, block.raw, json.dumps(dict(block.fields)))
+            (address, stamp, name, block.kind.value, block.kwh_scale, block.raw, json.dumps(dict(block.fields)))
             for name, block in settings.blocks().items()
         ]
         db = self._connection()
         async with self._lock:
             await db.executemany(
-                'INSERT INTO settings ("Meter_Address", time_utc, block, raw, fields) VALUES (?, ?, ?, ?, ?)', rows
+                'INSERT INTO settings ("Meter_Address", time_utc, block, kind, kwh_scale, raw, fields) '
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
             )
             await db.commit()
 
@@ -259,9 +285,12 @@ class SqliteStore:
 
     async def reads_since(
         self, address: str, since: datetime | float = 0.0, *, limit: int | None = None, chunk: int = 500
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The reads of ``address`` after ``since`` (a datetime or epoch seconds), oldest first, as dicts
         of column → value. Fetched in chunks of ``chunk`` rows."""
+        if isinstance(since, datetime) and since.tzinfo is None:
+            raise ValueError("since must be an aware datetime (e.g. datetime.now(UTC)) or epoch seconds")
+        await self.flush()  # what was accepted is visible
         start = since.timestamp() if isinstance(since, datetime) else float(since)
         sql = 'SELECT * FROM reads WHERE "Meter_Address" = ? AND time_utc > ? ORDER BY time_utc, id'
         params: list[Any] = [address, start]
@@ -280,11 +309,13 @@ class SqliteStore:
             'SELECT r.* FROM reads r JOIN (SELECT "Meter_Address" AS a, MAX(time_utc) AS t FROM reads '
             'GROUP BY "Meter_Address") m ON r."Meter_Address" = m.a AND r.time_utc = m.t ORDER BY r.id'
         )
+        await self.flush()
         async with self._connection().execute(sql) as cursor:
             names = [d[0] for d in cursor.description]
             return {row[names.index("Meter_Address")]: dict(zip(names, row, strict=True)) async for row in cursor}
 
     async def count(self, address: str | None = None) -> int:
+        await self.flush()
         sql = "SELECT COUNT(*) FROM reads"
         params: tuple[str, ...] = ()
         if address is not None:
@@ -293,7 +324,7 @@ class SqliteStore:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
-    async def export_json(self, address: str, since: datetime | float = 0.0) -> AsyncIterator[str]:
+    async def export_json(self, address: str, since: datetime | float = 0.0) -> AsyncGenerator[str, None]:
         """JSON lines, one per read: every column, raw frames as hex, time also as ISO 8601 UTC."""
         async for row in self.reads_since(address, since):
             yield json.dumps(_jsonable(row))
