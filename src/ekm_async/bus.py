@@ -423,12 +423,14 @@ class _Session:
                     raise _Abandoned
                 stats.retries += 1
             await self._send(request)
+            sent = asyncio.get_running_loop().time()
             deadline = self.bus.exchange_deadline(len(request), FRAME_LEN)
             while (event := await self.protocol.next_event(deadline)) is not None:
                 if isinstance(event, Frame):
                     block, error = self._accept(event.raw, kind, kwh_scale)
                     if block is not None:
                         stats.frames_ok += 1
+                        stats.observe_exchange(asyncio.get_running_loop().time() - sent)
                         # After a timeout this may be the late reply: the retry's may still follow.
                         self._late = self._late or timed_out
                         return block
@@ -476,9 +478,11 @@ class _Session:
 
     async def _acknowledged(self, request: bytes) -> bool:
         await self._send(request)
+        sent = asyncio.get_running_loop().time()
         deadline = self.bus.exchange_deadline(len(request), 1)
         while (event := await self.protocol.next_event(deadline)) is not None:
             if isinstance(event, Ack):
+                self.bus.stats.observe_exchange(asyncio.get_running_loop().time() - sent)
                 return True
             if isinstance(event, Nak):
                 return False

@@ -202,12 +202,6 @@ class Poller:
         self._meters: dict[str, tuple[Meter, MeterStatus]] = {}
         self._stream = _Outbox(queue_size)
         self._runners: list[_ObserverRunner] = []
-        for observer in observers:
-            name = type(observer).__name__
-            same = sum(type(r.observer).__name__ == name for r in self._runners)
-            self._runners.append(
-                _ObserverRunner(observer, _Outbox(queue_size), name if not same else f"{name}#{same + 1}")
-            )
         self._remaining = count
         self._in_flight = 0
         self._workers: list[asyncio.Task[None]] = []
@@ -216,8 +210,11 @@ class Poller:
         self._done = asyncio.Event()
         self._started = False
         self._closed = False
+        self._queue_size = queue_size
         for meter in meters:
             self.add(meter)
+        for observer in observers:
+            self.add_observer(observer)
 
     def add(self, meter: Meter, *, interval: float | None = None) -> None:
         """Poll ``meter`` too, every ``interval`` seconds (default: the poller's)."""
@@ -230,6 +227,24 @@ class Poller:
         if self._started:
             self._start_bus(meter.bus)
             self._wake(meter.bus)
+
+    def meter(self, address: str) -> Meter:
+        """The handle of a polled meter (``KeyError`` if it is not polled)."""
+        return self._meters[address][0]
+
+    def meters(self) -> list[Meter]:
+        return [meter for meter, _ in self._meters.values()]
+
+    def add_observer(self, observer: Observer) -> None:
+        """Tell ``observer`` of every event from now on (before or after the poller started)."""
+        if self._closed:
+            raise RuntimeError("the poller is closed")
+        name = type(observer).__name__
+        same = sum(type(r.observer).__name__ == name for r in self._runners)
+        runner = _ObserverRunner(observer, _Outbox(self._queue_size), f"{name}#{same + 1}" if same else name)
+        self._runners.append(runner)
+        if self._started:
+            runner.task = asyncio.get_running_loop().create_task(runner.run(), name=f"ekm-observer {runner.label}")
 
     # -----------------------------------------------------------------------------------------------
     # Lifecycle

@@ -16,6 +16,7 @@ from ..layouts import CRC_OFFSET, FRAME_LEN, BlockKind
 from ..sim.cli import run_simulator
 from .meter import add_meter_commands
 from .poll import add_poll_command
+from .serve import add_serve_command
 
 __all__ = ["main"]
 
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_meter_commands(sub)
     add_poll_command(sub)
+    add_serve_command(sub)
 
     p = sub.add_parser(
         "simulate",

@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -18,16 +17,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from .. import commands
-from ..bus import Bus, open_bus
-from ..meters import V3Meter, V4Meter
+from ..bus import Bus
 from ..poller import FailureEvent, Poller, ReadEvent
-from ..sim import MeterModel, MeterType, SimBus, SimServer
 from ..store import SqliteStore
+from .buses import add_bus_arguments, check_bus_arguments, interval_of, meters_from_args, usage_error
 
 __all__ = ["add_poll_command"]
 
-SIMULATED_FIRST = 300001184
 LIVE_FIELDS = (("kWh_Tot", "kWh"), ("RMS_Watts_Tot", "W"), ("RMS_Volts_Ln_1", "V L1"), ("Amps_Ln_1", "A L1"))
 
 
@@ -40,73 +36,17 @@ def add_poll_command(sub: Any) -> None:
             "--count reads. With --simulate N, poll N simulated V4 meters on a simulated bus instead."
         ),
     )
-    p.add_argument("url", nargs="?", metavar="URL", help="the bus (not with --simulate)")
-    p.add_argument("addresses", nargs="*", metavar="ADDRESS", help="V4 meters (12 digits)")
-    p.add_argument("--v3", action="append", default=[], metavar="ADDRESS", help="a V3 meter (repeatable)")
-    p.add_argument(
-        "--interval",
-        type=float,
-        metavar="S",
-        help="seconds between reads of each meter (default 10; with --simulate 0: as fast as the wire)",
-    )
+    add_bus_arguments(p)
     p.add_argument("--count", type=int, metavar="N", help="stop after N reads")
-    p.add_argument("--db", metavar="FILE", help="store every read in this SQLite file")
     p.add_argument("--json", action="store_true", help="one JSON line per read on stdout")
-    p.add_argument("--simulate", type=int, metavar="N", help="poll N simulated V4 meters (no hardware)")
-    p.add_argument(
-        "--sim-baud",
-        type=int,
-        choices=(9600, 0),
-        default=9600,
-        dest="sim_baud",
-        help="pace the simulated wire at 9600 baud (default) or not at all (0)",
-    )
-    p.add_argument("--echo", action="store_true", help="the adapter echoes what it sends")
-    p.add_argument("--backend", choices=("pyserial", "serialx"), default="pyserial")
-    p.add_argument("--timeout-margin", type=float, default=0.5, dest="timeout_margin", metavar="S")
     p.set_defaults(run=_run_poll)
-
-
-def _fail(message: str) -> SystemExit:
-    sys.stderr.write(f"ekm-async poll: {message}\n")
-    return SystemExit(2)
 
 
 def _check(args: argparse.Namespace) -> None:
     """Every argument, before anything is opened."""
-    if args.simulate is not None:
-        if args.url or args.addresses or args.v3:
-            raise _fail("--simulate takes no URL or addresses")
-        if not 1 <= args.simulate <= 999:
-            raise _fail("--simulate N: N must be 1..999")
-    elif not args.url or not (args.addresses or args.v3):
-        raise _fail("give URL and at least one ADDRESS (or --simulate N)")
+    check_bus_arguments(args, "poll")
     if args.count is not None and args.count < 1:
-        raise _fail("--count must be ≥ 1")
-    if args.interval is not None and args.interval < 0:
-        raise _fail("--interval must be ≥ 0")
-    try:
-        for address in [*args.addresses, *args.v3]:
-            commands.require_address(address)
-        if args.url:
-            open_bus(args.url, echo=args.echo, backend=args.backend, timeout_margin=args.timeout_margin)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-
-
-@contextlib.asynccontextmanager
-async def _bus(args: argparse.Namespace) -> AsyncIterator[tuple[Bus, list[V3Meter | V4Meter]]]:
-    options = {"echo": args.echo, "backend": args.backend, "timeout_margin": args.timeout_margin}
-    if args.simulate is None:
-        async with open_bus(args.url, **options) as bus:
-            yield bus, [*(bus.v4(a) for a in args.addresses), *(bus.v3(a) for a in args.v3)]
-        return
-    models = [MeterModel(f"{SIMULATED_FIRST + n:012d}", MeterType.V4, seed=n) for n in range(args.simulate)]
-    async with (
-        SimServer(SimBus(models, baud=args.sim_baud, turnaround=0.02)) as server,
-        open_bus("sim://memory", connect=server.memory_connector(), **options) as bus,
-    ):
-        yield bus, [bus.v4(m.address) for m in models]
+        raise usage_error("poll", "--count must be ≥ 1")
 
 
 def _table(poller: Poller, bus: Bus, title: str) -> Table:
@@ -138,15 +78,15 @@ async def _poll(args: argparse.Namespace, out: TextIO) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    interval = args.interval if args.interval is not None else (0.0 if args.simulate else 10.0)
+    interval = interval_of(args)
     store = SqliteStore(args.db, on_commit=_on_commit(args.db)) if args.db else None
     async with contextlib.AsyncExitStack() as stack:
         if store is not None:
             await stack.enter_async_context(store)
-        bus, meters = await stack.enter_async_context(_bus(args))
+        bus, meters = await stack.enter_async_context(meters_from_args(args))
         observers = [store] if store is not None else []
         poller = await stack.enter_async_context(
-            Poller(meters, interval=interval, count=args.count, observers=observers)
+            Poller(meters, interval=interval, count=args.count, observers=observers, drain_timeout=30.0)
         )
         stopper = loop.create_task(_stop_on(stop, poller))
         title = f"ekm-async poll {bus.url} — {len(meters)} meters, interval {interval:g} s"

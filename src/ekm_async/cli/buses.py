@@ -1,0 +1,96 @@
+"""What ``poll`` and ``serve`` share: the bus and meters to use, from a URL or a simulation."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .. import commands
+from ..bus import Bus, open_bus
+from ..meters import V3Meter, V4Meter
+from ..sim import MeterModel, MeterType, SimBus, SimServer
+
+__all__ = ["add_bus_arguments", "check_bus_arguments", "meters_from_args", "usage_error"]
+
+SIMULATED_FIRST = 300001184
+
+
+def add_bus_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("url", nargs="?", metavar="URL", help="the bus (not with --simulate)")
+    p.add_argument("addresses", nargs="*", metavar="ADDRESS", help="V4 meters (12 digits)")
+    p.add_argument("--v3", action="append", default=[], metavar="ADDRESS", help="a V3 meter (repeatable)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        metavar="S",
+        help="seconds between reads of each meter (default 10; with --simulate 0: as fast as the wire)",
+    )
+    p.add_argument("--db", metavar="FILE", help="store every read in this SQLite file")
+    p.add_argument("--simulate", type=int, metavar="N", help="N simulated V4 meters on a simulated bus (no hardware)")
+    p.add_argument(
+        "--sim-baud",
+        type=int,
+        choices=(9600, 0),
+        default=9600,
+        dest="sim_baud",
+        help="pace the simulated wire at 9600 baud (default) or not at all (0)",
+    )
+    p.add_argument("--echo", action="store_true", help="the adapter echoes what it sends")
+    p.add_argument("--backend", choices=("pyserial", "serialx"), default="pyserial")
+    p.add_argument("--timeout-margin", type=float, default=0.5, dest="timeout_margin", metavar="S")
+
+
+def usage_error(command: str, message: str) -> SystemExit:
+    """Bad input: said on stderr, exit status 2, nothing opened."""
+    sys.stderr.write(f"ekm-async {command}: {message}\n")
+    return SystemExit(2)
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"echo": args.echo, "backend": args.backend, "timeout_margin": args.timeout_margin}
+
+
+def check_bus_arguments(args: argparse.Namespace, command: str) -> None:
+    """Every bus argument, before anything is opened."""
+    if args.simulate is not None:
+        if args.url or args.addresses or args.v3:
+            raise usage_error(command, "--simulate takes no URL or addresses")
+        if not 1 <= args.simulate <= 999:
+            raise usage_error(command, "--simulate N: N must be 1..999")
+    elif not args.url or not (args.addresses or args.v3):
+        raise usage_error(command, "give URL and at least one ADDRESS (or --simulate N)")
+    if args.interval is not None and args.interval < 0:
+        raise usage_error(command, "--interval must be ≥ 0")
+    try:
+        for address in [*args.addresses, *args.v3]:
+            commands.require_address(address)
+        if args.url:
+            open_bus(args.url, **_options(args))
+    except ValueError as exc:
+        raise usage_error(command, str(exc)) from None
+
+
+def interval_of(args: argparse.Namespace) -> float:
+    """The polling interval: as given, else as fast as the wire for a simulation, else 10 s."""
+    if args.interval is not None:
+        return float(args.interval)
+    return 0.0 if args.simulate else 10.0
+
+
+@contextlib.asynccontextmanager
+async def meters_from_args(args: argparse.Namespace) -> AsyncIterator[tuple[Bus, list[V3Meter | V4Meter]]]:
+    """The bus (opened) and its meter handles: at URL, or N simulated meters on an in-process bus."""
+    if args.simulate is None:
+        async with open_bus(args.url, **_options(args)) as bus:
+            yield bus, [*(bus.v4(a) for a in args.addresses), *(bus.v3(a) for a in args.v3)]
+        return
+    models = [MeterModel(f"{SIMULATED_FIRST + n:012d}", MeterType.V4, seed=n) for n in range(args.simulate)]
+    turnaround = 0.02 if args.sim_baud else 0.001
+    async with (
+        SimServer(SimBus(models, baud=args.sim_baud, turnaround=turnaround)) as server,
+        open_bus("sim://memory", connect=server.memory_connector(), **_options(args)) as bus,
+    ):
+        yield bus, [bus.v4(m.address) for m in models]

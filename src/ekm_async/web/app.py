@@ -1,0 +1,407 @@
+"""The aiohttp application: REST, a live stream, guarded writes, Prometheus metrics and a live page.
+
+``create_app(poller, store=..., token=...)`` makes an application a user can run or mount in their own
+(``parent.add_subapp("/ekm", create_app(poller))``); it shares the caller's poller (and store).
+Writes need ``Authorization: Bearer TOKEN``; with no token configured every write is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.resources import files
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from ..blocks import Read
+from ..errors import (
+    BusClosed,
+    ConnectionLost,
+    FrameError,
+    MeterUnavailable,
+    Refused,
+    ReplyTimeout,
+    UnexpectedReply,
+)
+from ..meters import V4Meter
+from ..poller import BaseObserver, Poller
+from ..store import SqliteStore
+from .metrics import registry_for
+
+__all__ = ["WRITES", "StreamHub", "create_app"]
+
+MAX_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class WebOptions:
+    write_timeout: float = 30.0
+    """Seconds a write may take in all (waiting for the bus included) before it is answered 504."""
+    keepalive: float = 15.0
+    """Seconds between SSE comments that keep idle connections open."""
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One settings endpoint: the meter method, its JSON body's keys (required, optional), V4 only?"""
+
+    method: str
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    v4_only: bool = False
+    convert: Callable[[dict[str, Any]], dict[str, Any]] = lambda body: body
+
+
+def _time(body: dict[str, Any]) -> dict[str, Any]:
+    text = body.get("when")
+    if text is None:
+        return {}
+    if not isinstance(text, str):
+        raise ValueError(f"when must be an ISO 8601 date and time; got {text!r}")
+    return {"when": datetime.fromisoformat(text)}
+
+
+WRITES: dict[str, Write] = {
+    "relay": Write("set_relay", ("relay", "state"), ("seconds",), v4_only=True),
+    "ct-ratio": Write("set_ct_ratio", ("ratio",)),
+    "max-demand-period": Write("set_max_demand_period", ("period",)),
+    "max-demand-reset-interval": Write("set_max_demand_reset_interval", ("interval",), v4_only=True),
+    "max-demand-reset-now": Write("reset_max_demand"),
+    "time": Write("set_time", (), ("when",), convert=_time),
+    "pulse-input-ratio": Write("set_pulse_input_ratio", ("line", "ratio"), v4_only=True),
+    "pulse-output-ratio": Write("set_pulse_output_ratio", ("ratio",), v4_only=True),
+    "zero-resettable": Write("zero_resettable", v4_only=True),
+    "lcd": Write("set_lcd", ("items",), v4_only=True),
+    "weekend-holiday-schedules": Write("set_weekend_holiday_schedules", ("weekend", "holiday")),
+    "password": Write("set_password", ("new_password",)),
+    "address": Write("set_address", ("new_address",)),
+    "schedule": Write("set_schedule", ("schedule", "periods")),
+    "seasons": Write("set_seasons", ("seasons",)),
+    "holidays": Write("set_holidays", ("dates",)),
+}
+"""``POST /api/meters/{address}/{setting}``: every setting, with the keys of its JSON body. Any body may
+also carry ``password``, the meter's password (default: the handle's)."""
+
+
+class ApiError(Exception):
+    """An error answered as JSON ``{"error": code, "message": …}`` with an HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, **headers: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> ApiError:
+    return ApiError(status, code, message, **headers)
+
+
+# Exceptions of a meter call → (HTTP status, error code). 4xx: the request; 5xx: the bus or the meter.
+_FAILURES: tuple[tuple[type[BaseException], int, str], ...] = (
+    (ValueError, 400, "bad-request"),
+    (Refused, 409, "refused"),
+    (MeterUnavailable, 503, "meter-unavailable"),
+    (BusClosed, 503, "bus-closed"),
+    (ConnectionLost, 503, "bus-lost"),
+    (ReplyTimeout, 504, "meter-timeout"),
+    (FrameError, 504, "bad-reply"),
+    (UnexpectedReply, 504, "bad-reply"),
+    (TimeoutError, 504, "timeout"),
+)
+
+
+def _read_json(read: Read) -> dict[str, Any]:
+    return {
+        "address": read.address,
+        "time": read.time.isoformat() if read.time else None,
+        "meter_time": read.meter_datetime.isoformat() if read.meter_datetime else None,
+        "fields": dict(read.fields),
+    }
+
+
+class StreamHub(BaseObserver):
+    """The poller's observer behind ``/api/stream``: every client has a bounded queue (oldest dropped)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.clients: set[asyncio.Queue[str]] = set()
+        self.size = size
+        self.dropped = 0
+
+    def subscribe(self) -> asyncio.Queue[str]:
+        queue: asyncio.Queue[str] = asyncio.Queue(self.size)
+        self.clients.add(queue)
+        return queue
+
+    def _send(self, event: str, data: dict[str, Any]) -> None:
+        message = f"event: {event}\ndata: {json.dumps(data)}\n\n"
+        for queue in self.clients:
+            if queue.full():
+                queue.get_nowait()
+                self.dropped += 1
+            queue.put_nowait(message)
+
+    async def on_read(self, read: Read) -> None:
+        self._send("read", _read_json(read))
+
+    async def on_error(self, meter: str, error: Exception) -> None:
+        self._send("error", {"address": meter, "error": str(error), "time": datetime.now(UTC).isoformat()})
+
+
+POLLER = web.AppKey("poller", Poller)
+STORE: web.AppKey[SqliteStore | None] = web.AppKey("store")
+TOKEN = web.AppKey("token", str)
+HUB = web.AppKey("hub", StreamHub)
+OPTIONS = web.AppKey("options", WebOptions)
+METRICS = web.AppKey("metrics", CollectorRegistry)
+
+# ---------------------------------------------------------------------------------------------------
+# Handlers
+
+
+def _meter_address(request: web.Request) -> str:
+    address = request.match_info["address"]
+    if address not in request.app[POLLER].status():
+        raise _error(404, "unknown-meter", f"no meter {address} is polled here")
+    return address
+
+
+async def index(request: web.Request) -> web.Response:
+    return web.Response(body=PAGE, content_type="text/html", charset="utf-8")
+
+
+async def meters(request: web.Request) -> web.Response:
+    poller = request.app[POLLER]
+    out = []
+    for address, status in poller.status().items():
+        meter = poller.meter(address)
+        wire = meter.bus.meter_stats.get(address)
+        out.append(
+            {
+                "address": address,
+                "kind": "v4" if isinstance(meter, V4Meter) else "v3",
+                "bus": status.bus,
+                "interval": status.interval,
+                "ok": status.ok,
+                "errors": status.errors,
+                "last_error": status.last_error,
+                "last_read": status.last_read.time.isoformat() if status.last_read and status.last_read.time else None,
+                "latency": wire.last_latency if wire else None,
+                "available": meter.bus.available(address),
+                "backed_off_until": wire.backed_off_until if wire and wire.backed_off_until else None,
+            }
+        )
+    buses = {}
+    for meter in poller.meters():
+        stats = meter.bus.stats
+        buses[meter.bus.url] = {
+            "connected": meter.bus.connected,
+            "frames_ok": stats.frames_ok,
+            "rejected": dict(stats.rejected),
+            "timeouts": stats.timeouts,
+            "retries": stats.retries,
+            "reconnects": stats.reconnects,
+            "transactions": stats.transactions,
+        }
+    return web.json_response({"meters": out, "buses": buses})
+
+
+async def latest(request: web.Request) -> web.Response:
+    address = _meter_address(request)
+    read = request.app[POLLER].status()[address].last_read
+    if read is not None:
+        return web.json_response(_read_json(read))
+    store = request.app[STORE]
+    if store is not None:
+        row = (await store.latest()).get(address)
+        if row is not None:
+            return web.json_response(_row_json(row))
+    raise _error(404, "no-read", f"meter {address} has not been read yet")
+
+
+def _row_json(row: dict[str, Any]) -> dict[str, Any]:
+    meta = ("id", "time_utc", "kind", "raw_a", "raw_b")
+    return {
+        "address": row["Meter_Address"],
+        "time": datetime.fromtimestamp(row["time_utc"], UTC).isoformat(),
+        "kind": row["kind"],
+        "raw_a": row["raw_a"].hex(),
+        "raw_b": row["raw_b"].hex() if row["raw_b"] else None,
+        "fields": {k: v for k, v in row.items() if k not in meta and v is not None},
+    }
+
+
+def _since(text: str | None) -> float:
+    if text is None:
+        return 0.0
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise _error(400, "bad-request", f"since must be ISO 8601 with a zone, or epoch seconds: {text!r}") from None
+    if when.tzinfo is None:
+        raise _error(400, "bad-request", f"since needs a time zone (e.g. Z or +00:00): {text!r}")
+    return when.timestamp()
+
+
+async def reads(request: web.Request) -> web.Response:
+    address = _meter_address(request)
+    store = request.app[STORE]
+    if store is None:
+        raise _error(404, "no-store", "this service keeps no database (start it with --db)")
+    since = _since(request.query.get("since"))
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        raise _error(400, "bad-request", "limit must be an integer") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise _error(400, "bad-request", f"limit must be 1..{MAX_LIMIT}")
+    rows = []
+    async with contextlib.aclosing(store.reads_since(address, since, limit=limit)) as found:
+        async for row in found:
+            rows.append(_row_json(row))
+    return web.json_response({"address": address, "reads": rows})
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    queue = hub.subscribe()
+    try:
+        await response.write(b"retry: 2000\n\n")
+        while True:
+            try:
+                async with asyncio.timeout(request.app[OPTIONS].keepalive):
+                    message = await queue.get()
+            except TimeoutError:
+                message = ": keepalive\n\n"
+            await response.write(message.encode())
+    except (ConnectionResetError, ConnectionError):
+        pass
+    finally:
+        hub.clients.discard(queue)
+    return response
+
+
+def _authorized(request: web.Request) -> None:
+    token = request.app[TOKEN]
+    if not token:
+        raise _error(403, "writes-disabled", "writes are disabled: no token is configured")
+    given = request.headers.get("Authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        raise _error(401, "unauthorized", "writes need Authorization: Bearer TOKEN", **{"WWW-Authenticate": "Bearer"})
+
+
+async def write(request: web.Request) -> web.Response:
+    _authorized(request)
+    address = _meter_address(request)
+    name = request.match_info["setting"]
+    spec = WRITES.get(name)
+    if spec is None:
+        raise _error(404, "unknown-setting", f"no setting {name!r}; settings: {', '.join(WRITES)}")
+    meter = request.app[POLLER].meter(address)
+    if spec.v4_only and not isinstance(meter, V4Meter):
+        raise _error(400, "v4-only", f"{name} is a V4 setting; meter {address} is a V3")
+    body = await _body(request)
+    unknown = set(body) - {*spec.required, *spec.optional, "password"}
+    missing = [key for key in spec.required if key not in body]
+    if unknown or missing:
+        raise _error(
+            400,
+            "bad-request",
+            f"{name} takes {list(spec.required)} (+ {list(spec.optional)}, password); "
+            f"missing {missing}, unknown {sorted(unknown)}",
+        )
+    password = body.pop("password", None)
+    call: Callable[..., Awaitable[None]] = getattr(meter, spec.method)
+    try:
+        kwargs = spec.convert(body)
+        async with asyncio.timeout(request.app[OPTIONS].write_timeout):
+            await call(**kwargs, password=password)
+    except Exception as exc:
+        for kind, status, code in _FAILURES:
+            if isinstance(exc, kind):
+                headers = {}
+                if isinstance(exc, MeterUnavailable):
+                    retry = max(1, round(exc.until - asyncio.get_running_loop().time()))
+                    headers["Retry-After"] = str(retry)
+                raise _error(status, code, str(exc) or type(exc).__name__, **headers) from exc
+        raise
+    return web.json_response({"ok": True, "address": meter.address, "setting": name})
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.body_exists:
+        return {}
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _error(400, "bad-json", "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise _error(400, "bad-json", "the body must be a JSON object")
+    return body
+
+
+async def metrics(request: web.Request) -> web.Response:
+    data = generate_latest(request.app[METRICS])
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+PAGE = files(__package__).joinpath("static/index.html").read_bytes()
+
+
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error as JSON with its status: ours, and aiohttp's own 404 and 405."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _json_error(exc.status, exc.code, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _json_error(exc.status, exc.reason.lower().replace(" ", "-"), exc.reason, {})
+
+
+def _json_error(status: int, code: str, message: str, headers: dict[str, str]) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+
+
+def create_app(
+    poller: Poller,
+    *,
+    store: SqliteStore | None = None,
+    token: str | None = None,
+    write_timeout: float = 30.0,
+) -> web.Application:
+    """The application for ``poller`` (its meters, reads and counters), reads from ``store`` if given;
+    writes need ``Authorization: Bearer {token}`` (none configured: writes refused)."""
+    app = web.Application(middlewares=[_json_errors])
+    hub = StreamHub()
+    poller.add_observer(hub)
+    app[POLLER] = poller
+    app[STORE] = store
+    app[TOKEN] = token or ""
+    app[HUB] = hub
+    app[OPTIONS] = WebOptions(write_timeout=write_timeout)
+    app[METRICS] = registry_for(poller)
+    app.router.add_get("/", index)
+    app.router.add_get("/api/meters", meters)
+    app.router.add_get("/api/meters/{address}/latest", latest)
+    app.router.add_get("/api/meters/{address}/reads", reads)
+    app.router.add_get("/api/stream", stream)
+    app.router.add_post("/api/meters/{address}/{setting}", write)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,79 @@
+"""Prometheus metrics of a poller and its buses, read from their live counters at every scrape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from ..bus import Bus
+from ..poller import Poller
+from ..protocol import LATENCY_BUCKETS
+
+__all__ = ["EkmCollector", "registry_for"]
+
+
+class EkmCollector(Collector):
+    """Frames ok and rejected by reason, timeouts, retries, reconnects, NAKs and transactions per bus;
+    reads and failed reads per meter; whether a meter is backed off; the exchange latency histogram."""
+
+    def __init__(self, poller: Poller) -> None:
+        self.poller = poller
+
+    def _buses(self) -> list[Bus]:
+        seen: dict[int, Bus] = {}
+        for meter in self.poller.meters():
+            seen.setdefault(id(meter.bus), meter.bus)
+        return list(seen.values())
+
+    def collect(self) -> Iterator[Metric]:
+        buses = self._buses()
+        counters = {
+            "frames_ok": ("ekm_frames_ok", "Blocks accepted: valid, from the meter asked, of the kind asked."),
+            "timeouts": ("ekm_timeouts", "Exchanges that got no (valid) reply in time."),
+            "retries": ("ekm_retries", "Reads asked again after a timeout or a bad frame."),
+            "reconnects": ("ekm_reconnects", "Times the bus reconnected to its port or gateway."),
+            "naks": ("ekm_naks", "NAK replies."),
+            "transactions": ("ekm_transactions", "Transactions (connect … close) run on the bus."),
+        }
+        for attribute, (name, doc) in counters.items():
+            family = CounterMetricFamily(name, doc, labels=["bus"])
+            for bus in buses:
+                family.add_metric([bus.url], getattr(bus.stats, attribute))
+            yield family
+        rejected = CounterMetricFamily("ekm_frames_rejected", "Bytes rejected, by reason.", labels=["bus", "reason"])
+        for bus in buses:
+            for reason, count in sorted(bus.stats.rejected.items()):
+                rejected.add_metric([bus.url, reason], count)
+        yield rejected
+        connected = GaugeMetricFamily("ekm_bus_connected", "1 while the bus has its port or gateway.", labels=["bus"])
+        for bus in buses:
+            connected.add_metric([bus.url], 1 if bus.connected else 0)
+        yield connected
+        latency = HistogramMetricFamily(
+            "ekm_exchange_latency_seconds", "Seconds from a request to its reply.", labels=["bus"]
+        )
+        for bus in buses:
+            cumulative, running = [], 0
+            for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), bus.stats.exchange_buckets, strict=True):
+                running += count
+                cumulative.append((bound, running))
+            latency.add_metric([bus.url], cumulative, bus.stats.exchange_seconds)
+        yield latency
+        reads = CounterMetricFamily("ekm_reads", "Successful reads, per meter.", labels=["meter", "bus"])
+        errors = CounterMetricFamily("ekm_read_errors", "Failed reads, per meter.", labels=["meter", "bus"])
+        available = GaugeMetricFamily("ekm_meter_available", "0 while a meter is backed off.", labels=["meter", "bus"])
+        for address, status in self.poller.status().items():
+            bus = self.poller.meter(address).bus
+            reads.add_metric([address, status.bus], status.ok)
+            errors.add_metric([address, status.bus], status.errors)
+            available.add_metric([address, status.bus], 1 if bus.available(address) else 0)
+        yield from (reads, errors, available)
+
+
+def registry_for(poller: Poller) -> CollectorRegistry:
+    """A registry of its own (several apps in one process do not clash) holding the poller's metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EkmCollector(poller))
+    return registry
