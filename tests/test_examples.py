@@ -155,9 +155,13 @@ def ran() -> dict[tuple[str, ...], subprocess.CompletedProcess[str]]:
         return dict(zip(RUNS, pool.map(lambda run: run_example(*run), RUNS), strict=True))
 
 
+SERVERS = {"aiohttp_app", "starlette_app"}
+"""Examples that serve until stopped: tests/test_embedding.py runs them, in process and with --run-for."""
+
+
 def test_every_example_is_tested() -> None:
     scripts = {p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_")}
-    assert scripts == set(EXPECTED)
+    assert scripts == set(EXPECTED) | SERVERS
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -249,7 +249,7 @@ def max_demand_reset_now() -> bytes:
 
 def lcd(items: Sequence[LcdItem | int | str]) -> bytes:
     """W8: 1–40 LCD items (members, codes or field names), shown in order."""
-    if isinstance(items, (str, bytes)) or not 1 <= len(items) <= SHAPE.lcd_slots:
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) or not 1 <= len(items) <= SHAPE.lcd_slots:
         raise ValueError(f"items must be a sequence of 1..{SHAPE.lcd_slots} LCD items; got {items!r}")
     codes = [coerce(LcdItem, item, f"items[{n}]").value for n, item in enumerate(items)]
     codes += [0] * (SHAPE.lcd_slots - len(codes))

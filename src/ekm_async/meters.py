@@ -128,7 +128,10 @@ class _Meter:
         await self._write(commands.max_demand_reset_now(), password)
 
     async def set_time(self, when: datetime | None = None, *, password: str | None = None) -> None:
-        """W9: set the meter clock (default: this computer's local time now)."""
+        """W9: set the meter clock (default: this computer's local time now). A meter keeps wall-clock
+        time without a zone: an aware ``when`` is first converted to this computer's local time."""
+        if when is not None and when.tzinfo is not None:
+            when = when.astimezone().replace(tzinfo=None)
         await self._write(commands.set_time(when or datetime.now()), password)
 
     async def set_ct_ratio(self, ratio: CTRatio | int | str, *, password: str | None = None) -> None:
@@ -163,7 +166,10 @@ class _Meter:
     async def set_address(self, new_address: str, *, password: str | None = None) -> None:
         """W16: a new 12-digit address; this handle follows the meter to it."""
         await self._write(commands.change_address(new_address), password)
-        self.address = new_address
+        old, self.address = self.address, new_address
+        stats = self.bus.meter_stats.pop(old, None)
+        if stats is not None:
+            self.bus.meter_stats[new_address] = stats
 
 
 class V3Meter(_Meter):

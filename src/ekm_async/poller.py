@@ -199,7 +199,9 @@ class Poller:
         self.interval = interval
         self.drain_timeout = drain_timeout
         """Seconds :meth:`aclose` gives observers to take what is queued (None: as long as they need)."""
-        self._meters: dict[str, tuple[Meter, MeterStatus]] = {}
+        self._meters: list[tuple[Meter, MeterStatus]] = []
+        """Each polled handle with its status. Keyed by handle, not address: a handle whose meter was
+        given a new address (``set_address``) is followed to it."""
         self._stream = _Outbox(queue_size)
         self._runners: list[_ObserverRunner] = []
         self._remaining = count
@@ -218,22 +220,25 @@ class Poller:
 
     def add(self, meter: Meter, *, interval: float | None = None) -> None:
         """Poll ``meter`` too, every ``interval`` seconds (default: the poller's)."""
-        if meter.address in self._meters:
+        if any(m.address == meter.address for m, _ in self._meters):
             raise ValueError(f"meter {meter.address} is polled already")
         every = self.interval if interval is None else interval
         if every < 0:
             raise ValueError(f"interval must be ≥ 0; got {every}")
-        self._meters[meter.address] = (meter, MeterStatus(meter.address, meter.bus.url, every))
+        self._meters.append((meter, MeterStatus(meter.address, meter.bus.url, every)))
         if self._started:
             self._start_bus(meter.bus)
             self._wake(meter.bus)
 
     def meter(self, address: str) -> Meter:
         """The handle of a polled meter (``KeyError`` if it is not polled)."""
-        return self._meters[address][0]
+        for meter, _ in self._meters:
+            if meter.address == address:
+                return meter
+        raise KeyError(address)
 
     def meters(self) -> list[Meter]:
-        return [meter for meter, _ in self._meters.values()]
+        return [meter for meter, _ in self._meters]
 
     def add_observer(self, observer: Observer) -> None:
         """Tell ``observer`` of every event from now on (before or after the poller started)."""
@@ -256,7 +261,7 @@ class Poller:
         loop = asyncio.get_running_loop()
         for runner in self._runners:
             runner.task = loop.create_task(runner.run(), name=f"ekm-observer {runner.label}")
-        for meter, _ in self._meters.values():
+        for meter, _ in self._meters:
             self._start_bus(meter.bus)
         return self
 
@@ -333,7 +338,9 @@ class Poller:
 
     def status(self) -> dict[str, MeterStatus]:
         """Each meter's polling status, by address."""
-        return {address: status for address, (_, status) in self._meters.items()}
+        for meter, status in self._meters:
+            status.address = meter.address  # follows an address change
+        return {status.address: status for _, status in self._meters}
 
     def observer_failures(self) -> dict[str, int]:
         """Failures of each observer, by label (its class name; ``Name#2`` … for more of one class)."""
@@ -352,7 +359,7 @@ class Poller:
 
     def _next(self, bus: Bus) -> tuple[Meter, MeterStatus] | None:
         """The meter of ``bus`` due first (ties: the one started longest ago), not being read."""
-        candidates = [(m, s) for m, s in self._meters.values() if m.bus is bus and s.due != float("inf")]
+        candidates = [(m, s) for m, s in self._meters if m.bus is bus and s.due != float("inf")]
         if not candidates:
             return None
         return min(candidates, key=lambda ms: (ms[1].due, ms[1].last_start))

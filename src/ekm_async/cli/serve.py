@@ -60,7 +60,7 @@ async def _serve(args: argparse.Namespace, token: str | None, out: TextIO) -> in
         _, meters = await stack.enter_async_context(meters_from_args(args))
         poller = Poller(meters, interval=interval_of(args), observers=[store] if store else [], drain_timeout=30.0)
         await stack.enter_async_context(poller)
-        runner = web.AppRunner(create_app(poller, store=store, token=token), access_log=None)
+        runner = web.AppRunner(create_app(poller, store=store, token=token), access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, args.host, args.port)

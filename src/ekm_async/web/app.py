@@ -1,7 +1,8 @@
 """The aiohttp application: REST, a live stream, guarded writes, Prometheus metrics and a live page.
 
 ``create_app(poller, store=..., token=...)`` makes an application a user can run or mount in their own
-(``parent.add_subapp("/ekm", create_app(poller))``); it shares the caller's poller (and store).
+(``parent.add_subapp("/ekm/", create_app(poller))``: with the trailing slash, as the page's links are
+relative); it shares the caller's poller (and store).
 Writes need ``Authorization: Bearer TOKEN``; with no token configured every write is refused.
 """
 
@@ -11,6 +12,8 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +41,7 @@ from .metrics import registry_for
 __all__ = ["WRITES", "StreamHub", "create_app"]
 
 MAX_LIMIT = 10_000
+log = logging.getLogger("ekm_async.web")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,14 +133,21 @@ class StreamHub(BaseObserver):
     """The poller's observer behind ``/api/stream``: every client has a bounded queue (oldest dropped)."""
 
     def __init__(self, size: int = 256) -> None:
-        self.clients: set[asyncio.Queue[str]] = set()
+        self.clients: set[asyncio.Queue[str | None]] = set()
         self.size = size
         self.dropped = 0
 
-    def subscribe(self) -> asyncio.Queue[str]:
-        queue: asyncio.Queue[str] = asyncio.Queue(self.size)
+    def subscribe(self) -> asyncio.Queue[str | None]:
+        queue: asyncio.Queue[str | None] = asyncio.Queue(self.size)
         self.clients.add(queue)
         return queue
+
+    def end(self) -> None:
+        """Every stream ends (the service is shutting down)."""
+        for queue in self.clients:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(None)
 
     def _send(self, event: str, data: dict[str, Any]) -> None:
         message = f"event: {event}\ndata: {json.dumps(data)}\n\n"
@@ -193,7 +204,7 @@ async def meters(request: web.Request) -> web.Response:
                 "last_read": status.last_read.time.isoformat() if status.last_read and status.last_read.time else None,
                 "latency": wire.last_latency if wire else None,
                 "available": meter.bus.available(address),
-                "backed_off_until": wire.backed_off_until if wire and wire.backed_off_until else None,
+                "backoff_seconds": _backoff_left(wire.backed_off_until) if wire else None,
             }
         )
     buses = {}
@@ -224,6 +235,12 @@ async def latest(request: web.Request) -> web.Response:
     raise _error(404, "no-read", f"meter {address} has not been read yet")
 
 
+def _backoff_left(until: float) -> float | None:
+    """Seconds a meter stays backed off (None if it is not)."""
+    left = until - asyncio.get_running_loop().time()
+    return round(left, 1) if left > 0 else None
+
+
 def _row_json(row: dict[str, Any]) -> dict[str, Any]:
     meta = ("id", "time_utc", "kind", "raw_a", "raw_b")
     return {
@@ -240,9 +257,13 @@ def _since(text: str | None) -> float:
     if text is None:
         return 0.0
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(value):
+            raise _error(400, "bad-request", f"since must be a finite number of epoch seconds: {text!r}")
+        return value
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
@@ -284,6 +305,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
                     message = await queue.get()
             except TimeoutError:
                 message = ": keepalive\n\n"
+            if message is None:
+                break  # shutting down
             await response.write(message.encode())
     except (ConnectionResetError, ConnectionError):
         pass
@@ -372,7 +395,11 @@ async def _json_errors(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _json_error(exc.status, exc.reason.lower().replace(" ", "-"), exc.reason, {})
+        kept = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return _json_error(exc.status, exc.reason.lower().replace(" ", "-"), exc.reason, kept)
+    except Exception:  # a bug: logged with its traceback, answered as JSON
+        log.exception("%s %s failed", request.method, request.path)
+        return _json_error(500, "internal", "internal error (logged by the service)", {})
 
 
 def _json_error(status: int, code: str, message: str, headers: dict[str, str]) -> web.Response:
@@ -390,6 +417,11 @@ def create_app(
     writes need ``Authorization: Bearer {token}`` (none configured: writes refused)."""
     app = web.Application(middlewares=[_json_errors])
     hub = StreamHub()
+
+    async def end_streams(_: web.Application) -> None:
+        hub.end()
+
+    app.on_shutdown.append(end_streams)
     poller.add_observer(hub)
     app[POLLER] = poller
     app[STORE] = store
