@@ -605,7 +605,7 @@ async def test_bad_bus_poll_arguments_raise_before_anything_is_sent() -> None:
 
 
 async def test_an_empty_poller_polls_meters_added_later_and_ends_when_closed() -> None:
-    async with asyncio.timeout(GUARD), buses([v4(X)]) as [rig], Poller(count=3) as poller:
+    async with asyncio.timeout(GUARD), buses([v4(X)]) as [rig], Poller(interval=0, count=3) as poller:
         assert poller.status() == {}
         poller.add(rig.v4(X))
         reads = [read async for read in poller]
