@@ -39,6 +39,8 @@ def add_poll_command(sub: Any) -> None:
     add_bus_arguments(p)
     p.add_argument("--count", type=int, metavar="N", help="stop after N reads")
     p.add_argument("--json", action="store_true", help="one JSON line per read on stdout")
+    p.add_argument("--mqtt", metavar="URL", help="publish to this MQTT broker (mqtt://[user:pass@]host[:port])")
+    p.add_argument("--mqtt-prefix", default="ekm", dest="mqtt_prefix", metavar="P", help="topic prefix (default ekm)")
     p.set_defaults(run=_run_poll)
 
 
@@ -47,6 +49,15 @@ def _check(args: argparse.Namespace) -> None:
     check_bus_arguments(args, "poll")
     if args.count is not None and args.count < 1:
         raise usage_error("poll", "--count must be ≥ 1")
+    if args.mqtt is not None:
+        try:
+            from ..mqtt import check_url  # noqa: PLC0415 — aiomqtt is an optional extra
+        except ImportError:
+            raise usage_error("poll", "--mqtt needs aiomqtt: pip install 'ekm-async[mqtt]'") from None
+        try:
+            check_url(args.mqtt)
+        except ValueError as exc:
+            raise usage_error("poll", f"--mqtt: {exc}") from None
 
 
 def _table(poller: Poller, bus: Bus, title: str) -> Table:
@@ -85,9 +96,13 @@ async def _poll(args: argparse.Namespace, out: TextIO) -> int:
             await stack.enter_async_context(store)
         bus, meters = await stack.enter_async_context(meters_from_args(args))
         observers = [store] if store is not None else []
-        poller = await stack.enter_async_context(
-            Poller(meters, interval=interval, count=args.count, observers=observers, drain_timeout=30.0)
-        )
+        poller = Poller(meters, interval=interval, count=args.count, observers=observers, drain_timeout=30.0)
+        if args.mqtt is not None:
+            from ..mqtt import MqttBridge  # noqa: PLC0415 — optional extra, checked in _check
+
+            # Entered before the poller: on the way out the poller drains into it, then it publishes.
+            await stack.enter_async_context(MqttBridge(poller, args.mqtt, prefix=args.mqtt_prefix))
+        await stack.enter_async_context(poller)
         stopper = loop.create_task(_stop_on(stop, poller))
         title = f"ekm-async poll {bus.url} — {len(meters)} meters, interval {interval:g} s"
         live = (

@@ -1,0 +1,342 @@
+"""Publish reads to MQTT with Home Assistant discovery, and take relay commands from MQTT (aiomqtt,
+``pip install 'ekm-async[mqtt]'``).
+
+``MqttBridge(poller, "mqtt://host:1883")`` is an observer of the poller:
+
+* every read: the meter's state as JSON on ``{prefix}/{address}/state`` (QoS 1, retained);
+* availability on ``{prefix}/status``: ``online`` while connected, ``offline`` as the broker's last will;
+* Home Assistant discovery (retained), sent for a meter with its first read and again after every
+  reconnect: one device per meter (model, firmware), a sensor per field of :data:`SENSORS` the meter
+  has, and for V4 meters the two relays as switches;
+* relay commands: ``ON``/``OFF`` (or JSON ``{"state": "close", "seconds": 5}``) on
+  ``{prefix}/{address}/relay/{n}/set`` drive ``set_relay`` with the meter handle's password (which is
+  never published); the outcome is published on ``{prefix}/{address}/relay/{n}/result``.
+
+While the broker is away the bridge reconnects with exponential back-off and keeps outgoing messages
+in a bounded buffer (``buffer`` messages, default 10000); when it is full the oldest state is dropped
+and counted (``dropped``). A message leaves the buffer only once the broker acknowledged it (QoS 1):
+a broker restart loses nothing beyond the buffer, and a message may arrive twice (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+import aiomqtt
+
+from .blocks import Read
+from .errors import EkmError
+from .meters import V4Meter
+from .poller import BaseObserver, Poller
+
+__all__ = ["SENSORS", "MqttBridge", "Sensor", "check_url"]
+
+log = logging.getLogger("ekm_async.mqtt")
+MANUFACTURER = "EKM Metering"
+MODELS = {"1024": "Omnimeter Pulse v.4", "1012": "Omnimeter v.3"}
+
+
+@dataclass(frozen=True, slots=True)
+class Sensor:
+    """How a field becomes a Home Assistant sensor."""
+
+    device_class: str | None
+    unit: str | None
+    state_class: str
+    template: str = "{{{{ value_json.{field} }}}}"
+
+
+_ENERGY = Sensor("energy", "kWh", "total_increasing")
+_POWER = Sensor("power", "W", "measurement")
+_PF = Sensor("power_factor", None, "measurement", "{{{{ (value_json.{field}[1:] | int) / 100 }}}}")
+
+
+def _lines(stem: str, sensor: Sensor) -> dict[str, Sensor]:
+    return {f"{stem}{n}": sensor for n in (1, 2, 3)}
+
+
+SENSORS: dict[str, Sensor] = {
+    "kWh_Tot": _ENERGY,
+    "Rev_kWh_Tot": _ENERGY,
+    **_lines("kWh_Ln_", _ENERGY),
+    **_lines("Rev_kWh_Ln_", _ENERGY),
+    **{f"kWh_Tariff_{n}": _ENERGY for n in (1, 2, 3, 4)},
+    "Resettable_kWh_Tot": _ENERGY,
+    "Reactive_Energy_Tot": Sensor(None, "kvarh", "total_increasing"),
+    "RMS_Watts_Tot": _POWER,
+    **_lines("RMS_Watts_Ln_", _POWER),
+    "Net_Calc_Watts_Tot": _POWER,
+    **_lines("RMS_Volts_Ln_", Sensor("voltage", "V", "measurement")),
+    **_lines("Amps_Ln_", Sensor("current", "A", "measurement")),
+    "Line_Freq": Sensor("frequency", "Hz", "measurement"),
+    "Reactive_Pwr_Tot": Sensor("reactive_power", "var", "measurement"),
+    **{f"Cos_Theta_Ln_{n}": _PF for n in (1, 2, 3)},
+    **_lines("Pulse_Cnt_", Sensor(None, None, "total_increasing")),
+}
+"""Field → Home Assistant sensor (only the fields a meter's reads carry are announced)."""
+
+# Relay n is on (closed) for these State_Out values: 1 off/off, 2 off/on, 3 on/off, 4 on/on.
+_RELAY_ON = {1: (3, 4), 2: (2, 4)}
+_COMMANDS = {"ON": "close", "OFF": "open"}
+
+
+def check_url(url: str) -> SplitResult:
+    """``mqtt://[user:password@]host[:port]``, else ``ValueError``."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 — a bad port raises here
+    except ValueError:
+        raise ValueError(f"url must be mqtt://[user:password@]host[:port]; got {url!r}") from None
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+        raise ValueError(f"url must be mqtt://[user:password@]host[:port]; got {url!r}")
+    return parts
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    topic: str
+    payload: str
+    retain: bool
+    state: bool
+    """A meter state (dropped first when the buffer is full)."""
+
+
+class MqttBridge(BaseObserver):
+    """Reads of ``poller`` to MQTT, relay commands from MQTT. ``async with MqttBridge(poller, url):``"""
+
+    def __init__(
+        self,
+        poller: Poller,
+        url: str = "mqtt://127.0.0.1:1883",
+        *,
+        prefix: str = "ekm",
+        discovery_prefix: str = "homeassistant",
+        buffer: int = 10_000,
+        client_id: str | None = None,
+        reconnect_delay: float = 0.5,
+        reconnect_max: float = 30.0,
+    ) -> None:
+        parts = check_url(url)
+        if buffer < 1 or not prefix or "#" in prefix or "+" in prefix:
+            raise ValueError("buffer must be ≥ 1 and prefix a plain topic level")
+        self.poller = poller
+        self.host: str = parts.hostname or ""  # check_url: never empty
+        self.port: int = parts.port or 1883
+        self._username, self._password = parts.username, parts.password
+        self.prefix = prefix.rstrip("/")
+        self.discovery_prefix = discovery_prefix.rstrip("/")
+        self.client_id = client_id or f"ekm-async-{self.prefix}"
+        self._reconnect = (reconnect_delay, reconnect_max)
+        self._buffer: deque[_Message] = deque()
+        self._size = buffer
+        self._ready = asyncio.Event()
+        self._discovery: dict[str, list[_Message]] = {}
+        """Each meter's discovery messages, sent again after every reconnect."""
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.published = 0
+        self.connects = 0
+        self.connected = False
+        self._commands_running: set[asyncio.Task[None]] = set()
+        poller.add_observer(self)
+
+    # -----------------------------------------------------------------------------------------------
+    # Topics
+
+    @property
+    def availability_topic(self) -> str:
+        return f"{self.prefix}/status"
+
+    def state_topic(self, address: str) -> str:
+        return f"{self.prefix}/{address}/state"
+
+    def command_topic(self, address: str, relay: int) -> str:
+        return f"{self.prefix}/{address}/relay/{relay}/set"
+
+    # -----------------------------------------------------------------------------------------------
+    # Lifecycle
+
+    async def start(self) -> MqttBridge:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"ekm-mqtt {self.host}")
+        return self
+
+    async def aclose(self, *, flush_timeout: float = 5.0) -> None:
+        """Publish what is buffered (for up to ``flush_timeout`` seconds while connected), then disconnect."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(flush_timeout):
+                while self._buffer and self.connected:
+                    await asyncio.sleep(0.02)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def __aenter__(self) -> MqttBridge:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    # -----------------------------------------------------------------------------------------------
+    # Observer
+
+    async def on_read(self, read: Read) -> None:
+        address = read.address
+        if address not in self._discovery:
+            self._discovery[address] = self._discovery_messages(read)
+            for message in self._discovery[address]:
+                self._put(message)
+        state = {"time": read.time.isoformat() if read.time else None, **read.fields}
+        self._put(_Message(self.state_topic(address), json.dumps(state), retain=True, state=True))
+
+    def _put(self, message: _Message) -> None:
+        if len(self._buffer) >= self._size:
+            states = [i for i, m in enumerate(self._buffer) if m.state]
+            del self._buffer[states[0] if states else 0]
+            self.dropped += 1
+        self._buffer.append(message)
+        self._ready.set()
+
+    # -----------------------------------------------------------------------------------------------
+    # Home Assistant discovery
+
+    def _discovery_messages(self, read: Read) -> list[_Message]:
+        address = read.address
+        model = str(read.fields.get("Model", ""))
+        device = {
+            "identifiers": [f"ekm_{address}"],
+            "name": f"EKM meter {address}",
+            "manufacturer": MANUFACTURER,
+            "model": MODELS.get(model, f"Omnimeter ({model})"),
+            "sw_version": str(read.fields.get("Firmware", "")),
+            "serial_number": address,
+        }
+        common = {"availability_topic": self.availability_topic, "device": device}
+        out = []
+        for field, sensor in SENSORS.items():
+            if field not in read.fields:
+                continue
+            config: dict[str, Any] = {
+                **common,
+                "name": field.replace("_", " "),
+                "unique_id": f"ekm_{address}_{field}",
+                "state_topic": self.state_topic(address),
+                "value_template": sensor.template.format(field=field),
+                "state_class": sensor.state_class,
+            }
+            if sensor.device_class:
+                config["device_class"] = sensor.device_class
+            if sensor.unit:
+                config["unit_of_measurement"] = sensor.unit
+            topic = f"{self.discovery_prefix}/sensor/ekm_{address}/{field}/config"
+            out.append(_Message(topic, json.dumps(config), retain=True, state=False))
+        if not read.v3:
+            for relay, on in _RELAY_ON.items():
+                config = {
+                    **common,
+                    "name": f"Relay {relay}",
+                    "unique_id": f"ekm_{address}_relay_{relay}",
+                    "state_topic": self.state_topic(address),
+                    "value_template": f"{{{{ 'ON' if value_json.State_Out in {list(on)} else 'OFF' }}}}",
+                    "command_topic": self.command_topic(address, relay),
+                    "payload_on": "ON",
+                    "payload_off": "OFF",
+                }
+                topic = f"{self.discovery_prefix}/switch/ekm_{address}/relay_{relay}/config"
+                out.append(_Message(topic, json.dumps(config), retain=True, state=False))
+        return out
+
+    # -----------------------------------------------------------------------------------------------
+    # The connection
+
+    async def _run(self) -> None:
+        delay, most = self._reconnect
+        wait = delay
+        while True:
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                self.connected = False
+                log.warning("MQTT broker %s:%s: %s (again in %.1f s)", self.host, self.port, exc, wait)
+                await asyncio.sleep(wait)
+                wait = min(most, wait * 2)
+            else:
+                wait = delay
+
+    async def _session(self) -> None:
+        will = aiomqtt.Will(self.availability_topic, "offline", qos=1, retain=True)
+        async with aiomqtt.Client(
+            self.host,
+            self.port,
+            username=self._username,
+            password=self._password,
+            identifier=self.client_id,
+            will=will,
+            keepalive=15,
+            timeout=10,
+        ) as client:
+            self.connected = True
+            self.connects += 1
+            await client.publish(self.availability_topic, "online", qos=1, retain=True)
+            if self.connects > 1:  # a new broker may have lost the retained configs: announce again
+                for messages in self._discovery.values():
+                    for message in messages:
+                        await client.publish(message.topic, message.payload, qos=1, retain=True)
+            await client.subscribe(f"{self.prefix}/+/relay/+/set", qos=1)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._commands(client))
+                group.create_task(self._publish(client))
+
+    async def _publish(self, client: aiomqtt.Client) -> None:
+        while True:
+            if not self._buffer:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            message = self._buffer[0]
+            await client.publish(message.topic, message.payload, qos=1, retain=message.retain)
+            if self._buffer and self._buffer[0] is message:  # acknowledged: now it may go
+                self._buffer.popleft()
+            self.published += 1
+
+    async def _commands(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            task = asyncio.get_running_loop().create_task(self._command(client, str(message.topic), message.payload))
+            self._commands_running.add(task)  # kept until done (the loop holds tasks weakly)
+            task.add_done_callback(self._commands_running.discard)
+
+    async def _command(self, client: aiomqtt.Client, topic: str, payload: Any) -> None:
+        """``{prefix}/{address}/relay/{n}/set`` → ``set_relay``; the outcome on ``…/result``."""
+        parts = topic[len(self.prefix) + 1 :].split("/")
+        result: dict[str, Any]
+        try:
+            address, relay = parts[0], int(parts[2])
+            meter = self.poller.meter(address)
+            if not isinstance(meter, V4Meter):
+                raise ValueError(f"meter {address} has no relays")
+            text = payload.decode() if isinstance(payload, bytes | bytearray) else str(payload)
+            command = json.loads(text) if text.lstrip().startswith("{") else {"state": _COMMANDS[text.strip().upper()]}
+            await meter.set_relay(relay, command["state"], int(command.get("seconds", 0)))
+            result = {"ok": True, "state": command["state"]}
+        except (KeyError, ValueError, IndexError, TypeError, EkmError, TimeoutError) as exc:
+            log.warning("relay command on %s refused: %r", topic, exc)
+            result = {"ok": False, "error": str(exc) or type(exc).__name__}
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(topic.removesuffix("/set") + "/result", json.dumps(result), qos=1)
