@@ -5,6 +5,7 @@
 
 * every read: the meter's state as JSON on ``{prefix}/{address}/state`` (QoS 1, retained);
 * availability on ``{prefix}/status``: ``online`` while connected, ``offline`` as the broker's last will;
+* availability ``offline`` published by :meth:`MqttBridge.aclose` too (a clean disconnect sends no will);
 * Home Assistant discovery (retained), sent for a meter with its first read and again after every
   reconnect: one device per meter (model, firmware), a sensor per field of :data:`SENSORS` the meter
   has, and for V4 meters the two relays as switches;
@@ -12,10 +13,12 @@
   ``{prefix}/{address}/relay/{n}/set`` drive ``set_relay`` with the meter handle's password (which is
   never published); the outcome is published on ``{prefix}/{address}/relay/{n}/result``.
 
-While the broker is away the bridge reconnects with exponential back-off and keeps outgoing messages
-in a bounded buffer (``buffer`` messages, default 10000); when it is full the oldest state is dropped
-and counted (``dropped``). A message leaves the buffer only once the broker acknowledged it (QoS 1):
-a broker restart loses nothing beyond the buffer, and a message may arrive twice (at-least-once).
+While the broker is away the bridge reconnects with exponential back-off (starting over after each
+successful connection) and keeps the states in a bounded buffer (``buffer`` states, default 10000):
+when it is full the oldest state is dropped and counted (``dropped``). Discovery configs are not in
+that buffer (they are kept per meter, one set each, and never dropped). A message leaves the buffer
+only once the broker acknowledged it (QoS 1): a broker restart loses nothing beyond the buffer, and a
+state may arrive twice (at-least-once).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
 from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
@@ -37,7 +42,7 @@ from .errors import EkmError
 from .meters import V4Meter
 from .poller import BaseObserver, Poller
 
-__all__ = ["SENSORS", "MqttBridge", "Sensor", "check_url"]
+__all__ = ["SENSORS", "MqttBridge", "Sensor", "check_prefix", "check_url"]
 
 log = logging.getLogger("ekm_async.mqtt")
 MANUFACTURER = "EKM Metering"
@@ -95,18 +100,23 @@ def check_url(url: str) -> SplitResult:
         parts.port  # noqa: B018 — a bad port raises here
     except ValueError:
         raise ValueError(f"url must be mqtt://[user:password@]host[:port]; got {url!r}") from None
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname or parts.port == 0:
         raise ValueError(f"url must be mqtt://[user:password@]host[:port]; got {url!r}")
     return parts
+
+
+def check_prefix(prefix: str, what: str = "prefix") -> str:
+    """A topic prefix of one or more plain levels (``ekm``, ``site/ekm``), else ``ValueError``."""
+    levels = prefix.strip("/").split("/")
+    if not all(levels) or any(c in prefix for c in "#+\0"):
+        raise ValueError(f"{what} must be one or more topic levels without wildcards; got {prefix!r}")
+    return "/".join(levels)
 
 
 @dataclass(frozen=True, slots=True)
 class _Message:
     topic: str
     payload: str
-    retain: bool
-    state: bool
-    """A meter state (dropped first when the buffer is full)."""
 
 
 class MqttBridge(BaseObserver):
@@ -125,21 +135,25 @@ class MqttBridge(BaseObserver):
         reconnect_max: float = 30.0,
     ) -> None:
         parts = check_url(url)
-        if buffer < 1 or not prefix or "#" in prefix or "+" in prefix:
-            raise ValueError("buffer must be ≥ 1 and prefix a plain topic level")
+        if buffer < 1:
+            raise ValueError(f"buffer must be ≥ 1; got {buffer}")
         self.poller = poller
         self.host: str = parts.hostname or ""  # check_url: never empty
         self.port: int = parts.port or 1883
         self._username, self._password = parts.username, parts.password
-        self.prefix = prefix.rstrip("/")
-        self.discovery_prefix = discovery_prefix.rstrip("/")
-        self.client_id = client_id or f"ekm-async-{self.prefix}"
+        self.prefix = check_prefix(prefix)
+        self.discovery_prefix = check_prefix(discovery_prefix, "discovery_prefix")
+        self.client_id = client_id or f"ekm-async-{socket.gethostname()}-{os.getpid()}"
         self._reconnect = (reconnect_delay, reconnect_max)
         self._buffer: deque[_Message] = deque()
+        """States not yet acknowledged, oldest first (at most ``buffer``)."""
         self._size = buffer
         self._ready = asyncio.Event()
         self._discovery: dict[str, list[_Message]] = {}
         """Each meter's discovery messages, sent again after every reconnect."""
+        self._unannounced: deque[_Message] = deque()
+        """Discovery messages not yet acknowledged on this connection (sent before any state)."""
+        self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.published = 0
@@ -170,13 +184,17 @@ class MqttBridge(BaseObserver):
         return self
 
     async def aclose(self, *, flush_timeout: float = 5.0) -> None:
-        """Publish what is buffered (for up to ``flush_timeout`` seconds while connected), then disconnect."""
+        """Publish what is buffered (for up to ``flush_timeout`` seconds while connected), say ``offline``,
+        then disconnect."""
         if self._task is None:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(flush_timeout):
-                while self._buffer and self.connected:
+                while (self._buffer or self._unannounced) and self.connected:
                     await asyncio.sleep(0.02)
+                if self._client is not None and self.connected:
+                    with contextlib.suppress(aiomqtt.MqttError):
+                        await self._client.publish(self.availability_topic, "offline", qos=1, retain=True)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -192,6 +210,7 @@ class MqttBridge(BaseObserver):
 
     @property
     def buffered(self) -> int:
+        """States waiting for the broker's acknowledgement."""
         return len(self._buffer)
 
     # -----------------------------------------------------------------------------------------------
@@ -201,17 +220,12 @@ class MqttBridge(BaseObserver):
         address = read.address
         if address not in self._discovery:
             self._discovery[address] = self._discovery_messages(read)
-            for message in self._discovery[address]:
-                self._put(message)
-        state = {"time": read.time.isoformat() if read.time else None, **read.fields}
-        self._put(_Message(self.state_topic(address), json.dumps(state), retain=True, state=True))
-
-    def _put(self, message: _Message) -> None:
+            self._unannounced.extend(self._discovery[address])
         if len(self._buffer) >= self._size:
-            states = [i for i, m in enumerate(self._buffer) if m.state]
-            del self._buffer[states[0] if states else 0]
+            self._buffer.popleft()
             self.dropped += 1
-        self._buffer.append(message)
+        state = {"time": read.time.isoformat() if read.time else None, **read.fields}
+        self._buffer.append(_Message(self.state_topic(address), json.dumps(state)))
         self._ready.set()
 
     # -----------------------------------------------------------------------------------------------
@@ -246,7 +260,7 @@ class MqttBridge(BaseObserver):
             if sensor.unit:
                 config["unit_of_measurement"] = sensor.unit
             topic = f"{self.discovery_prefix}/sensor/ekm_{address}/{field}/config"
-            out.append(_Message(topic, json.dumps(config), retain=True, state=False))
+            out.append(_Message(topic, json.dumps(config)))
         if not read.v3:
             for relay, on in _RELAY_ON.items():
                 config = {
@@ -260,7 +274,7 @@ class MqttBridge(BaseObserver):
                     "payload_off": "OFF",
                 }
                 topic = f"{self.discovery_prefix}/switch/ekm_{address}/relay_{relay}/config"
-                out.append(_Message(topic, json.dumps(config), retain=True, state=False))
+                out.append(_Message(topic, json.dumps(config)))
         return out
 
     # -----------------------------------------------------------------------------------------------
@@ -270,15 +284,18 @@ class MqttBridge(BaseObserver):
         delay, most = self._reconnect
         wait = delay
         while True:
+            connects = self.connects
+            failure: aiomqtt.MqttError | None = None
             try:
                 await self._session()
-            except aiomqtt.MqttError as exc:
-                self.connected = False
-                log.warning("MQTT broker %s:%s: %s (again in %.1f s)", self.host, self.port, exc, wait)
-                await asyncio.sleep(wait)
-                wait = min(most, wait * 2)
-            else:
+            except* aiomqtt.MqttError as group:  # from the connect, or from either task of the session
+                failure = next(e for e in group.exceptions if isinstance(e, aiomqtt.MqttError))
+            self.connected, self._client = False, None
+            if self.connects > connects:  # it was connected: the back-off starts over
                 wait = delay
+            log.warning("MQTT broker %s:%s: %s (again in %.1f s)", self.host, self.port, failure, wait)
+            await asyncio.sleep(wait)
+            wait = min(most, wait * 2)
 
     async def _session(self) -> None:
         will = aiomqtt.Will(self.availability_topic, "offline", qos=1, retain=True)
@@ -292,28 +309,28 @@ class MqttBridge(BaseObserver):
             keepalive=15,
             timeout=10,
         ) as client:
-            self.connected = True
+            self.connected, self._client = True, client
             self.connects += 1
+            # A new broker may have lost the retained configs: announce every meter again.
+            self._unannounced = deque(m for messages in self._discovery.values() for m in messages)
             await client.publish(self.availability_topic, "online", qos=1, retain=True)
-            if self.connects > 1:  # a new broker may have lost the retained configs: announce again
-                for messages in self._discovery.values():
-                    for message in messages:
-                        await client.publish(message.topic, message.payload, qos=1, retain=True)
             await client.subscribe(f"{self.prefix}/+/relay/+/set", qos=1)
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._commands(client))
                 group.create_task(self._publish(client))
 
     async def _publish(self, client: aiomqtt.Client) -> None:
+        """Discovery first, then the states, each retained and removed only once acknowledged."""
         while True:
-            if not self._buffer:
+            queue = self._unannounced or self._buffer
+            if not queue:
                 self._ready.clear()
                 await self._ready.wait()
                 continue
-            message = self._buffer[0]
-            await client.publish(message.topic, message.payload, qos=1, retain=message.retain)
-            if self._buffer and self._buffer[0] is message:  # acknowledged: now it may go
-                self._buffer.popleft()
+            message = queue[0]
+            await client.publish(message.topic, message.payload, qos=1, retain=True)
+            if queue and queue[0] is message:  # acknowledged: now it may go (unless dropped meanwhile)
+                queue.popleft()
             self.published += 1
 
     async def _commands(self, client: aiomqtt.Client) -> None:

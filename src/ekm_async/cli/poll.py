@@ -51,13 +51,15 @@ def _check(args: argparse.Namespace) -> None:
         raise usage_error("poll", "--count must be ≥ 1")
     if args.mqtt is not None:
         try:
-            from ..mqtt import check_url  # noqa: PLC0415 — aiomqtt is an optional extra
+            from ..mqtt import check_prefix, check_url  # noqa: PLC0415 — aiomqtt is an optional extra
         except ImportError:
             raise usage_error("poll", "--mqtt needs aiomqtt: pip install 'ekm-async[mqtt]'") from None
-        try:
-            check_url(args.mqtt)
-        except ValueError as exc:
-            raise usage_error("poll", f"--mqtt: {exc}") from None
+        checks = (("--mqtt", check_url, args.mqtt), ("--mqtt-prefix", check_prefix, args.mqtt_prefix))
+        for option, check, value in checks:
+            try:
+                check(value)
+            except ValueError as exc:
+                raise usage_error("poll", f"{option}: {exc}") from None
 
 
 def _table(poller: Poller, bus: Bus, title: str) -> Table:
