@@ -13,6 +13,7 @@ from ekm_async import BlockKind, RejectReason, commands, decode, encode
 from ekm_async import frames as frames_module
 from ekm_async.commands import LiveRead, Reply, SettingsPage
 from ekm_async.frames import ACK, NAK, Ack, Event, Frame, FrameDecoder, Nak, Rejected
+from ekm_async.layouts import TRAILER_OFFSET
 
 from .strategies import LIVE_KINDS, frames
 
@@ -53,9 +54,26 @@ def merge_garbage(events: list[Event]) -> list[Event]:
     return out
 
 
-# A stream part: a valid frame, an ACK, a NAK, or garbage (which may hold STX/ACK/NAK bytes too).
+def damage(frame: bytes, edits: list[tuple[int, int]]) -> bytes:
+    out = bytearray(frame)
+    for at, value in edits:
+        out[at] = value
+    return bytes(out)
+
+
+# A frame with a few bytes replaced by any value (a high bit, a wrong trailer, a bad CRC: whichever
+# comes first in the frame decides, however the bytes are cut); the trailer is aimed at more often.
+edit = st.tuples(
+    st.one_of(st.integers(1, 254), st.integers(TRAILER_OFFSET - 2, 254)),
+    st.one_of(st.integers(0, 255), st.integers(0x80, 0xFF)),
+)
+damaged = st.builds(damage, frames().map(lambda c: c[2]), st.lists(edit, min_size=1, max_size=3))
+
+# A stream part: a valid frame, a damaged one, an ACK, a NAK, or garbage (which may hold STX/ACK/NAK
+# bytes too).
 part = st.one_of(
     frames().map(lambda c: ("frame", c[2])),
+    damaged.map(lambda b: ("damaged", b)),
     st.just(("ack", b"\x06")),
     st.just(("nak", b"\x15")),
     st.binary(min_size=1, max_size=300).map(lambda b: ("garbage", b)),
@@ -82,6 +100,25 @@ def test_any_chunking_yields_the_same_events(
     parts: list[tuple[str, bytes]], cuts: list[int], awaited: Reply | None
 ) -> None:
     stream = b"".join(p for _, p in parts)
+    whole, chunked, bytewise = FrameDecoder(), FrameDecoder(), FrameDecoder()
+    for d in (whole, chunked, bytewise):
+        d.expect(awaited)
+    expected = run(whole, [stream])
+    assert run(chunked, split(stream, cuts)) == expected
+    assert run(bytewise, [bytes([b]) for b in stream]) == expected
+
+
+@given(
+    st.lists(damaged, min_size=1, max_size=3),
+    st.lists(st.integers(0, 800), max_size=12),
+    st.sampled_from([None, Reply.LIVE, Reply.BLOCK]),
+)
+def test_a_damaged_frame_is_rejected_alike_in_any_chunking(
+    frames_: list[bytes], cuts: list[int], awaited: Reply | None
+) -> None:
+    """The first fault in a frame (a high bit, the live trailer, the CRC) decides the rejection and
+    its bytes, whether the fault after it has arrived yet or not."""
+    stream = b"".join(frames_)
     whole, chunked, bytewise = FrameDecoder(), FrameDecoder(), FrameDecoder()
     for d in (whole, chunked, bytewise):
         d.expect(awaited)

@@ -183,11 +183,10 @@ class FrameDecoder:
         """Take the next bytes of the frame in progress; returns where the chunk continues."""
         have = len(self._frame)
         take = chunk[i : i + FRAME_LEN - have]
-        if not take.isascii():
-            k = next(k for k, b in enumerate(take) if b & 0x80)
-            self._reject(RejectReason.NOT_7BIT, take[: k + 1], events)
-            return i + k + 1
-        end = have + len(take)
+        # The first fault decides, as if the bytes came one by one: check the trailer only up to a
+        # high bit, and reject for the high bit if the trailer holds up to it.
+        high = None if take.isascii() else next(k for k, b in enumerate(take) if b & 0x80)
+        end = have + (len(take) if high is None else high)
         if self._awaited is Reply.LIVE and end > TRAILER_OFFSET and have < _TRAILER_END:
             lo, hi = max(have, TRAILER_OFFSET), min(end, _TRAILER_END)
             got, want = take[lo - have : hi - have], TRAILER[lo - TRAILER_OFFSET : hi - TRAILER_OFFSET]
@@ -195,6 +194,9 @@ class FrameDecoder:
                 k = lo - have + next(k for k, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
                 self._reject(RejectReason.TRAILER, take[: k + 1], events)
                 return i + k + 1
+        if high is not None:
+            self._reject(RejectReason.NOT_7BIT, take[: high + 1], events)
+            return i + high + 1
         lo, hi = max(have, 1), min(end, CRC_OFFSET)
         if lo < hi:
             self._crc = crc.update(self._crc, take[lo - have : hi - have])
