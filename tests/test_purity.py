@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "ekm_async"
-PURE = ["crc", "errors", "model", "layouts", "blocks", "commands", "frames", "session"]
+PURE = ["_enum", "crc", "errors", "model", "layouts", "blocks", "commands", "frames", "session"]
 ALLOWED_STDLIB = {
     "__future__",
     "calendar",

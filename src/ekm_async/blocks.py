@@ -261,14 +261,14 @@ class Block(_Fields):
         return fields
 
 
+_ADDRESS = slice(4, 16)
+"""``Meter_Address`` in every live-data block (V3, V4 A, V4 B)."""
+
+
 class _Live(_Fields):
     """Helpers of blocks and reads that carry a meter address and time."""
 
     __slots__ = ()
-
-    @property
-    def address(self) -> str:
-        return str(self.fields["Meter_Address"])
 
     @property
     def meter_datetime(self) -> datetime | None:
@@ -279,6 +279,11 @@ class _Live(_Fields):
 @dataclass(frozen=True, slots=True)
 class LiveBlock(_Live, Block):
     """A V3, V4 A or V4 B block."""
+
+    @property
+    def address(self) -> str:
+        """``Meter_Address``, from the frame: asking for it converts no other field."""
+        return self.raw[_ADDRESS].decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,8 +370,6 @@ BLOCK_CLASS: dict[BlockKind, type[Block]] = {
     BlockKind.HOLIDAYS: HolidaysBlock,
 }
 
-_ADDRESS = slice(4, 16)
-
 
 @dataclass(frozen=True, slots=True)
 class Read(_Live):
@@ -410,6 +413,10 @@ class Read(_Live):
                 fields = _with_calculated(a.kind, names, values)
             object.__setattr__(self, "_fields", fields)
         return fields
+
+    @property
+    def address(self) -> str:
+        return self.a.address
 
     @property
     def v3(self) -> bool:

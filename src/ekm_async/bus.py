@@ -369,16 +369,16 @@ class _Session:
             return await self.job.run(self)
         finally:
             if self.protocol.connected:
-                await self._send(CLOSE)
+                await self._send(CLOSE, soon=True)  # in one write with the next transaction's first request
                 self.state = session.next_state(self.state, session.Event.CLOSE)
 
-    async def _send(self, request: bytes) -> None:
+    async def _send(self, request: bytes, *, soon: bool = False) -> None:
         """Send ``request``; after a timed-out exchange, first let a late reply pass and drop it."""
         if self._late:
             options = self.bus.options
             await self.protocol.settle(options.timeout_margin, FRAME_LEN * options.byte_time + options.timeout_margin)
             self._late = False
-        self.protocol.send(request)
+        self.protocol.send(request, soon=soon)
 
     def _begin(self, event: session.Event) -> None:
         """Before sending: the caller is still there, and the session rules allow ``event``."""

@@ -6,13 +6,13 @@ exists. Templates are data: the frame families, the write registers and the sett
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
 from . import crc
+from ._enum import TableKey
 from .blocks import format_meter_time
 from .model import (
     CTRatio,
@@ -70,7 +70,7 @@ CLOSE = b"\x01B0\x03\x75"
 """R4: end the session; no CRC, no reply (0x75 is a constant, protocol.md §2.1)."""
 
 
-class Reply(enum.Enum):
+class Reply(TableKey):
     """What a meter sends back to a request."""
 
     LIVE = "live"
@@ -98,7 +98,7 @@ def expected_reply(request: bytes) -> Reply | None:
     return _FAMILY_REPLY.get(bytes(request[:2]))
 
 
-class LiveRead(enum.Enum):
+class LiveRead(TableKey):
     """Live-data reads (R1–R3): the value is the type suffix sent after the address."""
 
     V3 = b""
@@ -106,7 +106,7 @@ class LiveRead(enum.Enum):
     V4B = b"01"
 
 
-class SettingsPage(enum.Enum):
+class SettingsPage(TableKey):
     """Settings reads (Q1–Q5): the value is the register id sent."""
 
     MONTHS_FORWARD = "0011"
@@ -116,7 +116,7 @@ class SettingsPage(enum.Enum):
     HOLIDAYS = "00B0"
 
 
-class Register(enum.Enum):
+class Register(TableKey):
     """Write registers (W1–W16); a 3-character value is completed by an index character."""
 
     ADDRESS = "0010"

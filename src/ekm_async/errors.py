@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import enum
+from ._enum import TableKey
 
 __all__ = [
     "BusClosed",
@@ -18,7 +18,7 @@ __all__ = [
 ]
 
 
-class RejectReason(enum.Enum):
+class RejectReason(TableKey):
     """Why bytes from a meter were not accepted."""
 
     GARBAGE = "garbage"

@@ -6,10 +6,10 @@ covers are reserved: kept in the raw frame, not decoded. Offsets are 0-based, ST
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ._enum import TableKey
 from .errors import RejectReason
 
 __all__ = [
@@ -34,7 +34,7 @@ CRC_OFFSET = 253
 REQUEST_TYPE_OFFSET = 247
 
 
-class BlockKind(enum.Enum):
+class BlockKind(TableKey):
     """The kinds of 255-byte block; the value is the name used by ``decode(kind=…)`` and the CLI."""
 
     V3 = "v3"
@@ -50,7 +50,7 @@ class BlockKind(enum.Enum):
     """Holidays 1–20 with the weekend and holiday schedules (Q5)."""
 
 
-class FieldType(enum.Enum):
+class FieldType(TableKey):
     """How a field's ASCII bytes become a native value."""
 
     INT = "int"
@@ -65,7 +65,7 @@ class FieldType(enum.Enum):
     """Power factor text: a flag character (``L``, ``C`` or other) and 3 digits d.dd."""
 
 
-class Scale(enum.Enum):
+class Scale(TableKey):
     """The divisor of a float field."""
 
     NONE = "none"

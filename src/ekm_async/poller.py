@@ -34,6 +34,8 @@ log = logging.getLogger("ekm_async.poller")
 Meter = V3Meter | V4Meter
 WORKERS_PER_BUS = 2
 """One read on the wire, one waiting behind it."""
+_TAKEN = float("inf")
+"""The ``due`` of a meter being read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +204,8 @@ class Poller:
         self._meters: list[tuple[Meter, MeterStatus]] = []
         """Each polled handle with its status. Keyed by handle, not address: a handle whose meter was
         given a new address (``set_address``) is followed to it."""
+        self._by_bus: dict[Bus, list[tuple[Meter, MeterStatus]]] = {}
+        """The same, per bus (a worker looks only at its own bus's meters)."""
         self._stream = _Outbox(queue_size)
         self._runners: list[_ObserverRunner] = []
         self._remaining = count
@@ -225,7 +229,9 @@ class Poller:
         every = self.interval if interval is None else interval
         if every < 0:
             raise ValueError(f"interval must be ≥ 0; got {every}")
-        self._meters.append((meter, MeterStatus(meter.address, meter.bus.url, every)))
+        entry = (meter, MeterStatus(meter.address, meter.bus.url, every))
+        self._meters.append(entry)
+        self._by_bus.setdefault(meter.bus, []).append(entry)
         if self._started:
             self._start_bus(meter.bus)
             self._wake(meter.bus)
@@ -359,7 +365,7 @@ class Poller:
 
     def _next(self, bus: Bus) -> tuple[Meter, MeterStatus] | None:
         """The meter of ``bus`` due first (ties: the one started longest ago), not being read."""
-        candidates = [(m, s) for m, s in self._meters if m.bus is bus and s.due != float("inf")]
+        candidates = [(m, s) for m, s in self._by_bus.get(bus, ()) if s.due != _TAKEN]
         if not candidates:
             return None
         return min(candidates, key=lambda ms: (ms[1].due, ms[1].last_start))
@@ -384,7 +390,7 @@ class Poller:
             meter, status = chosen
             started = loop.time()
             status.last_start = started
-            status.due = float("inf")  # taken: the other worker picks another meter
+            status.due = _TAKEN  # the other worker picks another meter
             if self._remaining is not None:
                 self._remaining -= 1
             self._in_flight += 1

@@ -9,14 +9,13 @@ error: nothing is sent) and the simulated meter when a request arrives (a missin
 
 from __future__ import annotations
 
-import enum
-
+from ._enum import TableKey
 from .errors import EkmError
 
 __all__ = ["MEANING", "TRANSITIONS", "Event", "LocalProtocolError", "State", "allowed", "next_state"]
 
 
-class State(enum.Enum):
+class State(TableKey):
     """The state of a meter session (meanings in :data:`MEANING`)."""
 
     IDLE = "idle"
@@ -25,7 +24,7 @@ class State(enum.Enum):
     SPENT = "spent"
 
 
-class Event(enum.Enum):
+class Event(TableKey):
     """What happens in a session: the request, and for password and write the meter's answer."""
 
     CONNECT = "connect"

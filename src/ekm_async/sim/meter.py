@@ -235,8 +235,13 @@ class MeterModel:
     # Requests
 
     def handle(self, request: Request, now: float) -> bytes | None:
-        """The meter's answer to ``request`` heard at ``now``, or None for silence."""
-        self.advance(now)
+        """The meter's answer to ``request`` heard at ``now``, or None for silence.
+
+        Time passes for a meter when a request concerns it (its sign-on, or anything while it is
+        selected): a bus of many meters costs one meter's work per request, and what a meter shows is
+        the same, its values having wandered since it was last asked."""
+        if request.address == self.address or self.state is not session.State.IDLE:
+            self.advance(now)
         if not request.crc_ok:
             return None
         return _HANDLERS[request.kind](self, request, now)
