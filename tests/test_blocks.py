@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ekm_async import BlockKind, FrameError, Read, RejectReason, decode, encode
+from ekm_async import BlockKind, FrameError, Read, RejectReason, blocks, decode, encode
 from ekm_async.blocks import HolidaysBlock, MonthsBlock, SchedulesBlock, parse_meter_time, power_factor
 from ekm_async.crc import crc16
 from ekm_async.layouts import LAYOUTS, FieldType
@@ -272,6 +272,48 @@ def test_every_single_bit_flip_fails_decode(frame_a: bytes) -> None:
             bad[i] ^= 1 << bit
             with pytest.raises(FrameError):
                 decode(bytes(bad))
+
+
+EDGE_BYTES = b"/09:a?-!L C 0123\x00\x02\x03\r\n\x7f\x80\xff"
+"""Bytes next to the edges of the checks: digits and their neighbours, flags, constants, 8-bit."""
+EDGE_OFFSETS = (0, 1, 4, 15, 16, 230, 247, 248, 249, 250, 251, 252, 253, 254)
+"""STX, the address, kWh_Scale, the request type, the trailer, the CRC."""
+
+
+def _outcome(call: Any) -> tuple[Any, ...]:
+    try:
+        block = call()
+    except FrameError as exc:
+        return ("FrameError", exc.reason, exc.raw)
+    except ValueError as exc:
+        return ("ValueError", str(exc))
+    return (type(block), block.kind, block.raw, block.kwh_scale)
+
+
+@given(
+    frames(),
+    st.lists(st.tuples(st.integers(0, 254) | st.sampled_from(EDGE_OFFSETS), st.sampled_from(EDGE_BYTES)), max_size=3),
+    st.booleans(),
+    st.sampled_from(["none", "member", "value", "other"]),
+    st.sampled_from([None, 0, 1, 2]),
+)
+def test_the_fast_path_decides_as_the_strict_checks(
+    case: tuple[BlockKind, int, bytes], changes: list[tuple[int, int]], reseal: bool, how: str, scale: int | None
+) -> None:
+    """decode's one-regex fast path gives the same block, or the same error, as the checks in order."""
+    kind, _, frame = case
+    damaged = bytearray(frame)
+    for offset, value in changes:
+        damaged[offset] = value
+    if reseal:  # a valid CRC over damaged content: the content checks decide
+        damaged[253:] = crc16(damaged[1:253])
+    other = next(k for k in BlockKind if k is not kind)
+    given_kind = {"none": None, "member": kind, "value": kind.value, "other": other}[how]
+    raw = bytes(damaged)
+    fast = _outcome(lambda: decode(raw, given_kind, scale))
+    assert fast == _outcome(lambda: blocks._strict(raw, given_kind, scale))
+    if not changes and how in ("member", "value"):
+        assert fast[:2] == (blocks.BLOCK_CLASS[kind], kind)  # an undamaged frame decodes
 
 
 def test_bad_kind_and_scale_arguments(frame_a: bytes) -> None:

@@ -198,11 +198,14 @@ def _check_counters(r: Rig, calls: int) -> None:
     assert corrupted >= 1
     assert dropped + corrupted + clean == len(replies)
     wire = r.bus.stats
-    assert wire.timeouts == dropped + 9
+    # A reply slower than the margin (a loaded machine) times out, is retried, and arrives late: it is
+    # let pass and dropped before the retry is sent (counted unexpected), so it adds one timeout and
+    # one retry, and the simulator's clean reply is not a frame the bus took.
+    late = wire.rejected["unexpected"]
+    assert wire.timeouts == dropped + 9 + late
     assert wire.rejected["crc"] + wire.rejected["trailer"] == corrupted
-    assert wire.retries == dropped + corrupted + 3 * 2
-    assert wire.frames_ok == clean
-    assert wire.rejected["unexpected"] == 0
+    assert wire.retries == dropped + corrupted + late + 3 * 2
+    assert wire.frames_ok == clean - late
 
 
 async def test_back_off_grows_up_to_its_maximum_and_ends_with_a_success() -> None:

@@ -16,6 +16,7 @@ ALLOWED_STDLIB = {
     "dataclasses",
     "datetime",
     "enum",
+    "itertools",
     "operator",
     "re",
     "struct",

@@ -10,13 +10,15 @@ holds only convertible values; they are converted on first use and kept.
 
 from __future__ import annotations
 
+import itertools
 import operator
+import re
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from . import crc
 from .errors import FrameError, RejectReason
@@ -87,38 +89,43 @@ _DIRECTION_SIGNS: dict[Value, tuple[int, ...]] = {
 _FORWARD = (1, 1, 1)
 
 
-def _power_factors(f: Mapping[str, Value]) -> dict[str, Value]:
-    return {
-        "Power_Factor_Ln_1": _PF[str(f["Cos_Theta_Ln_1"])],
-        "Power_Factor_Ln_2": _PF[str(f["Cos_Theta_Ln_2"])],
-        "Power_Factor_Ln_3": _PF[str(f["Cos_Theta_Ln_3"])],
-    }
+def _power_factors(cos_1: str, cos_2: str, cos_3: str) -> tuple[Value, ...]:
+    return _PF[cos_1], _PF[cos_2], _PF[cos_3]
 
 
-def _net_watts(f: Mapping[str, Value]) -> dict[str, Value]:
+def _net_watts(direction: int, watts_1: int, watts_2: int, watts_3: int) -> tuple[Value, ...]:
     """RMS watts signed by ``State_Watts_Dir`` (protocol.md §5.4); an unknown direction counts forward."""
-    s1, s2, s3 = _DIRECTION_SIGNS.get(f["State_Watts_Dir"], _FORWARD)
-    w1, w2, w3 = s1 * int(f["RMS_Watts_Ln_1"]), s2 * int(f["RMS_Watts_Ln_2"]), s3 * int(f["RMS_Watts_Ln_3"])
-    return {
-        "Net_Calc_Watts_Ln_1": w1,
-        "Net_Calc_Watts_Ln_2": w2,
-        "Net_Calc_Watts_Ln_3": w3,
-        "Net_Calc_Watts_Tot": w1 + w2 + w3,
-    }
+    s1, s2, s3 = _DIRECTION_SIGNS.get(direction, _FORWARD)
+    w1, w2, w3 = s1 * watts_1, s2 * watts_2, s3 * watts_3
+    return w1, w2, w3, w1 + w2 + w3
 
 
-_SAMPLE_FIELDS: dict[str, Value] = {
-    "State_Watts_Dir": 1,
-    **{f"{stem}{n}": value for stem, value in (("Cos_Theta_Ln_", "0100"), ("RMS_Watts_Ln_", 0)) for n in (1, 2, 3)},
-}
+@dataclass(frozen=True, slots=True)
+class Calculated:
+    """Fields computed from other fields of the same block (protocol.md §5.3, §5.4)."""
 
-CALCULATED: dict[BlockKind, tuple[Callable[[Mapping[str, Value]], dict[str, Value]], ...]] = {
-    BlockKind.V3: (_power_factors,),
-    BlockKind.V4A: (_power_factors, _net_watts),
-    BlockKind.V4B: (_power_factors,),
+    names: tuple[str, ...]
+    inputs: tuple[str, ...]
+    """The fields ``compute`` takes, in its argument order."""
+    compute: Callable[..., tuple[Value, ...]]
+    """The values of ``names`` from the values of ``inputs``."""
+
+
+POWER_FACTORS = Calculated(
+    tuple(f"Power_Factor_Ln_{n}" for n in (1, 2, 3)), tuple(f"Cos_Theta_Ln_{n}" for n in (1, 2, 3)), _power_factors
+)
+NET_WATTS = Calculated(
+    (*(f"Net_Calc_Watts_Ln_{n}" for n in (1, 2, 3)), "Net_Calc_Watts_Tot"),
+    ("State_Watts_Dir", *(f"RMS_Watts_Ln_{n}" for n in (1, 2, 3))),
+    _net_watts,
+)
+CALCULATED: dict[BlockKind, tuple[Calculated, ...]] = {
+    BlockKind.V3: (POWER_FACTORS,),
+    BlockKind.V4A: (POWER_FACTORS, NET_WATTS),
+    BlockKind.V4B: (POWER_FACTORS,),
 }
 """Calculated fields per block kind, appended after the wire fields in this order."""
-CALCULATED_NAMES = {name for calc in (_power_factors, _net_watts) for name in calc(_SAMPLE_FIELDS)}
+CALCULATED_NAMES = {name for calc in (POWER_FACTORS, NET_WATTS) for name in calc.names}
 
 
 def format_meter_time(when: datetime) -> str:
@@ -208,11 +215,28 @@ _B_ONLY = [f.name for f in LAYOUTS[BlockKind.V4B].fields if f.name not in _A_NAM
 _B_ONLY_PLANS = {scale: _Plan(LAYOUTS[BlockKind.V4B], scale, _B_ONLY) for scale in KWH_SCALES}
 
 
-def _with_calculated(kind: BlockKind, names: tuple[str, ...], values: tuple[Value, ...]) -> Mapping[str, Value]:
-    fields: dict[str, Value] = dict(zip(names, values, strict=False))  # equal lengths by construction
-    for calc in CALCULATED.get(kind, ()):
-        fields.update(calc(fields))
-    return MappingProxyType(fields)
+class _Mapper:
+    """Wire values in a given order → the fields mapping: the wire fields, then the calculated ones."""
+
+    def __init__(self, kind: BlockKind, wire_names: tuple[str, ...]) -> None:
+        calculated = CALCULATED.get(kind, ())
+        self.names = wire_names + tuple(name for calc in calculated for name in calc.names)
+        # Each calculation's inputs picked from the wire values by position (itemgetter of 2+ gives a tuple).
+        self._calcs = tuple(
+            (operator.itemgetter(*(wire_names.index(name) for name in calc.inputs)), calc.compute)
+            for calc in calculated
+        )
+        assert all(len(calc.inputs) > 1 for calc in calculated)
+
+    def fields(self, values: tuple[Value, ...]) -> Mapping[str, Value]:
+        for inputs, compute in self._calcs:
+            values += compute(*inputs(values))
+        return MappingProxyType(dict(zip(self.names, values, strict=False)))  # equal lengths by construction
+
+
+_MAPPERS = {kind: _Mapper(kind, _PLANS[kind, 0].names) for kind in LAYOUTS}
+_MERGED = _Mapper(BlockKind.V4A, _PLANS[BlockKind.V4A, 0].names + _B_ONLY_PLANS[0].names)
+"""A merged V4 read: A's wire fields, then those only B carries, then the calculated ones."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -255,8 +279,7 @@ class Block(_Fields):
         """Field name → native value: the wire fields in wire order, then the calculated ones."""
         fields = self._fields
         if fields is None:
-            plan = _PLANS[self.kind, self.kwh_scale]
-            fields = _with_calculated(self.kind, plan.names, plan.values(self.raw))
+            fields = _MAPPERS[self.kind].fields(_PLANS[self.kind, self.kwh_scale].values(self.raw))
             object.__setattr__(self, "_fields", fields)
         return fields
 
@@ -360,6 +383,31 @@ class HolidaysBlock(Block):
         return tuple(MonthDay(int(f[f"Holiday_{n}_Mon"]), int(f[f"Holiday_{n}_Day"])) for n in range(1, 21))
 
 
+# Frozen slots dataclasses built on the hot paths without their generated __init__ (one
+# object.__setattr__ call per field): the slots are set directly, in field order.
+_new = object.__new__
+
+
+def _slot_setters(cls: type, *names: str) -> tuple[Callable[[object, object], None], ...]:
+    return tuple(getattr(cls, name).__set__ for name in names)
+
+
+_BLOCK_SLOTS = _slot_setters(Block, "kind", "raw", "kwh_scale", "_fields")
+
+
+_B = TypeVar("_B", bound=Block)
+
+
+def _block(cls: type[_B], kind: BlockKind, raw: bytes, kwh_scale: int) -> _B:
+    block = _new(cls)
+    set_kind, set_raw, set_scale, set_fields = _BLOCK_SLOTS
+    set_kind(block, kind)
+    set_raw(block, raw)
+    set_scale(block, kwh_scale)
+    set_fields(block, None)
+    return block
+
+
 BLOCK_CLASS: dict[BlockKind, type[Block]] = {
     BlockKind.V3: LiveBlock,
     BlockKind.V4A: LiveBlock,
@@ -397,7 +445,15 @@ class Read(_Live):
             raise ValueError(f"b must be a V4 B block read with a V4 A block; got {a.kind} and {b.kind}")
         if a.raw[_ADDRESS] != b.raw[_ADDRESS]:
             raise ValueError(f"A and B blocks of different meters: {a.address} and {b.address}")
-        return cls(a, b, time)
+        if cls is not Read:
+            return cls(a, b, time)
+        read = _new(cls)
+        set_a, set_b, set_time, set_fields = _READ_SLOTS
+        set_a(read, a)
+        set_b(read, b)
+        set_time(read, time)
+        set_fields(read, None)
+        return read
 
     @property
     def fields(self) -> Mapping[str, Value]:
@@ -408,9 +464,8 @@ class Read(_Live):
             if b is None:
                 fields = a.fields
             else:
-                plan_a, plan_b = _PLANS[a.kind, a.kwh_scale], _B_ONLY_PLANS[b.kwh_scale]
-                names, values = plan_a.names + plan_b.names, plan_a.values(a.raw) + plan_b.values(b.raw)
-                fields = _with_calculated(a.kind, names, values)
+                values = _PLANS[a.kind, a.kwh_scale].values(a.raw) + _B_ONLY_PLANS[b.kwh_scale].values(b.raw)
+                fields = _MERGED.fields(values)
             object.__setattr__(self, "_fields", fields)
         return fields
 
@@ -421,6 +476,9 @@ class Read(_Live):
     @property
     def v3(self) -> bool:
         return self.a.kind is BlockKind.V3
+
+
+_READ_SLOTS = _slot_setters(Read, "a", "b", "time", "_fields")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -435,11 +493,13 @@ def check_frame(raw: bytes) -> None:
         raise FrameError(RejectReason.NO_STX, raw, f"starts with {raw[0]:02x}")
     if not raw.isascii():
         raise FrameError(RejectReason.NOT_7BIT, raw)
-    got, want = raw[CRC_OFFSET:], crc.crc16(raw[1:CRC_OFFSET])
+    got, want = raw[CRC_OFFSET:], crc.crc16(raw[_CRC_RANGE])
     if got != want:
         raise FrameError(RejectReason.CRC, raw, f"received {got.hex()}, computed {want.hex()}")
 
 
+_CRC_RANGE = slice(1, CRC_OFFSET)
+"""The bytes the CRC covers: all but STX and the CRC itself."""
 _AUTO_KIND = {b"00": BlockKind.V4A, b"01": BlockKind.V4B}
 
 
@@ -489,6 +549,42 @@ def _kwh_scale(raw: bytes, kind: BlockKind, kwh_scale: int | None) -> int:
     return kwh_scale
 
 
+def _strict(raw: bytes, kind: BlockKind | str | None, kwh_scale: int | None) -> Block:
+    """:func:`decode`, checking one rule after another: the reason of the first that fails is raised."""
+    check_frame(raw)
+    k = _kind(raw, kind)
+    constants = _CONSTANTS[k]
+    if constants.unpack(raw) != constants.expected:
+        constants.fail(raw)
+    scale = _kwh_scale(raw, k, kwh_scale)
+    _PLANS[k, scale].validate(raw)
+    return _block(BLOCK_CLASS[k], k, raw, scale)
+
+
+def _shape(layout: Layout) -> Callable[[bytes], object]:
+    """One regular expression for everything :func:`_strict` checks of a ``layout`` but the CRC.
+
+    255 bytes; STX; 7-bit everywhere; the constants; a digit wherever a field must hold one; a V4 A
+    block's kWh_Scale 0–2. A match means every such check passes; no match, :func:`_strict` says why.
+    """
+    byte = [b"[\\x00-\\x7f]"] * FRAME_LEN
+    byte[0] = re.escape(bytes([STX]))
+    for f in layout.fields:
+        if f.type not in _TEXT:
+            first = f.offset + (f.type is FieldType.PF)  # a PF field's flag may be any character
+            byte[first : f.end] = [b"[0-9]"] * (f.end - first)
+    for offset, const, _ in layout.constants:
+        byte[offset : offset + len(const)] = [re.escape(bytes([c])) for c in const]
+    if layout.kind is BlockKind.V4A:
+        byte[_KWH_SCALE_OFFSET] = b"[0-2]"
+    runs = (b"(?:%s){%d}" % (b, len(list(same))) for b, same in itertools.groupby(byte))
+    return re.compile(b"".join(runs), re.DOTALL).fullmatch
+
+
+_SHAPES = {kind: _shape(layout) for kind, layout in LAYOUTS.items()}
+_KINDS: dict[object, BlockKind] = {**{k: k for k in BlockKind}, **{k.value: k for k in BlockKind}}
+
+
 def decode(
     frame: bytes | bytearray | memoryview, kind: BlockKind | str | None = None, kwh_scale: int | None = None
 ) -> Block:
@@ -503,14 +599,15 @@ def decode(
     Raises :class:`FrameError` (with ``.raw`` and ``.reason``) for a frame that is not valid.
     """
     raw = frame if type(frame) is bytes else bytes(frame)
-    check_frame(raw)
-    k = _kind(raw, kind)
-    constants = _CONSTANTS[k]
-    if constants.unpack(raw) != constants.expected:
-        constants.fail(raw)
-    scale = _kwh_scale(raw, k, kwh_scale)
-    _PLANS[k, scale].validate(raw)
-    return BLOCK_CLASS[k](k, raw, scale)
+    # Fast path: one regular expression and the CRC accept a valid frame; anything else goes to
+    # _strict, which gives the same block or the precise reason (a property test holds them equal).
+    if kind is None:
+        k = _AUTO_KIND.get(raw[REQUEST_TYPE_OFFSET : REQUEST_TYPE_OFFSET + 2])
+    else:
+        k = _KINDS.get(kind) if type(kind) is str or type(kind) is BlockKind else None
+    if k is not None and _SHAPES[k](raw) is not None and crc.crc16(raw[_CRC_RANGE]) == raw[CRC_OFFSET:]:
+        return _block(BLOCK_CLASS[k], k, raw, _kwh_scale(raw, k, kwh_scale))
+    return _strict(raw, kind, kwh_scale)
 
 
 # ---------------------------------------------------------------------------------------------------
