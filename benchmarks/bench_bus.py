@@ -275,6 +275,15 @@ class Gaps:
     """Reply's last byte received, later than the first byte written since the previous reply + wire time."""
 
 
+def _messages(data: bytes) -> list[bytes]:
+    """One write split into what the bus sent: it writes a close string with the next request."""
+    out = []
+    while data.startswith(CLOSE) and len(data) > len(CLOSE):
+        out.append(CLOSE)
+        data = data[len(CLOSE) :]
+    return [*out, data]
+
+
 def analyse(log: list[WireEvent]) -> Gaps:
     """Host turns and reply lateness from the tapped connection's log."""
     decoder = FrameDecoder()
@@ -286,9 +295,10 @@ def analyse(log: list[WireEvent]) -> Gaps:
     written = 0
     for event in log:
         if event.direction == "tx":
-            decoder.sent(event.data)
-            if event.data.startswith(b"/?"):
-                last_request = event.data
+            for message in _messages(event.data):
+                decoder.sent(message)
+                if message.startswith(b"/?"):
+                    last_request = message
             if first_write is None:
                 first_write = event.time
                 if frame_end is not None and frame_end_request in turns:

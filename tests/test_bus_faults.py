@@ -20,6 +20,8 @@ from ekm_async import (
     UnexpectedReply,
     open_bus,
 )
+from ekm_async.commands import LiveRead, live_read
+from ekm_async.protocol import MeterProtocol, WireStats
 from ekm_async.sim import Fault, FaultKind, RequestKind, SimBus, SimServer
 
 from .test_bus import (
@@ -316,6 +318,47 @@ async def test_a_late_settings_block_is_not_taken_for_the_next_page() -> None:
         assert s.schedules.seasons() == tuple(model.seasons)
 
 
+class _Wire(asyncio.WriteTransport):
+    """A transport that keeps what is written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def test_settle_counts_silence_from_the_request_or_the_last_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a timeout the bus settles before asking again. A line silent since the request has been
+    silent longer than the reply would take: no more waiting. Bytes still arriving are waited out."""
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(seconds)
+
+    protocol = MeterProtocol(WireStats())
+    protocol.connection_made(_Wire())
+    loop = asyncio.get_running_loop()
+    protocol.send(live_read(X, LiveRead.V4A))
+    assert await protocol.next_event(loop.time() + 0.05) is None  # the exchange times out: nothing came
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    await protocol.settle(0.04, 1.0)
+    assert slept == []  # silent since the request, for longer than the quiet asked for
+
+    protocol.data_received(b"\x02\x10$")  # a late reply begins
+    await protocol.settle(0.04, 1.0)
+    assert slept[0] == pytest.approx(0.04, abs=0.005)  # waited until quiet for 0.04 s
+    assert protocol.stats.rejected["truncated"] == 1  # and the late bytes were dropped
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writes that get no ACK
 # ---------------------------------------------------------------------------------------------------
 # Writes that get no ACK
 

@@ -67,9 +67,11 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         self._waiter: asyncio.Future[None] | None = None
         self._lost: Exception | None = None
         self._last_rx = 0.0
+        self._last_tx = 0.0
+        """Loop time of the last :meth:`send`."""
         self._held = bytearray()
-        self._rx = memoryview(bytearray(_RX_BUFFER))
         """Bytes sent ``soon``, written at the end of this turn of the loop or with the next send."""
+        self._rx = memoryview(bytearray(_RX_BUFFER))
         self._loop = asyncio.get_running_loop()
         self.closed = self._loop.create_future()
         """Resolved when the connection is gone."""
@@ -127,6 +129,7 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         if wire_log.isEnabledFor(logging.DEBUG):
             wire_log.debug("tx %s", request.hex(" "))
         self.stats.bytes_sent += len(request)
+        self._last_tx = self._loop.time()
         if soon:
             if not self._held:
                 self._loop.call_soon(self._write_held)
@@ -164,10 +167,15 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
 
     async def settle(self, quiet: float, limit: float) -> None:
         """Wait until the line has been silent for ``quiet`` seconds (at most ``limit`` seconds), then
-        drop whatever came: after an exchange timed out, a late reply must not answer the next one."""
-        loop = asyncio.get_running_loop()
+        drop whatever came: after an exchange timed out, a late reply must not answer the next one.
+
+        Silence counts from the last byte received or the last request sent, whichever is later: after
+        a timeout with nothing received since the request, the line has been silent for longer than
+        the reply would take, and nothing is waited for.
+        """
+        loop = self._loop
         start = loop.time()
-        while (wait := min(max(self._last_rx, start) + quiet, start + limit) - loop.time()) > 0:
+        while (wait := min(max(self._last_rx, self._last_tx) + quiet, start + limit) - loop.time()) > 0:
             await asyncio.sleep(wait)
         self._take(self._decoder.flush(), queue=False)
         self.stats.rejected["unexpected"] += len(self._events)
