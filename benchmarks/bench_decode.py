@@ -9,6 +9,9 @@ What it measures, in one run:
   frames of a pair.
 * **… A and B blocks too** — the same, also materialising every field of both blocks (``a.fields``,
   ``b.fields``): B's copies of the fields A carries are work the merged read does not need.
+* **… no value used** — the same without ``read.fields``: both frames checked whole and the read
+  made, nothing converted — what a consumer that looks at a few fields pays before converting them.
+  Not the figure compared with the vendor's (its ``request()`` converts every field).
 * **ekm-async stream+decode** — the same bytes through a :class:`FrameDecoder` first (``sent()`` the
   V4 A/B request, ``feed()`` the response, by default a whole frame per chunk; see ``--chunk``), then
   the decode+merge above: stream framing, trailer and CRC checks as bytes arrive, then decoding.
@@ -234,11 +237,13 @@ def timed(one_round: Callable[[], None], frames_per_round: int, seconds: float) 
     return Rate(frames_per_round, tuple(rounds))
 
 
-def decode_round(pairs: list[Pair], *, both_blocks: bool = False) -> Callable[[], None]:
+def decode_round(pairs: list[Pair], *, both_blocks: bool = False, values: bool = True) -> Callable[[], None]:
     """Decode each pair and materialise every value of the merged read (``read.fields``).
 
     ``both_blocks``: also materialise every field of the A and B blocks themselves (work the merged
-    read does not need: B's copies of the fields A carries), for comparison.
+    read does not need: B's copies of the fields A carries), for comparison. ``values=False``: no
+    value at all (both frames checked whole, the read made): what a consumer of a few fields pays
+    before converting them.
     """
 
     def one_round() -> None:
@@ -247,7 +252,8 @@ def decode_round(pairs: list[Pair], *, both_blocks: bool = False) -> Callable[[]
             read = Read.of(a, decode(b_raw, kwh_scale=a.kwh_scale))
             if both_blocks:
                 _ = read.a.fields, read.b.fields  # type: ignore[union-attr]
-            _ = read.fields
+            if values:
+                _ = read.fields
 
     return one_round
 
@@ -361,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     ours = timed(decode_round(pairs), per_round, args.seconds)
     stream = timed(stream_round(pairs, args.chunk), per_round, args.seconds)
     both = timed(decode_round(pairs, both_blocks=True), per_round, args.seconds)
+    checked = timed(decode_round(pairs, values=False), per_round, args.seconds)
     vendor = run_vendor(python, pairs, args.seconds)
 
     ratio = ours.frames_per_s / vendor["frames_per_s"]
@@ -379,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             "ekm_async": ours.as_dict(),
             "ekm_async_stream": stream.as_dict(),
             "ekm_async_both_blocks": both.as_dict(),
+            "ekm_async_no_values": checked.as_dict(),
             "vendor": vendor,
             "ratio": ratio,
             "ratio_stream": stream_ratio,
@@ -398,6 +406,12 @@ def main(argv: list[str] | None = None) -> int:
             stream.median_us_per_frame,
         ),
         ("ekm-async decode+merge, A and B blocks too", both.frames_per_s, both.us_per_frame, both.median_us_per_frame),
+        (
+            "ekm-async decode+merge, no value used",
+            checked.frames_per_s,
+            checked.us_per_frame,
+            checked.median_us_per_frame,
+        ),
         (vendor_name, vendor["frames_per_s"], vendor["us_per_frame"], vendor["median_us_per_frame"]),
     ]
     width = max(len(r[0]) for r in rows)

@@ -342,10 +342,11 @@ async def test_settle_counts_silence_from_the_request_or_the_last_byte(monkeypat
         slept.append(seconds)
         await real_sleep(seconds)
 
-    protocol = MeterProtocol(WireStats())
-    protocol.connection_made(_Wire())
+    protocol, wire = MeterProtocol(WireStats()), _Wire()
+    protocol.connection_made(wire)
     loop = asyncio.get_running_loop()
     protocol.send(live_read(X, LiveRead.V4A))
+    assert wire.written == live_read(X, LiveRead.V4A)
     assert await protocol.next_event(loop.time() + 0.05) is None  # the exchange times out: nothing came
     monkeypatch.setattr(asyncio, "sleep", sleep)
     await protocol.settle(0.04, 1.0)
@@ -357,8 +358,6 @@ async def test_settle_counts_silence_from_the_request_or_the_last_byte(monkeypat
     assert protocol.stats.rejected["truncated"] == 1  # and the late bytes were dropped
 
 
-# ---------------------------------------------------------------------------------------------------
-# Writes that get no ACK
 # ---------------------------------------------------------------------------------------------------
 # Writes that get no ACK
 

@@ -10,8 +10,8 @@ Timing. The simulated wire is paced at 20 × 9600 baud (a V4 block takes 13 ms i
 the meters answer 1 ms after a request, so an exchange is mostly wire time, which the bus knows from
 its ``baud``; its ``timeout_margin`` (5 ms: the turnaround and the event loop's latency) is small next
 to it, as on a tightly configured real bus (0.1 s at 9600 baud). An unpaced wire (``baud=0``) would
-not keep these proportions: its whole exchange is turnaround, which the margin must then cover, so a
-silent reply would cost at least one margin, several exchanges long, on top of its repeat — 5 %
+not keep these proportions: its whole exchange is turnaround, which the margin must then cover, so
+the margin is several exchanges long and every silent reply costs it on top of its repeat — 5 %
 silent replies alone would take more than 10 % of the throughput, whatever the bus did right.
 """
 
