@@ -102,7 +102,7 @@ CELLS = [
     *(Cell(fault.kind.value, (fault,), seconds=5.0 if fault.kind is FaultKind.DROP else 4.0) for fault in LINE),
     Cell("dead", dead=True, seconds=5.0),
     Cell("restart", restart_every=1.5, seconds=6.0),
-    Cell("all", LINE, dead=True, restart_every=1.5, seconds=7.0),
+    Cell("all", LINE, dead=True, restart_every=1.5, seconds=14.0),
 ]
 ALLOWED_FAILURES = (MeterError, FrameError, ConnectionLost)
 """What a failed read may be reported as (MeterError: ReplyTimeout, UnexpectedReply, MeterUnavailable…)."""
