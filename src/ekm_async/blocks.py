@@ -392,20 +392,29 @@ def _slot_setters(cls: type, *names: str) -> tuple[Callable[[object, object], No
     return tuple(getattr(cls, name).__set__ for name in names)
 
 
+_T = TypeVar("_T")
+
+
+def _built(cls: type[_T], setters: tuple[Callable[[object, object], None], ...], *values: object) -> _T:
+    """An instance of ``cls`` with its four slots set to ``values`` by ``setters`` (from
+    :func:`_slot_setters`; blocks and reads have four). Unrolled: a loop costs more than the
+    dataclass ``__init__`` it replaces (measured 790 against 550 ns; unrolled 360)."""
+    instance = _new(cls)
+    set_1, set_2, set_3, set_4 = setters
+    value_1, value_2, value_3, value_4 = values
+    set_1(instance, value_1)
+    set_2(instance, value_2)
+    set_3(instance, value_3)
+    set_4(instance, value_4)
+    return instance
+
+
 _BLOCK_SLOTS = _slot_setters(Block, "kind", "raw", "kwh_scale", "_fields")
-
-
 _B = TypeVar("_B", bound=Block)
 
 
 def _block(cls: type[_B], kind: BlockKind, raw: bytes, kwh_scale: int) -> _B:
-    block = _new(cls)
-    set_kind, set_raw, set_scale, set_fields = _BLOCK_SLOTS
-    set_kind(block, kind)
-    set_raw(block, raw)
-    set_scale(block, kwh_scale)
-    set_fields(block, None)
-    return block
+    return _built(cls, _BLOCK_SLOTS, kind, raw, kwh_scale, None)
 
 
 BLOCK_CLASS: dict[BlockKind, type[Block]] = {
@@ -447,13 +456,7 @@ class Read(_Live):
             raise ValueError(f"A and B blocks of different meters: {a.address} and {b.address}")
         if cls is not Read:
             return cls(a, b, time)
-        read = _new(cls)
-        set_a, set_b, set_time, set_fields = _READ_SLOTS
-        set_a(read, a)
-        set_b(read, b)
-        set_time(read, time)
-        set_fields(read, None)
-        return read
+        return _built(cls, _READ_SLOTS, a, b, time, None)
 
     @property
     def fields(self) -> Mapping[str, Value]:
