@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ekm_async import BlockKind, FrameError, Read, RejectReason, blocks, decode, encode
-from ekm_async.blocks import HolidaysBlock, MonthsBlock, SchedulesBlock, parse_meter_time, power_factor
+from ekm_async.blocks import HolidaysBlock, MonthsBlock, SchedulesBlock, Value, parse_meter_time, power_factor
 from ekm_async.crc import crc16
 from ekm_async.layouts import LAYOUTS, FieldType
 from ekm_async.model import MonthDay, Period, Season
@@ -436,6 +436,33 @@ def test_merge_a_wins_for_duplicates(frame_a: bytes) -> None:
     assert read.b is b
     assert not read.v3
     assert read.address == "000300001184"
+
+
+def _wire_names(kind: BlockKind) -> list[str]:
+    return [spec.name for spec in sorted(LAYOUTS[kind].fields, key=lambda spec: spec.offset)]
+
+
+@given(frames())
+def test_fields_are_in_wire_order_then_the_calculated_ones(case: tuple[BlockKind, int, bytes]) -> None:
+    kind, scale, frame = case
+    calculated = [name for calc in blocks.CALCULATED.get(kind, ()) for name in calc.names]
+    assert list(decode(frame, kind, kwh_scale=scale).fields) == _wire_names(kind) + calculated
+
+
+@given(frames([BlockKind.V4A]), frames([BlockKind.V4B]), st.integers(0, 2))
+def test_the_merged_read_is_a_then_what_only_b_carries_then_the_calculated_fields(
+    a_case: tuple[BlockKind, int, bytes], b_case: tuple[BlockKind, int, bytes], b_scale: int
+) -> None:
+    """Order and values; each block's kWh fields at its own scale, B's read at any scale (A's or not)."""
+    a = decode(a_case[2])
+    same_meter: dict[str, Value] = {"Meter_Address": a["Meter_Address"]}
+    b = decode(encode("v4b", same_meter, template=b_case[2]), kwh_scale=b_scale)
+    read = Read.of(a, b)
+    only_b = [name for name in _wire_names(BlockKind.V4B) if name not in a.fields]
+    calculated = [name for calc in blocks.CALCULATED[BlockKind.V4A] for name in calc.names]
+    expected = [(name, a.fields[name]) for name in _wire_names(BlockKind.V4A)]
+    expected += [(name, b.fields[name]) for name in only_b] + [(name, a.fields[name]) for name in calculated]
+    assert list(read.fields.items()) == expected
 
 
 def test_merge_refuses_mismatched_blocks(frame_a: bytes) -> None:
