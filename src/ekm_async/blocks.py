@@ -162,6 +162,18 @@ def _struct_of(spans: Iterable[tuple[int, int]], size: int = FRAME_LEN) -> struc
 
 
 _TEXT = (FieldType.STR, FieldType.HEX)
+
+
+def _digit_spans(layout: Layout) -> list[tuple[FieldSpec, int]]:
+    """(field, first digit) of every field of ``layout`` holding digits, by offset: INT and FLOAT
+    fields whole, a PF field after its flag (which may be any character); its digits run to ``end``."""
+    return [
+        (f, f.offset + (f.type is FieldType.PF))
+        for f in sorted(layout.fields, key=lambda f: f.offset)
+        if f.type not in _TEXT
+    ]
+
+
 _FIXED_DIVISOR = {Scale.NONE: 1, Scale.DIV10: 10, Scale.DIV100: 100}
 _TEXT_CONVERTER: dict[FieldType, Callable[[bytes], str]] = {
     FieldType.STR: bytes.decode,
@@ -175,12 +187,13 @@ def _divisor(spec: FieldSpec, kwh_scale: int) -> int:
 
 
 class _Digits:
-    """Every character of a layout that must be a digit: INT and FLOAT fields whole, the last 3 of a
-    PF field. ``check`` raises :class:`FrameError` naming the first field that holds anything else."""
+    """Every character of a layout that must be a digit (:func:`_digit_spans`): ``check`` raises
+    :class:`FrameError` naming the first field that holds anything else."""
 
     def __init__(self, layout: Layout) -> None:
-        self._specs = sorted((f for f in layout.fields if f.type not in _TEXT), key=lambda f: f.offset)
-        self._unpack = _struct_of((f.offset + (f.type is FieldType.PF), f.end) for f in self._specs).unpack
+        spans = _digit_spans(layout)
+        self._specs = [f for f, _ in spans]
+        self._unpack = _struct_of((first, f.end) for f, first in spans).unpack
 
     def check(self, raw: bytes) -> None:
         if not b"".join(self._unpack(raw)).isdigit():
@@ -254,8 +267,7 @@ _PLANS = {
 }
 # A merged V4 read: A's fields, then those only B carries (A's snapshot wins), then the calculated
 # ones; each block's kWh fields at its own scale (the same, when B was decoded with A's).
-_A_NAMES = {f.name for f in LAYOUTS[BlockKind.V4A].fields}
-_B_ONLY = {f.name for f in LAYOUTS[BlockKind.V4B].fields} - _A_NAMES
+_B_ONLY = {f.name for f in LAYOUTS[BlockKind.V4B].fields} - {f.name for f in LAYOUTS[BlockKind.V4A].fields}
 _MERGED_PLANS = {
     (a_scale, b_scale): _Plan(
         [(LAYOUTS[BlockKind.V4A], None, a_scale), (LAYOUTS[BlockKind.V4B], _B_ONLY, b_scale)],
@@ -603,10 +615,8 @@ def _shape(layout: Layout) -> Callable[[bytes], object]:
     """
     byte = [b"[\\x00-\\x7f]"] * FRAME_LEN
     byte[0] = re.escape(bytes([STX]))
-    for f in layout.fields:
-        if f.type not in _TEXT:
-            first = f.offset + (f.type is FieldType.PF)  # a PF field's flag may be any character
-            byte[first : f.end] = [b"[0-9]"] * (f.end - first)
+    for f, first in _digit_spans(layout):
+        byte[first : f.end] = [b"[0-9]"] * (f.end - first)
     for offset, const, _ in layout.constants:
         byte[offset : offset + len(const)] = [re.escape(bytes([c])) for c in const]
     if layout.kind is BlockKind.V4A:
