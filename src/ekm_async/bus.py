@@ -9,7 +9,11 @@ Each exchange waits for the wire time of its request and expected reply plus ``t
 Reads are retried after a timeout or a bad frame (``retries`` times). A meter whose transactions keep
 failing is backed off: calls for it fail at once with :class:`MeterUnavailable` until its (growing)
 back-off ends, so it never delays healthy meters. When the port or gateway goes away the bus
-reconnects with exponential back-off; queued requests wait, nothing is lost.
+reconnects with exponential back-off; queued requests wait, nothing is lost. The back-off grows with
+every connection that fails or is lost before a transaction succeeds on it (a gateway that accepts
+and at once drops connections is not hammered), and starts over after a successful transaction.
+:meth:`Bus.health` tells since when, and why, the wire has been gone. :meth:`Bus.close` interrupts a
+connect or a reconnect wait at once.
 """
 
 from __future__ import annotations
@@ -45,10 +49,17 @@ from .transport import BACKENDS, Connector, connector_for
 if TYPE_CHECKING:
     from .meters import V3Meter, V4Meter
 
-__all__ = ["Bus", "BusOpening", "BusOptions", "MeterStats", "open_bus"]
+__all__ = ["Bus", "BusHealth", "BusOpening", "BusOptions", "MeterStats", "open_bus"]
 
 T = TypeVar("T")
 BITS_PER_BYTE = 10  # 7E1
+_READ_BYTES = 2 * (len(commands.live_read("0" * 12, LiveRead.V4A)) + FRAME_LEN) + len(CLOSE)
+"""A full V4 read on the wire: A and B requests and replies, and the close string."""
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a connect failed, in words (a bare ``TimeoutError`` has none)."""
+    return str(exc) or type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +110,21 @@ class BusOptions:
         return BITS_PER_BYTE / self.baud
 
 
+@dataclass(frozen=True, slots=True)
+class BusHealth:
+    """Whether a bus has its wire, and since when it has not (:meth:`Bus.health`)."""
+
+    connected: bool
+    down_since: datetime | None
+    """When the wire was lost, or the first attempt to open it failed (None while connected)."""
+    down_seconds: float
+    """Seconds since ``down_since`` (0 while connected)."""
+    reason: str
+    """Why it is down: the last error of a connect, or how the connection ended."""
+    outage: bool
+    """Down for longer than a full read takes on the wire: whoever polls should be told."""
+
+
 @dataclass
 class MeterStats:
     """How one meter has been doing on this bus."""
@@ -141,6 +167,13 @@ class Bus:
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
+        self._reconnecting = False
+        """The worker is (re)connecting or waiting to: no transaction is in progress, close() may cancel it."""
+        self._losses = 0
+        """Connections that failed or were lost since the last successful transaction: the reconnect back-off."""
+        self._down_since: tuple[float, datetime] | None = None
+        """(loop time, wall time) the wire went away; None while it is there."""
+        self._down_reason = ""
 
     # -----------------------------------------------------------------------------------------------
     # Lifecycle
@@ -162,7 +195,9 @@ class Bus:
             if not job.future.done():
                 job.future.set_exception(BusClosed(f"{self.url} closed"))
         if self._worker is not None:
-            await asyncio.shield(self._worker)  # the transaction in progress finishes, even if we are cancelled
+            if self._reconnecting:
+                self._worker.cancel()  # no transaction in progress: a connect or its back-off is cut short
+            await asyncio.wait([self._worker])  # a transaction in progress finishes, even if we are cancelled
         protocol = self._protocol
         self._protocol = None
         if protocol is not None and protocol.connected:
@@ -181,6 +216,19 @@ class Bus:
     @property
     def connected(self) -> bool:
         return self._protocol is not None and self._protocol.connected
+
+    @property
+    def outage_after(self) -> float:
+        """Seconds without the wire after which it is an outage: the wire time of a full V4 read."""
+        return _READ_BYTES * self.options.byte_time
+
+    def health(self) -> BusHealth:
+        """Whether the wire is there; if not, since when and why."""
+        if self._down_since is None or self.connected:
+            return BusHealth(True, None, 0.0, "", False)
+        since, wall = self._down_since
+        seconds = asyncio.get_running_loop().time() - since
+        return BusHealth(False, wall, seconds, self._down_reason, seconds > self.outage_after)
 
     # -----------------------------------------------------------------------------------------------
     # Meters
@@ -239,10 +287,23 @@ class Bus:
             raise MeterUnavailable(address, stats.backed_off_until, stats.consecutive_failures)
 
     async def _serve(self) -> None:
+        try:
+            await self._serve_jobs()
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+        while self._jobs:  # closing: whoever still waits hears of it
+            job = self._jobs.popleft()
+            if not job.future.done():
+                job.future.set_exception(BusClosed(f"{self.url} closed"))
+
+    async def _serve_jobs(self) -> None:
         while not self._closing:
             if not self._jobs:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+                continue
+            if not await self._ensure_connected() or not self._jobs:  # the jobs stay queued meanwhile
                 continue
             job = self._jobs.popleft()
             if job.future.done():
@@ -252,17 +313,10 @@ class Bus:
             except MeterUnavailable as exc:
                 job.future.set_exception(exc)
                 continue
-            if not await self._ensure_connected():
-                self._jobs.appendleft(job)
-                continue
             assert self._protocol is not None
             await self._run(job, self._protocol)
             if self.options.gap:
                 await asyncio.sleep(self.options.gap)
-        while self._jobs:  # closing: whoever still waits hears of it
-            job = self._jobs.popleft()
-            if not job.future.done():
-                job.future.set_exception(BusClosed(f"{self.url} closed"))
 
     async def _run(self, job: _Job[Any], protocol: MeterProtocol) -> None:
         """One transaction; its outcome goes to the caller's future (and the meter's health)."""
@@ -297,6 +351,7 @@ class Bus:
         return self.meter_stats.setdefault(address, MeterStats())
 
     def _succeeded(self, address: str, seconds: float) -> None:
+        self._losses = 0  # the wire carried a whole transaction: a later loss reconnects at once
         stats = self._stats_of(address)
         stats.transactions += 1
         stats.consecutive_failures = 0
@@ -321,29 +376,47 @@ class Bus:
     # The connection
 
     async def _open(self) -> None:
-        protocol = MeterProtocol(self.stats, echo=self.options.echo)
-        await self._connect(protocol)
+        protocol = MeterProtocol(self.stats, echo=self.options.echo, on_lost=self._lost)
+        try:
+            await self._connect(protocol)
+        except (OSError, TimeoutError, EkmError) as exc:
+            self._went_down(_reason(exc))
+            raise
         self._protocol = protocol
+        self._down_since = None
+
+    def _lost(self, reason: str) -> None:
+        """The protocol's connection ended (called from its ``connection_lost``)."""
+        if not self._closing:
+            self._losses += 1
+            self._went_down(reason)
+
+    def _went_down(self, reason: str) -> None:
+        if self._down_since is None:
+            self._down_since = (asyncio.get_running_loop().time(), datetime.now(UTC))
+        self._down_reason = reason
 
     async def _ensure_connected(self) -> bool:
-        """Reconnect with back-off until connected (True) or the bus closes (False)."""
-        delay = self.options.reconnect_delay
-        while not self.connected:
-            if self._closing:
-                return False
-            try:
-                await self._open()
-            except (OSError, TimeoutError, EkmError):
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):  # close() sets _wakeup: stop waiting then
-                    async with asyncio.timeout(delay):
-                        while not self._closing:
-                            await self._wakeup.wait()
-                            self._wakeup.clear()
-                delay = min(self.options.reconnect_max, delay * 2)
-                continue
-            self.stats.reconnects += 1
-        return True
+        """Reconnect until connected (True) or the bus closes (False). Before each attempt, wait
+        ``reconnect_delay`` doubled per connection failed or lost since the last successful transaction
+        (none after the first loss following one), up to ``reconnect_max``."""
+        self._reconnecting = True
+        try:
+            while not self.connected:
+                if self._closing:
+                    return False
+                if self._losses > 1:
+                    backoff = self.options.reconnect_delay * 2 ** min(self._losses - 2, 30)
+                    await asyncio.sleep(min(self.options.reconnect_max, backoff))  # close() cancels the worker here
+                try:
+                    await self._open()
+                except (OSError, TimeoutError, EkmError):
+                    self._losses += 1
+                    continue
+                self.stats.reconnects += 1
+            return True
+        finally:
+            self._reconnecting = False
 
     def exchange_deadline(self, request_len: int, reply_len: int) -> float:
         """When an exchange of these sizes is late: its wire time plus the margin, from now."""

@@ -14,6 +14,7 @@ __all__ = [
     "Refused",
     "RejectReason",
     "ReplyTimeout",
+    "StoreError",
     "UnexpectedReply",
 ]
 
@@ -94,3 +95,13 @@ class BusClosed(EkmError):
 
 class ConnectionLost(EkmError):
     """The port or gateway went away during an exchange."""
+
+
+class StoreError(EkmError):
+    """Reads a store accepted could not be committed; ``lost`` counts them, ``cause`` says why."""
+
+    def __init__(self, path: str, lost: int, cause: str) -> None:
+        self.path = path
+        self.lost = lost
+        self.cause = cause
+        super().__init__(f"{lost} reads could not be committed to {path}: {cause}")

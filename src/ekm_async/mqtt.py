@@ -46,6 +46,8 @@ __all__ = ["SENSORS", "MqttBridge", "Sensor", "check_prefix", "check_url"]
 
 log = logging.getLogger("ekm_async.mqtt")
 MANUFACTURER = "EKM Metering"
+DISCONNECT_WAIT = 1.0
+"""Seconds :meth:`MqttBridge.aclose` waits for the broker to take the disconnect."""
 MODELS = {"1024": "Omnimeter Pulse v.4", "1012": "Omnimeter v.3"}
 
 
@@ -159,6 +161,9 @@ class MqttBridge(BaseObserver):
         self.published = 0
         self.connects = 0
         self.connected = False
+        self.last_error = ""
+        """Why the last connection failed or ended."""
+        self._closing = False
         self._commands_running: set[asyncio.Task[None]] = set()
         poller.add_observer(self)
 
@@ -183,11 +188,12 @@ class MqttBridge(BaseObserver):
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"ekm-mqtt {self.host}")
         return self
 
-    async def aclose(self, *, flush_timeout: float = 5.0) -> None:
+    async def aclose(self, *, flush_timeout: float = 3.0) -> None:
         """Publish what is buffered (for up to ``flush_timeout`` seconds while connected), say ``offline``,
-        then disconnect."""
+        then disconnect. What could not be published stays counted in :attr:`undelivered`."""
         if self._task is None:
             return
+        self._closing = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(flush_timeout):
                 while (self._buffer or self._unannounced) and self.connected:
@@ -195,10 +201,12 @@ class MqttBridge(BaseObserver):
                 if self._client is not None and self.connected:
                     with contextlib.suppress(aiomqtt.MqttError):
                         await self._client.publish(self.availability_topic, "offline", qos=1, retain=True)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        task, self._task = self._task, None
+        task.cancel()
+        _, running = await asyncio.wait([task], timeout=DISCONNECT_WAIT)  # our own cancellation is not eaten
+        if running:  # a broker that does not answer the disconnect is not waited for any longer
+            task.cancel()
+            await asyncio.wait([task])
 
     async def __aenter__(self) -> MqttBridge:
         return await self.start()
@@ -212,6 +220,11 @@ class MqttBridge(BaseObserver):
     def buffered(self) -> int:
         """States waiting for the broker's acknowledgement."""
         return len(self._buffer)
+
+    @property
+    def undelivered(self) -> int:
+        """States the broker never acknowledged: still buffered, or dropped when the buffer was full."""
+        return len(self._buffer) + self.dropped
 
     # -----------------------------------------------------------------------------------------------
     # Observer
@@ -283,14 +296,20 @@ class MqttBridge(BaseObserver):
     async def _run(self) -> None:
         delay, most = self._reconnect
         wait = delay
-        while True:
+        while not self._closing:
             connects = self.connects
             failure: aiomqtt.MqttError | None = None
             try:
                 await self._session()
             except* aiomqtt.MqttError as group:  # from the connect, or from either task of the session
                 failure = next(e for e in group.exceptions if isinstance(e, aiomqtt.MqttError))
-            self.connected, self._client = False, None
+            finally:
+                self.connected, self._client = False, None
+            if self._closing:
+                # aclose() cancelled us; on Python 3.11 a TaskGroup whose child failed at the same
+                # moment raises that failure instead of the cancellation: stop here all the same.
+                raise asyncio.CancelledError
+            self.last_error = str(failure)
             if self.connects > connects:  # it was connected: the back-off starts over
                 wait = delay
             log.warning("MQTT broker %s:%s: %s (again in %.1f s)", self.host, self.port, failure, wait)

@@ -9,6 +9,7 @@ import asyncio
 import bisect
 import logging
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import ConnectionLost, RejectReason
@@ -59,8 +60,10 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
     allocation of ``max_size`` bytes per receive); ``data_received`` for the others (serial ports).
     """
 
-    def __init__(self, stats: WireStats, *, echo: bool = False) -> None:
+    def __init__(self, stats: WireStats, *, echo: bool = False, on_lost: Callable[[str], None] | None = None) -> None:
+        """``on_lost(reason)`` is called when the connection ends, from ``connection_lost``."""
         self.stats = stats
+        self._on_lost = on_lost
         self._decoder = FrameDecoder(echo=echo)
         self._transport: asyncio.WriteTransport | None = None
         self._events: deque[Event] = deque()
@@ -101,6 +104,8 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         if not self.closed.done():
             self.closed.set_result(None)
         self._wake()
+        if self._on_lost is not None:
+            self._on_lost(str(self._lost))
 
     # Exchanges
 

@@ -10,6 +10,15 @@
   seconds after its first read, whichever comes first. **Killing the process loses at most the reads
   of the batch not yet committed** — at most ``flush_interval`` seconds of reads. :meth:`close`
   commits everything accepted. SQL is parameterized throughout.
+* A commit that fails (a full disk, an I/O error) keeps its reads pending and is tried again, every
+  ``flush_interval`` doubled per failure up to ``retry_max``; ``commit_error`` says why meanwhile.
+  At most ``max_pending`` reads wait: beyond that the oldest are dropped and counted in ``lost``.
+  :meth:`close` tries once more, then raises :class:`~ekm_async.StoreError` naming how many reads
+  were lost in all (none are lost silently).
+* Before each commit the store checks that the file at ``path`` is still the one it opened (device
+  and inode, as :class:`logging.handlers.WatchedFileHandler` does): a file deleted or replaced
+  meanwhile is closed and ``path`` opened again (created if need be; counted in ``reopened``), so
+  reads never go on into a file nobody can see.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -28,12 +38,14 @@ from typing import Any
 import aiosqlite
 
 from .blocks import CALCULATED_NAMES, Read, Value
+from .errors import StoreError
 from .layouts import LAYOUTS, BlockKind, FieldType
 from .meters import Settings
 
 __all__ = ["READ_COLUMNS", "SCHEMA_VERSION", "SqliteStore"]
 
 _SQL_TYPE = {FieldType.INT: "INTEGER", FieldType.FLOAT: "REAL"}
+log = logging.getLogger("ekm_async.store")
 
 
 def _field_columns() -> dict[str, str]:
@@ -100,18 +112,29 @@ class SqliteStore:
         flush_interval: float = 1.0,
         synchronous: str = "NORMAL",
         on_commit: Callable[[int], None] | None = None,
+        max_pending: int = 20_000,
+        retry_max: float = 30.0,
     ) -> None:
-        """``on_commit(total)`` is called after every commit with the number of reads committed so far."""
+        """``on_commit(total)`` is called after every commit with the number of reads committed so far.
+        ``max_pending``: reads kept while commits fail (about 2.7 kB each)."""
         if batch_size < 1 or flush_interval <= 0:
             raise ValueError("batch_size must be ≥ 1 and flush_interval > 0")
+        if max_pending < batch_size or retry_max <= 0:
+            raise ValueError("max_pending must be ≥ batch_size and retry_max > 0")
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL; got {synchronous!r}")
         self.path = os.fspath(path)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self.retry_max = retry_max
         self._synchronous = synchronous.upper()
         self._on_commit = on_commit
+        self._opened = False
         self._db: aiosqlite.Connection | None = None
+        """None while open only if the file went away and could not be opened again yet."""
+        self._identity: tuple[int, int] | None = None
+        """(device, inode) of the file opened."""
         self._pending: list[tuple[Any, ...]] = []
         self._first_pending = 0.0
         self._flusher: asyncio.Task[None] | None = None
@@ -119,17 +142,35 @@ class SqliteStore:
         """A full batch being committed while the next one fills."""
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._lost_cause = ""
+        self._committing = 0
+        """Reads of the commit in progress."""
         self.accepted = 0
         """Reads handed to the store."""
         self.committed = 0
         """Reads committed to the file."""
         self.errors = 0
         """Reads reported to ``on_error`` (not stored)."""
+        self.lost = 0
+        """Reads accepted that will never be committed: dropped beyond ``max_pending`` while commits
+        failed, or still pending when :meth:`close` could not commit them."""
+        self.commit_error: str | None = None
+        """Why the last commit failed, while commits fail; None once one succeeds."""
+        self.failed_commits = 0
+        self.reopened = 0
+        """Times the file was found deleted or replaced, and ``path`` opened again."""
 
     # -----------------------------------------------------------------------------------------------
     # Lifecycle
 
     async def open(self) -> SqliteStore:
+        self._db = await self._open_file()
+        self._identity = await self._file_identity()
+        self._opened = True
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_on_time(), name="ekm-store-flush")
+        return self
+
+    async def _open_file(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path)
         try:
             await self._migrate(db)  # refuses a newer file before anything changes it
@@ -138,22 +179,62 @@ class SqliteStore:
         except BaseException:
             await db.close()
             raise
-        self._db = db
-        self._flusher = asyncio.get_running_loop().create_task(self._flush_on_time(), name="ekm-store-flush")
-        return self
+        return db
+
+    async def _file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the file at ``path`` now; None if there is none (or it is not a file)."""
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            return (0, 0)
+        try:
+            st = await asyncio.get_running_loop().run_in_executor(None, os.stat, self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    async def _check_file(self) -> aiosqlite.Connection:
+        """The connection to the file at ``path``: the one opened, or, if that file was deleted or
+        replaced, a new one (``sqlite3.Error`` if the path cannot be opened now)."""
+        if self._db is not None and await self._file_identity() == self._identity:
+            return self._db
+        old, self._db = self._db, None
+        if old is not None:
+            log.warning("%s was deleted or replaced while open: opening it again", self.path)
+            with contextlib.suppress(sqlite3.Error):
+                await old.close()  # its WAL goes with it, before a new file takes the name
+        try:
+            self._db = await self._open_file()
+        except (sqlite3.Error, RuntimeError, OSError) as exc:
+            raise sqlite3.OperationalError(f"cannot open {self.path} again: {exc}") from exc
+        self._identity = await self._file_identity()
+        self.reopened += 1
+        return self._db
 
     async def close(self) -> None:
-        """Commit every read accepted, then close the file."""
-        if self._db is None:
+        """Commit every read accepted, then close the file. :class:`~ekm_async.StoreError` if any read
+        accepted could not be committed (the file is closed all the same)."""
+        if not self._opened:
             return
+        self._opened = False
         try:
             if self._flusher is not None:
                 self._flusher.cancel()
                 await asyncio.gather(self._flusher, return_exceptions=True)
-            await self.flush()
+            try:
+                await self._flush_pending()
+            except (sqlite3.Error, OSError) as exc:
+                self._drop(len(self._pending), str(exc))
+            if self.lost:
+                raise StoreError(self.path, self.lost, self._lost_cause)
         finally:
             db, self._db = self._db, None
-            await db.close()
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):  # e.g. the checkpoint at close on a full disk
+                    await db.close()
+
+    @property
+    def pending(self) -> int:
+        """Reads accepted and not yet committed."""
+        return len(self._pending) + self._committing
 
     async def __aenter__(self) -> SqliteStore:
         return await self.open()
@@ -182,8 +263,10 @@ class SqliteStore:
             await db.commit()
 
     def _connection(self) -> aiosqlite.Connection:
-        if self._db is None:
+        if not self._opened:
             raise RuntimeError("the store is not open")
+        if self._db is None:
+            raise sqlite3.OperationalError(f"{self.path} went away and cannot be opened again yet")
         return self._db
 
     # -----------------------------------------------------------------------------------------------
@@ -199,13 +282,16 @@ class SqliteStore:
 
     async def add(self, read: Read) -> None:
         """Accept ``read``; it is committed with its batch."""
-        self._connection()
+        if not self._opened:
+            raise RuntimeError("the store is not open")
         if not self._pending:
             self._first_pending = time.monotonic()
             self._wake.set()
+        if len(self._pending) >= self.max_pending:
+            self._drop(1, self.commit_error or "too many reads pending")
         self._pending.append(row_of(read))
         self.accepted += 1
-        if len(self._pending) >= self.batch_size:
+        if len(self._pending) >= self.batch_size and self.commit_error is None:  # failing: the flusher retries
             await self._settle()  # one batch on its way at a time
             rows, self._pending = self._pending, []
             self._writing = asyncio.get_running_loop().create_task(self._commit(rows), name="ekm-store-commit")
@@ -216,11 +302,23 @@ class SqliteStore:
 
     async def flush(self) -> None:
         """Commit what is pending now (after the batch on its way, if any)."""
-        with contextlib.suppress(sqlite3.Error):
+        if not self._opened:
+            raise RuntimeError("the store is not open")
+        await self._flush_pending()
+
+    async def _flush_pending(self) -> None:
+        with contextlib.suppress(sqlite3.Error, OSError):
             await self._settle()  # a batch that failed is pending again: committed below or raised there
         rows, self._pending = self._pending, []
         if rows:
             await self._commit(rows)
+
+    async def _make_visible(self) -> None:
+        """Before a query: commit what was accepted, so that it is seen — unless commits are failing,
+        in which case the query sees what is committed."""
+        if self.commit_error is None:
+            with contextlib.suppress(sqlite3.Error, OSError):
+                await self._flush_pending()
 
     async def _settle(self) -> None:
         """Wait for the batch on its way; its failure is raised here (its rows are pending again)."""
@@ -229,27 +327,53 @@ class SqliteStore:
             await task
 
     async def _commit(self, rows: list[tuple[Any, ...]]) -> None:
+        self._committing += len(rows)
+        try:
+            await self._commit_locked(rows)
+        finally:
+            self._committing -= len(rows)
+
+    async def _commit_locked(self, rows: list[tuple[Any, ...]]) -> None:
         async with self._lock:
-            db = self._connection()
             try:
-                await db.executemany(_INSERT, rows)
-                await db.commit()
-            except BaseException:
-                await db.rollback()  # nothing of the batch stays half-inserted
+                db = await self._check_file()
+                try:
+                    await db.executemany(_INSERT, rows)
+                    await db.commit()
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        await db.rollback()  # nothing of the batch stays half-inserted
+                    raise
+            except BaseException as exc:
+                if isinstance(exc, sqlite3.Error | OSError):
+                    self.commit_error = str(exc) or type(exc).__name__
+                    self.failed_commits += 1
                 self._requeue(rows)
                 raise
+            self.commit_error = None
             self.committed += len(rows)
             if self._on_commit is not None:
                 self._on_commit(self.committed)
 
     def _requeue(self, rows: list[tuple[Any, ...]]) -> None:
-        """Rows whose commit failed: pending again, first, and due on time as when they arrived."""
+        """Rows whose commit failed: pending again, first, and due on time as when they arrived; beyond
+        ``max_pending`` the oldest are dropped."""
         if not self._pending:
             self._first_pending = time.monotonic()
         self._pending[:0] = rows
+        self._drop(len(self._pending) - self.max_pending, self.commit_error or "commit failed")
         self._wake.set()
 
+    def _drop(self, count: int, cause: str) -> None:
+        """Drop the ``count`` oldest pending reads: they are lost (counted, and reported at close)."""
+        if count > 0:
+            del self._pending[:count]
+            self.lost += count
+            self._lost_cause = cause
+            log.error("%d reads dropped, never to be committed to %s: %s", count, self.path, cause)
+
     async def _flush_on_time(self) -> None:
+        failures = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -259,9 +383,13 @@ class SqliteStore:
                     await asyncio.sleep(due)
                     continue
                 try:
-                    await self.flush()
-                except sqlite3.Error:
-                    await asyncio.sleep(self.flush_interval)  # kept pending; tried again
+                    await self._flush_pending()
+                except (sqlite3.Error, OSError):  # kept pending; tried again, less and less often
+                    failures += 1
+                    backoff = self.flush_interval * 2 ** min(failures - 1, 30)
+                    await asyncio.sleep(min(max(self.retry_max, self.flush_interval), backoff))
+                else:
+                    failures = 0
 
     async def save_settings(self, settings: Settings, when: datetime | None = None) -> None:
         """Store a settings snapshot: one row per block, raw and as JSON fields."""
@@ -290,7 +418,7 @@ class SqliteStore:
         of column → value. Fetched in chunks of ``chunk`` rows."""
         if isinstance(since, datetime) and since.tzinfo is None:
             raise ValueError("since must be an aware datetime (e.g. datetime.now(UTC)) or epoch seconds")
-        await self.flush()  # what was accepted is visible
+        await self._make_visible()
         start = since.timestamp() if isinstance(since, datetime) else float(since)
         sql = 'SELECT * FROM reads WHERE "Meter_Address" = ? AND time_utc > ? ORDER BY time_utc, id'
         params: list[Any] = [address, start]
@@ -309,13 +437,13 @@ class SqliteStore:
             'SELECT r.* FROM reads r JOIN (SELECT "Meter_Address" AS a, MAX(time_utc) AS t FROM reads '
             'GROUP BY "Meter_Address") m ON r."Meter_Address" = m.a AND r.time_utc = m.t ORDER BY r.id'
         )
-        await self.flush()
+        await self._make_visible()
         async with self._connection().execute(sql) as cursor:
             names = [d[0] for d in cursor.description]
             return {row[names.index("Meter_Address")]: dict(zip(names, row, strict=True)) async for row in cursor}
 
     async def count(self, address: str | None = None) -> int:
-        await self.flush()
+        await self._make_visible()
         sql = "SELECT COUNT(*) FROM reads"
         params: tuple[str, ...] = ()
         if address is not None:

@@ -53,8 +53,11 @@ def connector_for(url: str, *, baud: int = 9600, backend: str = "pyserial", conn
 def _tcp(host: str, port: int, connect_timeout: float) -> Connector:
     async def connect(protocol: asyncio.Protocol) -> asyncio.BaseTransport:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(connect_timeout):
-            transport, _ = await loop.create_connection(lambda: protocol, host, port)
+        try:
+            async with asyncio.timeout(connect_timeout):
+                transport, _ = await loop.create_connection(lambda: protocol, host, port)
+        except TimeoutError:
+            raise TimeoutError(f"no connection to {host}:{port} within {connect_timeout:g} s") from None
         return transport
 
     return connect
@@ -98,11 +101,21 @@ def _pyserial(path: str, baud: int) -> Connector:
 
     async def connect(protocol: asyncio.Protocol) -> asyncio.BaseTransport:
         loop = asyncio.get_running_loop()
-        port = await loop.run_in_executor(None, open_port)
+        opening = loop.run_in_executor(None, open_port)
+        try:
+            port = await asyncio.shield(opening)
+        except asyncio.CancelledError:  # the bus closed meanwhile: the port, once open, is closed again
+            opening.add_done_callback(_close_opened)
+            raise
         transport: asyncio.BaseTransport = SerialTransport(loop, protocol, port)
         return transport
 
     return connect
+
+
+def _close_opened(opening: asyncio.Future[Any]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        asyncio.get_running_loop().run_in_executor(None, _close_port, opening.result())
 
 
 def _close_port(port: Any) -> None:
@@ -120,16 +133,19 @@ def _serialx(url: str, baud: int, connect_timeout: float) -> Connector:
         import serialx  # noqa: PLC0415 — optional extra
 
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(connect_timeout):
-            transport, _ = await serialx.create_serial_connection(
-                loop,
-                lambda: protocol,
-                url,
-                baud,
-                parity=serialx.Parity.EVEN,
-                stopbits=serialx.StopBits.ONE,
-                byte_size=7,
-            )
+        try:
+            async with asyncio.timeout(connect_timeout):
+                transport, _ = await serialx.create_serial_connection(
+                    loop,
+                    lambda: protocol,
+                    url,
+                    baud,
+                    parity=serialx.Parity.EVEN,
+                    stopbits=serialx.StopBits.ONE,
+                    byte_size=7,
+                )
+        except TimeoutError:
+            raise TimeoutError(f"{url} did not open within {connect_timeout:g} s") from None
         return transport
 
     return connect

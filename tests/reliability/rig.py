@@ -104,7 +104,7 @@ async def system(
     """A system polling ``meters`` (not yet started); on exit everything is closed, in order: poller,
     store, bus, gateway. ``faults`` apply on its simulated wire, drawn from ``seed``."""
     models = [MeterModel(address, MeterType.V4, seed=n) for n, address in enumerate(meters)]
-    sim = SimBus(models, baud=BAUD, turnaround=TURNAROUND, faults=list(faults), seed=seed)
+    sim = SimBus(models, baud=BAUD, turnaround=TURNAROUND, faults=list(faults), seed=seed, history=None)
     path = directory / f"{name}.db"
     async with SimServer(sim) as server:
         host, port = await server.start_tcp()

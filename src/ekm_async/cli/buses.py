@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,8 +13,17 @@ from .. import commands
 from ..bus import Bus, open_bus
 from ..meters import V3Meter, V4Meter
 from ..sim import MeterModel, MeterType, SimBus, SimServer
+from ..store import SqliteStore
+from .service import CommandError
 
-__all__ = ["add_bus_arguments", "check_bus_arguments", "meters_from_args", "usage_error"]
+__all__ = [
+    "add_bus_arguments",
+    "check_bus_arguments",
+    "meters_from_args",
+    "open_meters",
+    "open_store",
+    "usage_error",
+]
 
 SIMULATED_FIRST = 300001184
 
@@ -94,3 +104,21 @@ async def meters_from_args(args: argparse.Namespace) -> AsyncIterator[tuple[Bus,
         open_bus("sim://memory", connect=server.memory_connector(), **_options(args)) as bus,
     ):
         yield bus, [bus.v4(m.address) for m in models]
+
+
+async def open_meters(
+    stack: contextlib.AsyncExitStack, args: argparse.Namespace
+) -> tuple[Bus, list[V3Meter | V4Meter]]:
+    """:func:`meters_from_args` entered on ``stack``; a bus that cannot be opened is a :class:`CommandError`."""
+    try:
+        return await stack.enter_async_context(meters_from_args(args))
+    except (OSError, TimeoutError) as exc:
+        raise CommandError(f"cannot open the bus at {args.url}: {exc or type(exc).__name__}") from None
+
+
+async def open_store(stack: contextlib.AsyncExitStack, store: SqliteStore, command: str) -> None:
+    """``store`` opened on ``stack``; a file that cannot be used is a :class:`CommandError` (status 2)."""
+    try:
+        await stack.enter_async_context(store)
+    except (sqlite3.Error, RuntimeError, OSError) as exc:
+        raise CommandError(f"cannot use {store.path} as the database: {exc}", 2) from None

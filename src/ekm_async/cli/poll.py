@@ -6,21 +6,19 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import sys
-import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from ..bus import Bus
-from ..poller import FailureEvent, Poller, ReadEvent
+from ..errors import StoreError
+from ..poller import Poller, ReadEvent
 from ..store import SqliteStore
-from .buses import add_bus_arguments, check_bus_arguments, interval_of, meters_from_args, usage_error
+from .buses import add_bus_arguments, check_bus_arguments, interval_of, open_meters, open_store, usage_error
+from .service import Output, Stopper, Watch, run_service
 
 __all__ = ["add_poll_command"]
 
@@ -75,66 +73,95 @@ def _table(poller: Poller, bus: Bus, title: str) -> Table:
         last = read.time.astimezone().strftime("%H:%M:%S") if read and read.time else "–"
         errors = f"[red]{status.errors}[/red]" if status.errors else "0"
         table.add_row(address, *values, str(status.ok), errors, latency, last)
+    health = bus.health()
+    if health.outage:
+        table.caption = f"[red]bus unreachable for {health.down_seconds:.0f} s: {health.reason}[/red]"
+        table.caption_justify = "left"
     return table
 
 
-def _on_commit(db: str) -> Any:
-    def report(total: int) -> None:
-        sys.stderr.write(f"committed {total} reads to {db}\n")
-        sys.stderr.flush()
+class _Failures:
+    """A meter's failed reads as lines: the first of an episode (and any new reason), then one line when
+    it is read again — not a line per failed read of a meter that stays down."""
 
-    return report
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self._report = report
+        self._failing: dict[str, tuple[str, int]] = {}
+
+    def failed(self, address: str, error: Exception) -> None:
+        message, count = self._failing.get(address, ("", 0))
+        if str(error) != message:
+            self._report(f"error: {error}")
+        self._failing[address] = (str(error), count + 1)
+
+    def read(self, address: str) -> None:
+        if address in self._failing:
+            _, count = self._failing.pop(address)
+            self._report(f"meter {address} read again after {count} failed reads")
 
 
-async def _poll(args: argparse.Namespace, out: TextIO) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+async def _poll(args: argparse.Namespace, stdout: Output, stderr: Output, stopping: list[Stopper]) -> int:
+    store = SqliteStore(args.db, on_commit=_on_commit(stderr, args.db)) if args.db else None
+    stopper = Stopper(stderr, pending=lambda: store.pending if store is not None else 0)
+    stopping.append(stopper)
+    stdout.bind(asyncio.get_running_loop(), stopper.event.set)  # whoever read our output stopped: so do we
+    live = not args.json
+    said = stdout if live and stdout.is_terminal and sys.stderr.isatty() else stderr  # lines above the table
+
+    def report(line: str) -> None:
+        said.write(line + "\n")
+
     interval = interval_of(args)
-    store = SqliteStore(args.db, on_commit=_on_commit(args.db)) if args.db else None
-    async with contextlib.AsyncExitStack() as stack:
-        if store is not None:
-            await stack.enter_async_context(store)
-        bus, meters = await stack.enter_async_context(meters_from_args(args))
-        observers = [store] if store is not None else []
-        poller = Poller(meters, interval=interval, count=args.count, observers=observers, drain_timeout=30.0)
-        if args.mqtt is not None:
-            from ..mqtt import MqttBridge  # noqa: PLC0415 — optional extra, checked in _check
+    bridge: Any = None
+    code = 0
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if store is not None:
+                await open_store(stack, store, "poll")
+            bus, meters = await open_meters(stack, args)
+            observers = [store] if store is not None else []
+            poller = Poller(meters, interval=interval, count=args.count, observers=observers, drain_timeout=5.0)
+            if args.mqtt is not None:
+                from ..mqtt import MqttBridge  # noqa: PLC0415 — optional extra, checked in _check
 
-            # Entered before the poller: on the way out the poller drains into it, then it publishes.
-            await stack.enter_async_context(MqttBridge(poller, args.mqtt, prefix=args.mqtt_prefix))
-        await stack.enter_async_context(poller)
-        stopper = loop.create_task(_stop_on(stop, poller))
-        title = f"ekm-async poll {bus.url} — {len(meters)} meters, interval {interval:g} s"
-        live = (
-            None
-            if args.json
-            else stack.enter_context(
-                Live(
-                    _table(poller, bus, title),
-                    console=Console(file=out, width=None if out.isatty() else 120),
-                    refresh_per_second=4,
-                )
+                # Entered before the poller: on the way out the poller drains into it, then it publishes.
+                bridge = await stack.enter_async_context(MqttBridge(poller, args.mqtt, prefix=args.mqtt_prefix))
+            await stack.enter_async_context(poller)
+            stopper.started()
+            stop = asyncio.get_running_loop().create_task(_stop_on(stopper.event, poller))
+            stack.callback(stop.cancel)
+            title = f"ekm-async poll {bus.url} — {len(meters)} meters, interval {interval:g} s"
+            watch = Watch(report, [bus], store)
+            watcher = asyncio.get_running_loop().create_task(
+                watch.run(also=(lambda: stdout.show(_table(poller, bus, title))) if live else None)
             )
+            stack.callback(watcher.cancel)
+            failures = _Failures(report)
+            async for event in poller.events():
+                if isinstance(event, ReadEvent):
+                    failures.read(event.read.address)
+                    if args.json:
+                        when = (event.read.time or datetime.now(UTC)).isoformat()
+                        stdout.write(json.dumps({"time": when, **event.read.fields}) + "\n")
+                else:
+                    failures.failed(event.address, event.error)
+            if live:
+                stdout.show(_table(poller, bus, title))
+            watch.check()
+    except StoreError as exc:
+        report(f"error: {exc}")
+        code = 1
+    except asyncio.CancelledError as exc:
+        if not stopper.took_over(exc):
+            raise
+        return 0
+    if bridge is not None and bridge.undelivered:
+        report(
+            f"error: {bridge.undelivered} MQTT states were not delivered to {bridge.host}:{bridge.port}"
+            + (f" ({bridge.last_error})" if bridge.last_error else "")
         )
-        shown = 0.0
-        async for event in poller.events():
-            if isinstance(event, ReadEvent) and args.json:
-                when = (event.read.time or datetime.now(UTC)).isoformat()
-                out.write(json.dumps({"time": when, **event.read.fields}) + "\n")
-                out.flush()
-            elif isinstance(event, FailureEvent):
-                sys.stderr.write(f"error: {event.error}\n")
-            if live is not None and time.monotonic() - shown > 0.25:
-                live.update(_table(poller, bus, title))
-                shown = time.monotonic()
-        if live is not None:
-            live.update(_table(poller, bus, title))
-        stopper.cancel()
-    if not args.json and not out.isatty():
-        out.write("\n")  # a terminal gets its newline from rich; a file or pipe does not
-    return 0
+        code = 1
+    return code
 
 
 async def _stop_on(stop: asyncio.Event, poller: Poller) -> None:
@@ -142,14 +169,17 @@ async def _stop_on(stop: asyncio.Event, poller: Poller) -> None:
     await poller.aclose()
 
 
+def _on_commit(stderr: Output, db: str) -> Callable[[int], None]:
+    def report(total: int) -> None:
+        stderr.write(f"committed {total} reads to {db}\n")
+
+    return report
+
+
 def _run_poll(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     _check(args)
-    try:
-        return asyncio.run(_poll(args, out))
-    except BrokenPipeError:  # whoever read our output stopped reading: so do we
-        with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 — nothing more may reach the closed pipe
-        return 0
-    except (OSError, TimeoutError) as exc:
-        sys.stderr.write(f"error: cannot open the bus: {exc}\n")
-        return 1
+
+    def main(stdout: Output, stderr: Output, stoppers: list[Stopper]) -> Any:
+        return _poll(args, stdout, stderr, stoppers)
+
+    return run_service(main, out, live=not args.json, stored=bool(args.db))

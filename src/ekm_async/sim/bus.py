@@ -86,12 +86,19 @@ class SimBus:
     """Send the host its own bytes back, as an RS-485 adapter that hears itself does."""
     faults: list[Fault] = field(default_factory=list)
     seed: int = 0
+    history: int | None = 1000
+    """How many of the latest transactions ``transactions`` keeps at least (up to twice as many are
+    kept, so that trimming costs nothing per request); None: all, for tests that look at everything."""
     transactions: list[Transaction] = field(default_factory=list)
-    """Everything served, in order."""
+    """The transactions served, in order (the latest ``history`` of them, at least)."""
+    served: int = 0
+    """Transactions served in all."""
 
     def __post_init__(self) -> None:
         if self.baud < 0 or self.turnaround < 0:
             raise ValueError("baud and turnaround must be ≥ 0")
+        if self.history is not None and self.history < 1:
+            raise ValueError("history must be ≥ 1 (or None: keep everything)")
         self._parser = RequestParser()
         self._rng = random.Random(self.seed)
         self._counts = [0] * len(self.faults)
@@ -140,8 +147,14 @@ class SimBus:
             emission = Emission(end + self.turnaround + delay, reply, bt)
             out.append(emission)
             self._free_at = emission.end
-        self.transactions.append(Transaction(len(self.transactions), end, request, meter, reply, tuple(applied)))
+        self._record(Transaction(self.served, end, request, meter, reply, tuple(applied)))
         return out
+
+    def _record(self, transaction: Transaction) -> None:
+        self.served += 1
+        self.transactions.append(transaction)
+        if self.history is not None and len(self.transactions) >= 2 * self.history:
+            del self.transactions[: -self.history]
 
     def _matching(self, meter: str, kinds: Iterable[FaultKind]) -> list[Fault]:
         """The rules of these kinds that apply to this reply of ``meter`` (counted, then drawn)."""

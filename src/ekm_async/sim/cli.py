@@ -28,10 +28,15 @@ def build_bus(args: argparse.Namespace) -> SimBus:
     return SimBus(meters, baud=args.baud, turnaround=args.turnaround, echo=args.echo, faults=faults, seed=args.seed)
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 async def _serve(bus: SimBus, args: argparse.Namespace, out: TextIO) -> None:
+    """Serve until SIGINT, SIGTERM or SIGHUP (unless ignored, as under ``nohup``): it stops at once."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals = [sig for sig in _STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     async with SimServer(bus) as server:
         where = []
@@ -44,7 +49,7 @@ async def _serve(bus: SimBus, args: argparse.Namespace, out: TextIO) -> None:
         out.write(f"ready {' '.join(where)} meters={meters} baud={bus.baud} seed={bus.seed}\n")
         out.flush()
         await stop.wait()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in signals:
         with contextlib.suppress(ValueError, RuntimeError):
             loop.remove_signal_handler(sig)
 
@@ -56,5 +61,8 @@ def run_simulator(args: argparse.Namespace, out: TextIO) -> int:
         bus = build_bus(args)
     except ValueError as exc:
         raise SystemExit(f"ekm-async simulate: {exc}") from None
-    asyncio.run(_serve(bus, args, out))
+    try:
+        asyncio.run(_serve(bus, args, out))
+    except OSError as exc:  # the port is taken, the pty link cannot be made, …
+        raise SystemExit(f"ekm-async simulate: {exc.strerror or exc}") from None
     return 0

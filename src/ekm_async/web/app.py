@@ -14,7 +14,8 @@ import hmac
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -136,18 +137,37 @@ class StreamHub(BaseObserver):
         self.clients: set[asyncio.Queue[str | None]] = set()
         self.size = size
         self.dropped = 0
+        self._writing: dict[asyncio.Queue[str | None], asyncio.Transport] = {}
+        """The clients whose stream is being written to now, with their connection."""
 
     def subscribe(self) -> asyncio.Queue[str | None]:
         queue: asyncio.Queue[str | None] = asyncio.Queue(self.size)
         self.clients.add(queue)
         return queue
 
+    def unsubscribe(self, queue: asyncio.Queue[str | None]) -> None:
+        self.clients.discard(queue)
+        self._writing.pop(queue, None)
+
+    @contextlib.contextmanager
+    def writing(self, queue: asyncio.Queue[str | None], transport: asyncio.Transport | None) -> Iterator[None]:
+        """While a message is written to the client of ``queue`` (a stalled client stays in here)."""
+        if transport is not None:
+            self._writing[queue] = transport
+        try:
+            yield
+        finally:
+            self._writing.pop(queue, None)
+
     def end(self) -> None:
-        """Every stream ends (the service is shutting down)."""
+        """Every stream ends (the service is shutting down): each is told, and a client that is not
+        taking what was written to it is cut off, so that no stream holds up the shutdown."""
         for queue in self.clients:
             if queue.full():
                 queue.get_nowait()
             queue.put_nowait(None)
+        for transport in list(self._writing.values()):
+            transport.abort()
 
     def _send(self, event: str, data: dict[str, Any]) -> None:
         message = f"event: {event}\ndata: {json.dumps(data)}\n\n"
@@ -210,8 +230,13 @@ async def meters(request: web.Request) -> web.Response:
     buses = {}
     for meter in poller.meters():
         stats = meter.bus.stats
+        health = meter.bus.health()
         buses[meter.bus.url] = {
             "connected": meter.bus.connected,
+            "outage": health.outage,
+            "down_since": health.down_since.isoformat() if health.down_since else None,
+            "down_seconds": round(health.down_seconds, 1),
+            "down_reason": health.reason,
             "frames_ok": stats.frames_ok,
             "rejected": dict(stats.rejected),
             "timeouts": stats.timeouts,
@@ -219,7 +244,16 @@ async def meters(request: web.Request) -> web.Response:
             "reconnects": stats.reconnects,
             "transactions": stats.transactions,
         }
-    return web.json_response({"meters": out, "buses": buses})
+    body: dict[str, Any] = {"meters": out, "buses": buses}
+    store = request.app[STORE]
+    if store is not None:
+        body["store"] = {
+            "committed": store.committed,
+            "pending": store.pending,
+            "lost": store.lost,
+            "commit_error": store.commit_error,
+        }
+    return web.json_response(body)
 
 
 async def latest(request: web.Request) -> web.Response:
@@ -307,11 +341,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 message = ": keepalive\n\n"
             if message is None:
                 break  # shutting down
-            await response.write(message.encode())
+            with hub.writing(queue, request.transport):
+                await response.write(message.encode())
     except (ConnectionResetError, ConnectionError):
         pass
     finally:
-        hub.clients.discard(queue)
+        hub.unsubscribe(queue)
     return response
 
 
@@ -392,6 +427,9 @@ async def _json_errors(
         return await handler(request)
     except ApiError as exc:
         return _json_error(exc.status, exc.code, exc.message, exc.headers)
+    except sqlite3.Error as exc:  # the database failed (a full disk, a file that went away): not a bug here
+        log.warning("%s %s: the database failed: %s", request.method, request.path, exc)
+        return _json_error(503, "store-unavailable", f"the database cannot be read now: {exc}", {"Retry-After": "5"})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -428,7 +466,7 @@ def create_app(
     app[TOKEN] = token or ""
     app[HUB] = hub
     app[OPTIONS] = WebOptions(write_timeout=write_timeout)
-    app[METRICS] = registry_for(poller)
+    app[METRICS] = registry_for(poller, store)
     app.router.add_get("/", index)
     app.router.add_get("/api/meters", meters)
     app.router.add_get("/api/meters/{address}/latest", latest)

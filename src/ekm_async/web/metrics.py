@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from ..bus import Bus
 from ..poller import Poller
 from ..protocol import LATENCY_BUCKETS
+from ..store import SqliteStore
 
 __all__ = ["EkmCollector", "registry_for"]
 
@@ -18,8 +19,9 @@ class EkmCollector(Collector):
     """Frames ok and rejected by reason, timeouts, retries, reconnects, NAKs and transactions per bus;
     reads and failed reads per meter; whether a meter is backed off; the exchange latency histogram."""
 
-    def __init__(self, poller: Poller) -> None:
+    def __init__(self, poller: Poller, store: SqliteStore | None = None) -> None:
         self.poller = poller
+        self.store = store
 
     def _buses(self) -> list[Bus]:
         seen: dict[int, Bus] = {}
@@ -48,9 +50,18 @@ class EkmCollector(Collector):
                 rejected.add_metric([bus.url, reason], count)
         yield rejected
         connected = GaugeMetricFamily("ekm_bus_connected", "1 while the bus has its port or gateway.", labels=["bus"])
+        down = GaugeMetricFamily(
+            "ekm_bus_down_seconds", "Seconds since the bus lost its port or gateway (0 while up).", labels=["bus"]
+        )
+        outage = GaugeMetricFamily(
+            "ekm_bus_outage", "1 while the bus has been down longer than a read takes on the wire.", labels=["bus"]
+        )
         for bus in buses:
+            health = bus.health()
             connected.add_metric([bus.url], 1 if bus.connected else 0)
-        yield connected
+            down.add_metric([bus.url], health.down_seconds)
+            outage.add_metric([bus.url], 1 if health.outage else 0)
+        yield from (connected, down, outage)
         latency = HistogramMetricFamily(
             "ekm_exchange_latency_seconds", "Seconds from a request to its reply.", labels=["bus"]
         )
@@ -70,10 +81,28 @@ class EkmCollector(Collector):
             errors.add_metric([address, status.bus], status.errors)
             available.add_metric([address, status.bus], 1 if bus.available(address) else 0)
         yield from (reads, errors, available)
+        if self.store is not None:
+            yield from self._store(self.store)
+
+    @staticmethod
+    def _store(store: SqliteStore) -> Iterator[Metric]:
+        path = [store.path]
+        families = (
+            (CounterMetricFamily, "ekm_store_committed", "Reads committed to the database.", store.committed),
+            (GaugeMetricFamily, "ekm_store_pending", "Reads accepted, not yet committed.", store.pending),
+            (CounterMetricFamily, "ekm_store_lost", "Reads that will never be committed.", store.lost),
+            (CounterMetricFamily, "ekm_store_failed_commits", "Commits that failed.", store.failed_commits),
+            (GaugeMetricFamily, "ekm_store_failing", "1 while commits fail.", int(store.commit_error is not None)),
+        )
+        for kind, name, doc, value in families:
+            family = kind(name, doc, labels=["db"])
+            family.add_metric(path, value)
+            yield family
 
 
-def registry_for(poller: Poller) -> CollectorRegistry:
-    """A registry of its own (several apps in one process do not clash) holding the poller's metrics."""
+def registry_for(poller: Poller, store: SqliteStore | None = None) -> CollectorRegistry:
+    """A registry of its own (several apps in one process do not clash) holding the poller's metrics
+    (and the store's, if given)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EkmCollector(poller))
+    registry.register(EkmCollector(poller, store))
     return registry
