@@ -241,6 +241,10 @@ async def test_meters_report_status_and_counters_of_each_meter_and_bus() -> None
     assert answer["buses"] == {
         "memory://web": {
             "connected": True,
+            "outage": False,
+            "down_since": None,
+            "down_seconds": 0.0,
+            "down_reason": "",
             "frames_ok": stats.frames_ok,
             "rejected": dict(stats.rejected),
             "timeouts": stats.timeouts,
