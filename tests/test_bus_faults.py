@@ -6,12 +6,15 @@ faults from a seed, and every fault it applied is in its record, which the bus's
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 from typing import Any
 
 import pytest
 
 from ekm_async import (
     BusClosed,
+    ConnectionLost,
     MeterUnavailable,
     Read,
     Refused,
@@ -20,6 +23,7 @@ from ekm_async import (
     UnexpectedReply,
     open_bus,
 )
+from ekm_async.bus import BusHealth
 from ekm_async.commands import LiveRead, live_read
 from ekm_async.protocol import MeterProtocol, WireStats
 from ekm_async.sim import Fault, FaultKind, RequestKind, SimBus, SimServer
@@ -508,3 +512,107 @@ async def test_concurrent_callers_on_a_faulty_wire_keep_sessions_contiguous() ->
                 assert kinds == expected
             else:
                 assert kinds in (v4_read_a(Y), settings_session("V4A", Y))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Gateways that hang, or drop every connection: close() interrupts, back-off grows, health tells
+
+
+def _hanging_connector(attempts: list[float]) -> Any:
+    """A gateway whose connects never finish (its SYNs dropped)."""
+
+    async def connect(protocol: asyncio.Protocol) -> asyncio.BaseTransport:
+        attempts.append(asyncio.get_running_loop().time())
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    return connect
+
+
+async def test_close_interrupts_a_reconnect_that_hangs_and_fails_the_callers() -> None:
+    server, bus = await _down_bus(reconnect_delay=0.01)
+    attempts: list[float] = []
+    bus._connect = _hanging_connector(attempts)  # the gateway now drops SYNs
+    task = asyncio.create_task(bus.v4(X).read())
+    try:
+        await wait_for(lambda: bool(attempts))
+        closed, _ = await _finishes(bus.close(), 1)
+        assert closed, "close() waited for a connect that never ends"
+        with pytest.raises(BusClosed):
+            await task
+    finally:
+        task.cancel()
+        await server.close()
+
+
+class _Dropping(asyncio.Transport):
+    """A connection the gateway closes as soon as anything is written to it."""
+
+    def __init__(self, protocol: asyncio.Protocol) -> None:
+        super().__init__()
+        self._protocol = protocol
+        self._closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            asyncio.get_running_loop().call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+
+async def test_a_gateway_that_drops_every_connection_is_reconnected_with_growing_back_off() -> None:
+    """Every connect succeeds and every connection is lost at the first write: without a transaction
+    that succeeds, each reconnect waits twice as long as the last (none after the first loss)."""
+    connects: list[float] = []
+
+    async def connect(protocol: asyncio.Protocol) -> asyncio.BaseTransport:
+        connects.append(asyncio.get_running_loop().time())
+        transport = _Dropping(protocol)
+        protocol.connection_made(transport)
+        return transport
+
+    bus = await open_bus("tcp://gateway:1", connect=connect, reconnect_delay=0.02, reconnect_max=0.16, retries=0)
+    try:
+        deadline = asyncio.get_running_loop().time() + 1.5
+        while asyncio.get_running_loop().time() < deadline:
+            with contextlib.suppress(ConnectionLost, BusClosed):
+                await bus.v4(X).read()
+        gaps = [round(b - a, 2) for a, b in itertools.pairwise(connects)]
+        assert gaps[:5] == pytest.approx([0.0, 0.02, 0.04, 0.08, 0.16], abs=0.015), gaps
+        assert all(g == pytest.approx(0.16, abs=0.02) for g in gaps[5:]), gaps
+        assert len(connects) <= 14  # 1.5 s of it (without back-off: thousands)
+        health = bus.health()
+        assert not health.connected and health.reason == "connection closed"
+    finally:
+        await bus.close()
+
+
+async def test_health_says_since_when_and_why_the_wire_is_gone_and_calls_it_an_outage_after_a_read() -> None:
+    server, bus = await _down_bus(reconnect_delay=0.01)
+    task: asyncio.Task[Any] = asyncio.create_task(asyncio.sleep(0))
+    try:
+        health = bus.health()
+        assert not health.connected and health.down_since is not None
+        assert health.reason.startswith("connection lost") or health.reason == "connection closed"
+        assert bus.outage_after == pytest.approx((2 * (19 + 255) + 5) * 10 / 9600)  # a full V4 read on the wire
+        task = asyncio.create_task(bus.v4(X).read())  # reconnects are tried, and refused
+        await wait_for(lambda: "refused" in bus.health().reason.lower() or "connect" in bus.health().reason.lower())
+        assert not bus.health().outage
+        await wait_for(lambda: bus.health().outage)
+        assert bus.health().down_seconds > bus.outage_after
+        host, port = bus.url.removeprefix("tcp://").split(":")
+        await server.start_tcp(host, int(port))
+        assert isinstance(await task, Read)
+        assert bus.health() == BusHealth(True, None, 0.0, "", False)
+    finally:
+        task.cancel()
+        await bus.close()
+        await server.close()

@@ -264,3 +264,19 @@ def test_the_readme_command_polls_40_reads_into_the_file(readme_run: tuple[subpr
         assert address in out  # the live table, rendered once at the end to a pipe
     for row in rows:
         assert decodes(row).address == row["Meter_Address"]
+
+
+def test_the_live_table_shows_a_bus_outage() -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    from ekm_async.bus import BusHealth  # noqa: PLC0415
+    from ekm_async.cli.poll import _table  # noqa: PLC0415
+
+    down = BusHealth(False, datetime.now().astimezone(), 21.4, "[Errno 111] Connection refused", True)
+    bus = SimpleNamespace(meter_stats={}, health=lambda: down)
+    poller = SimpleNamespace(status=dict)
+    console = Console(file=io.StringIO(), width=120)
+    console.print(_table(poller, bus, "title"))  # type: ignore[arg-type]
+    assert "bus unreachable for 21 s: [Errno 111] Connection refused" in console.file.getvalue()  # type: ignore[attr-defined]

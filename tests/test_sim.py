@@ -154,6 +154,26 @@ def test_only_the_addressed_meter_answers() -> None:
     assert [t.meter for t in host.bus.transactions] == [X, Y, None]
 
 
+@pytest.mark.parametrize("history", [1, 3, 50])
+def test_the_record_keeps_the_latest_history_transactions_at_least_and_never_twice_as_many(history: int) -> None:
+    bus = SimBus([v4(X)], baud=0, turnaround=0, history=history)
+    for n in range(1, 200):
+        bus.receive(sign_on(X), float(n))
+        assert history <= len(bus.transactions) < 2 * history or len(bus.transactions) == n
+        assert bus.served == n
+        assert [t.index for t in bus.transactions] == list(range(n - len(bus.transactions), n))
+
+
+def test_the_record_is_bounded_by_default_and_whole_on_request() -> None:
+    assert SimBus([v4(X)]).history == 1000
+    bus = SimBus([v4(X)], baud=0, turnaround=0, history=None)
+    for n in range(2500):
+        bus.receive(sign_on(X), float(n))
+    assert len(bus.transactions) == bus.served == 2500
+    with pytest.raises(ValueError, match="history"):
+        SimBus([v4(X)], history=0)
+
+
 def test_addressing_another_meter_ends_the_first_session() -> None:
     x, y = v4(X), v4(Y)
     host = Host([x, y])

@@ -28,6 +28,7 @@ from ekm_async import (
     encode,
 )
 from ekm_async.blocks import CALCULATED_NAMES, HolidaysBlock
+from ekm_async.errors import StoreError
 from ekm_async.layouts import LAYOUTS, FieldType
 from ekm_async.sim import MeterModel, MeterType
 from ekm_async.store import READ_COLUMNS, SCHEMA_VERSION
@@ -604,3 +605,108 @@ async def test_save_settings_keeps_one_row_per_block_whose_raw_decodes_to_its_fi
         assert row["kwh_scale"] == (kwh_scale or 0)  # with the kind, enough to decode the raw block again
         assert fields == dict(decode(row["raw"], row["kind"], row["kwh_scale"]).fields)
     assert json.loads(stored[0]["fields"])["Month_1_Tot"] == m.months[0][0][0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Commits that keep failing, a file that goes away
+
+
+class FailAlways(FailOnce):
+    """Every insert fails, as on a full disk, until ``heal()``."""
+
+    def __call__(self, address: str) -> bool:
+        return self.armed
+
+    def heal(self) -> None:
+        self.armed = False
+
+
+async def test_failing_commits_keep_at_most_max_pending_reads_and_close_names_every_read_lost(tmp_path: Path) -> None:
+    path = tmp_path / "reads.db"
+    store = await SqliteStore(path, batch_size=2, flush_interval=0.02, max_pending=5, retry_max=0.05).open()
+    failure = FailAlways(X)
+    await failure.install(store)
+    for step in range(9):
+        with contextlib.suppress(sqlite3.Error):
+            await store.add(v4_read(X, step=step))
+    await wait_for(lambda: store.commit_error is not None)
+    assert "disk full" in (store.commit_error or "")
+    assert store.pending == 5 and store.lost == 4  # the oldest went, counted
+    with pytest.raises(StoreError, match=r"^9 reads could not be committed to .*reads.db: .*disk full") as caught:
+        await store.close()
+    assert caught.value.lost == 9 and store.committed == 0
+    assert addresses(path) == []
+
+
+async def test_a_store_that_recovers_commits_what_it_kept_and_close_still_reports_what_it_dropped(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "reads.db"
+    store = await SqliteStore(path, batch_size=2, flush_interval=0.02, max_pending=3, retry_max=0.05).open()
+    failure = FailAlways(X)
+    await failure.install(store)
+    for step in range(5):
+        with contextlib.suppress(sqlite3.Error):
+            await store.add(v4_read(X, step=step))
+    await wait_for(lambda: store.lost == 2)
+    failure.heal()
+    await wait_for(lambda: store.commit_error is None and store.committed == 3, limit=2.0)
+    with pytest.raises(StoreError, match="^2 reads could not be committed"):
+        await store.close()
+    assert len(addresses(path)) == 3
+
+
+async def test_queries_answer_from_what_is_committed_while_commits_fail(tmp_path: Path) -> None:
+    path = tmp_path / "reads.db"
+    async with SqliteStore(path, batch_size=100, flush_interval=60.0) as store:
+        await store.add(v4_read(X, T0))
+        await store.flush()
+        failure = FailAlways(X)
+        await failure.install(store)
+        await store.add(v4_read(X, T0 + timedelta(seconds=1)))
+        with pytest.raises(sqlite3.Error):
+            await store.flush()
+        assert store.commit_error is not None
+        assert [row["time_utc"] async for row in store.reads_since(X)] == [T0.timestamp()]
+        assert await store.count() == 1
+        failure.heal()
+    assert len(addresses(path)) == 2
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_a_file_deleted_or_replaced_while_open_is_opened_again_at_its_path(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "reads.db"
+    async with SqliteStore(path, batch_size=100, flush_interval=60.0) as store:
+        await store.add(v4_read(X, T0))
+        await store.flush()
+        for name in ("reads.db", "reads.db-wal", "reads.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        if how == "replaced":
+            (tmp_path / "other.db").touch()
+            (tmp_path / "other.db").rename(path)
+        await store.add(v4_read(X, T0 + timedelta(seconds=1)))
+        await store.flush()
+        assert store.reopened == 1
+        assert await store.count() == 1  # the new file holds what came after
+    with connect(path) as db:
+        assert [row[0] for row in db.execute("SELECT time_utc FROM reads")] == [(T0 + timedelta(seconds=1)).timestamp()]
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_a_file_that_cannot_be_opened_again_is_a_commit_error_and_is_tried_again(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = folder / "reads.db"
+    store = await SqliteStore(path, batch_size=100, flush_interval=0.02, retry_max=0.05).open()
+    try:
+        for name in ("reads.db", "reads.db-wal", "reads.db-shm"):
+            (folder / name).unlink(missing_ok=True)
+        folder.rmdir()
+        await store.add(v4_read(X, T0))
+        await wait_for(lambda: store.commit_error is not None)
+        assert "cannot open" in (store.commit_error or "")
+        folder.mkdir()
+        await wait_for(lambda: store.committed == 1, limit=2.0)
+        assert store.reopened == 1
+    finally:
+        await store.close()

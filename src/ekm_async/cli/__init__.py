@@ -141,7 +141,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     args = _parser().parse_args(argv)
-    code: int = args.run(args, stdin or sys.stdin, stdout or sys.stdout)
+    try:
+        code: int = args.run(args, stdin or sys.stdin, stdout or sys.stdout)
+    except KeyboardInterrupt:  # Ctrl-C before a command took over the signals: nothing to report
+        return 130
     return code
 
 

@@ -29,7 +29,7 @@ import signal
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -220,13 +220,19 @@ class _OutputHandler(logging.Handler):
         self.output.write(self.format(record) + "\n")
 
 
-def _log_to(output: Output) -> None:
-    """The command's logging (the library never configures any): warnings and errors as lines of ``output``."""
+@contextlib.contextmanager
+def _logging_to(output: Output) -> Iterator[None]:
+    """The command's logging (the library never configures any): warnings and errors as lines of
+    ``output``, while the command runs."""
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if isinstance(h, _OutputHandler)]:
-        root.removeHandler(handler)
-    root.addHandler(_OutputHandler(output))
+    handler, level = _OutputHandler(output), root.level
+    root.addHandler(handler)
     root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 class Stopper:
@@ -378,13 +384,26 @@ def run_service(main: Main, out: TextIO, *, live: bool = False, stored: bool = F
     the :class:`CommandError` it raised. ``stored``: the reads also went to a database, so output
     lines that could not be written lost nothing."""
     stdout, stderr = Output(out, live=live), Output(sys.stderr)
-    _log_to(stderr)
     stoppers: list[Stopper] = []
     try:
-        code = asyncio.run(main(stdout, stderr, stoppers))
+        with _logging_to(stderr):
+            code = asyncio.run(main(stdout, stderr, stoppers))
     except CommandError as exc:
         stderr.write(f"error: {exc}\n")
         code = exc.status
+    before = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
+    for sig, handler in before.items():  # the loop is gone: a signal while the output finishes ends it at once
+        if handler is not signal.SIG_IGN:
+            signal.signal(sig, _exit_now)
+    try:
+        return _finish(code, stdout, stderr, stored, stoppers)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _finish(code: int, stdout: Output, stderr: Output, stored: bool, stoppers: list[Stopper]) -> int:
+    """The output written (as far as its readers take it), its losses said; the exit status."""
     written = stdout.finish()
     unwritten = stdout.dropped + (0 if written else max(1, stdout.unwritten))
     if unwritten and not _gone(stdout):
@@ -396,6 +415,10 @@ def run_service(main: Main, out: TextIO, *, live: bool = False, stored: bool = F
     for stopper in stoppers:
         stopper.close()
     return code
+
+
+def _exit_now(sig: int, frame: object) -> None:
+    os._exit(130)
 
 
 def _gone(output: Output) -> bool:
