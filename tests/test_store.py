@@ -631,10 +631,12 @@ async def test_failing_commits_keep_at_most_max_pending_reads_and_close_names_ev
             await store.add(v4_read(X, step=step))
     await wait_for(lambda: store.commit_error is not None)
     assert "disk full" in (store.commit_error or "")
-    assert store.pending == 5 and store.lost == 4  # the oldest went, counted
+    assert store.pending == 5  # the oldest went, counted
+    assert store.lost == 4
     with pytest.raises(StoreError, match=r"^9 reads could not be committed to .*reads.db: .*disk full") as caught:
         await store.close()
-    assert caught.value.lost == 9 and store.committed == 0
+    assert caught.value.lost == 9
+    assert store.committed == 0
     assert addresses(path) == []
 
 
@@ -651,7 +653,7 @@ async def test_a_store_that_recovers_commits_what_it_kept_and_close_still_report
     await wait_for(lambda: store.lost == 2)
     failure.heal()
     await wait_for(lambda: store.commit_error is None and store.committed == 3, limit=2.0)
-    with pytest.raises(StoreError, match="^2 reads could not be committed"):
+    with pytest.raises(StoreError, match=r"^2 reads could not be committed"):
         await store.close()
     assert len(addresses(path)) == 3
 

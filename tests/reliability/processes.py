@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -77,14 +76,10 @@ class Proc:
         read_stdout: bool = True,
         limit_file_size: int | None = None,
     ) -> None:
-        def limits() -> None:
-            if limit_file_size is not None:
-                resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
-
+        if limit_file_size is not None:  # util-linux's prlimit: RLIMIT_FSIZE for the process it starts
+            args = ["prlimit", f"--fsize={limit_file_size}", "--", *args]
         self.args = args
-        self.process = subprocess.Popen(
-            args, cwd=cwd, stdout=stdout, stderr=subprocess.PIPE, preexec_fn=limits if limit_file_size else None
-        )
+        self.process = subprocess.Popen(args, cwd=cwd, stdout=stdout, stderr=subprocess.PIPE)
         self.stderr = Lines(self.process.stderr)
         self.stdout = Lines(self.process.stdout if read_stdout and stdout is subprocess.PIPE else None)
         self.signalled_at: float | None = None
@@ -142,9 +137,8 @@ class Proc:
             if self.process.poll() is not None:
                 break
             time.sleep(0.05)
-        raise AssertionError(
-            f"no commit of {at_least} reads within {limit} s (last {self.committed()}); stderr: {self.stderr.text()[-3000:]}"
-        )
+        last, said = self.committed(), self.stderr.text()[-3000:]
+        raise AssertionError(f"no commit of {at_least} reads within {limit} s (last {last}); stderr: {said}")
 
     def kill(self) -> None:
         if self.process.poll() is None:
