@@ -621,14 +621,20 @@ class FailAlways(FailOnce):
         self.armed = False
 
 
-async def test_failing_commits_keep_at_most_max_pending_reads_and_close_names_every_read_lost(tmp_path: Path) -> None:
-    path = tmp_path / "reads.db"
-    store = await SqliteStore(path, batch_size=2, flush_interval=0.02, max_pending=5, retry_max=0.05).open()
+async def failing_store(path: Path, reads: int, max_pending: int) -> tuple[SqliteStore, FailAlways]:
+    """A store whose commits all fail, given ``reads`` reads; it retries every 20 to 50 ms."""
+    store = await SqliteStore(path, batch_size=2, flush_interval=0.02, max_pending=max_pending, retry_max=0.05).open()
     failure = FailAlways(X)
     await failure.install(store)
-    for step in range(9):
+    for step in range(reads):
         with contextlib.suppress(sqlite3.Error):
             await store.add(v4_read(X, step=step))
+    return store, failure
+
+
+async def test_failing_commits_keep_at_most_max_pending_reads_and_close_names_every_read_lost(tmp_path: Path) -> None:
+    path = tmp_path / "reads.db"
+    store, _ = await failing_store(path, 9, max_pending=5)
     await wait_for(lambda: store.commit_error is not None)
     assert "disk full" in (store.commit_error or "")
     assert store.pending == 5  # the oldest went, counted
@@ -644,12 +650,7 @@ async def test_a_store_that_recovers_commits_what_it_kept_and_close_still_report
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "reads.db"
-    store = await SqliteStore(path, batch_size=2, flush_interval=0.02, max_pending=3, retry_max=0.05).open()
-    failure = FailAlways(X)
-    await failure.install(store)
-    for step in range(5):
-        with contextlib.suppress(sqlite3.Error):
-            await store.add(v4_read(X, step=step))
+    store, failure = await failing_store(path, 5, max_pending=3)
     await wait_for(lambda: store.lost == 2)
     failure.heal()
     await wait_for(lambda: store.commit_error is None and store.committed == 3, limit=2.0)
