@@ -585,9 +585,11 @@ async def test_a_gateway_that_drops_every_connection_is_reconnected_with_growing
         while asyncio.get_running_loop().time() < deadline:
             with contextlib.suppress(ConnectionLost, BusClosed):
                 await bus.v4(X).read()
-        gaps = [round(b - a, 2) for a, b in itertools.pairwise(connects)]
-        assert gaps[:5] == pytest.approx([0.0, 0.02, 0.04, 0.08, 0.16], abs=0.015), gaps
-        assert all(g == pytest.approx(0.16, abs=0.02) for g in gaps[5:]), gaps
+        gaps = [b - a for a, b in itertools.pairwise(connects)]
+        wanted = [0.0, 0.02, 0.04, 0.08, 0.16] + [0.16] * (len(gaps) - 5)  # then reconnect_max
+        assert len(gaps) >= 5, gaps
+        assert all(g >= w - 0.001 for g, w in zip(gaps, wanted, strict=True)), gaps  # a sleep is never short
+        assert gaps[0] < 0.1, gaps  # the first loss after a success: at once (however loaded the machine)
         assert len(connects) <= 14  # 1.5 s of it (without back-off: thousands)
         health = bus.health()
         assert not health.connected

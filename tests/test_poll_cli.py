@@ -3,7 +3,7 @@ and a polling process killed with SIGKILL that leaves a sound file holding every
 committed.
 
 The README command is paced at 9600 baud (about 25 s): it is started once, in a subprocess, when the
-module begins, and its test (the last of the module) waits for it, so the other tests run meanwhile.
+session begins (``conftest.early``), and its test waits for it, so the other tests run meanwhile.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import pytest
 
 from ekm_async import Read, decode
 from ekm_async.cli import main
+
+from .conftest import EarlyRuns, early
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,22 +116,19 @@ def wait_for_commit(lines: queue.Queue[str], at_least: int, limit: float, log: l
 # The README's first command, started at once (paced: ~25 s), checked by the module's last test
 
 
-@pytest.fixture(scope="module", autouse=True)
-def readme_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+@early("readme-run")
+def readme_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """The README's first command, as a new user types it (paced: about 25 s, started with the session)."""
     where = tmp_path_factory.mktemp("readme")
-    proc = subprocess.Popen(
+    done = subprocess.run(
         [*CLI, "poll", "--simulate", "4", "--count", "40", "--db", "reads.db"],
         cwd=where,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
+        timeout=150,
+        check=False,
     )
-    try:
-        yield proc, where
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
+    return done, where
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -245,13 +244,13 @@ def test_sigterm_stops_polling_and_commits_every_read_printed(tmp_path: Path) ->
 
 
 # ---------------------------------------------------------------------------------------------------
-# The README's first command (keep this test last: its process has been running all along)
+# The README's first command (its process has been running since the session began)
 
 
-def test_the_readme_command_polls_40_reads_into_the_file(readme_run: tuple[subprocess.Popen[str], Path]) -> None:
-    proc, where = readme_run
-    out, err = proc.communicate(timeout=100)
-    assert proc.returncode == 0, err
+def test_the_readme_command_polls_40_reads_into_the_file(early_runs: EarlyRuns) -> None:
+    done, where = early_runs.result("readme-run")
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 0, err
     db = where / "reads.db"
     assert integrity(db) == "ok"
     rows = stored(db)

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from .conftest import EarlyRuns, early
+
 pytestmark = pytest.mark.timeout(300)
 
 EKM_ASYNC = Path(sys.executable).with_name("ekm-async")
@@ -95,8 +97,7 @@ PROFILE_2 = {
 # The vendor's client and the simulator
 
 
-@pytest.fixture(scope="session")
-def vendor_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_vendor_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtualenv's python with ekmmeters 0.2.5 and pyserial from PyPI."""
     venv = tmp_path_factory.mktemp("ekmmeters-venv")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -224,10 +225,25 @@ def assert_readback(report: dict[str, Any], meter: str, written: dict[str, str])
 # Two consecutive vendor client processes on one simulator: profile 1, then profile 2
 
 
-@pytest.fixture(scope="module")
-def two_runs(vendor_python: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+@early("vendor")
+def vendor_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    """The vendor's virtualenv, and two consecutive runs of its client (started with the session: the
+    vendor sleeps 0.2 s after every write and read, some 25 s in all)."""
+    python = make_vendor_python(tmp_path_factory)
     with running_simulator(tmp_path_factory.mktemp("sim")) as sim:
-        return [drive(vendor_python, sim, "--profile", str(profile)) for profile in (1, 2)]
+        return python, [drive(python, sim, "--profile", str(profile)) for profile in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def vendor_python(early_runs: EarlyRuns) -> Path:
+    python: Path = early_runs.result("vendor")[0]
+    return python
+
+
+@pytest.fixture(scope="module")
+def two_runs(early_runs: EarlyRuns) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = early_runs.result("vendor")[1]
+    return runs
 
 
 def test_v4_request_settings_and_every_setter(two_runs: list[dict[str, Any]]) -> None:
