@@ -347,12 +347,21 @@ RACES = ("broker-dies-with-the-stop", "second-interrupt", "hangup")
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[Future[Outcome]]]]:
     """Every cell started at once, each in its own directory; races ``RACE_RUNS`` times."""
     runs = {name: RACE_RUNS if name in RACES else 1 for name in CELLS}
-    with ThreadPoolExecutor(max_workers=sum(runs.values())) as pool:
-        futures = {
-            name: [pool.submit(CELLS[name], tmp_path_factory.mktemp(f"{name}-{n}")) for n in range(count)]
-            for name, count in runs.items()
-        }
-        yield futures
+    # A shell starts a background job with SIGINT ignored, and ignored signals are inherited: the cells'
+    # processes must get Ctrl-C as a user's would, so here SIGINT is handled (a handled signal is reset
+    # to its default in a child), as in an interactive session.
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with ThreadPoolExecutor(max_workers=sum(runs.values())) as pool:
+            futures = {
+                name: [pool.submit(CELLS[name], tmp_path_factory.mktemp(f"{name}-{n}")) for n in range(count)]
+                for name, count in runs.items()
+            }
+            yield futures
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def outcomes(matrix: dict[str, list[Future[Outcome]]], name: str) -> list[Outcome]:
