@@ -361,7 +361,8 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[
             }
             yield futures
     finally:
-        signal.signal(signal.SIGINT, before)
+        if before is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, before)
 
 
 def outcomes(matrix: dict[str, list[Future[Outcome]]], name: str) -> list[Outcome]:
