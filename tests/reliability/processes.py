@@ -64,6 +64,16 @@ class Lines:
             self._thread.join(timeout)
 
 
+STARTED: list[Proc] = []
+"""Every process started here: whatever a cell's assertions did, :func:`kill_all` ends them."""
+
+
+def kill_all() -> None:
+    for proc in STARTED:
+        proc.kill()
+    STARTED.clear()
+
+
 class Proc:
     """A process with its stderr (and optionally stdout) gathered; ``stdout`` may be a file or an fd."""
 
@@ -80,6 +90,7 @@ class Proc:
             args = ["prlimit", f"--fsize={limit_file_size}", "--", *args]
         self.args = args
         self.process = subprocess.Popen(args, cwd=cwd, stdout=stdout, stderr=subprocess.PIPE)
+        STARTED.append(self)
         self.stderr = Lines(self.process.stderr)
         self.stdout = Lines(self.process.stdout if read_stdout and stdout is subprocess.PIPE else None)
         self.signalled_at: float | None = None

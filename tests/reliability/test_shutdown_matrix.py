@@ -33,6 +33,7 @@ from .processes import (
     ekm,
     integrity,
     json_reads,
+    kill_all,
     mosquitto,
     rows,
     send_together,
@@ -361,6 +362,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[
             }
             yield futures
     finally:
+        kill_all()  # a cell that failed part-way leaves none of its processes behind
         if before is signal.SIG_IGN:
             signal.signal(signal.SIGINT, before)
 
