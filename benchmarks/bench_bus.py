@@ -57,11 +57,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench_decode import VENDOR_VERSION, vendor_python
-from ekm_async import EkmError, Frame, FrameDecoder, open_bus
+from ekm_async import EkmError, FrameDecoder, open_bus
+from ekm_async._transport import Connector, connector_for
 from ekm_async.commands import CLOSE, LiveRead, live_read
-from ekm_async.layouts import FRAME_LEN
-from ekm_async.sim import BITS_PER_BYTE
-from ekm_async.transport import Connector, connector_for
+from ekm_async.frames import Frame
+from ekm_async.wire import BITS_PER_CHAR, FRAME_LEN
 
 HERE = Path(__file__).resolve().parent
 VENDOR_SCRIPT = HERE / "_vendor_poll.py"
@@ -72,7 +72,7 @@ TARGET = 0.97
 START_TIMEOUT = 15.0  # seconds for the simulator to print its "ready" line
 STOP_TIMEOUT = 5.0  # seconds for a child process to exit after SIGTERM before it is killed
 
-BYTE_TIME = BITS_PER_BYTE / BAUD
+BYTE_TIME = BITS_PER_CHAR / BAUD
 REQUEST_A = live_read(ADDRESSES[0], LiveRead.V4A)
 REQUEST_B = live_read(ADDRESSES[0], LiveRead.V4B)
 READ_BYTES = len(REQUEST_A) + FRAME_LEN + len(REQUEST_B) + FRAME_LEN + len(CLOSE)  # 553

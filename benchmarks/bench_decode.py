@@ -51,9 +51,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ekm_async import BlockKind, DirectionFlag, Frame, FrameDecoder, Read, Value, decode, encode
+from ekm_async import BlockKind, FrameDecoder, Read, decode, encode
+from ekm_async.calculated import Value
 from ekm_async.commands import LiveRead, live_read
+from ekm_async.frames import Frame
 from ekm_async.layouts import LAYOUTS
+from ekm_async.model import DirectionFlag
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -21,8 +21,8 @@ import sys
 import time
 
 from ekm_async import Poller, commands, open_bus
+from ekm_async._protocol import MeterProtocol
 from ekm_async.commands import LiveRead
-from ekm_async.protocol import MeterProtocol
 from ekm_async.sim import MeterModel, MeterType, SimBus
 
 

@@ -81,8 +81,7 @@ from typing import TYPE_CHECKING, Any
 from _scale_sim import meter_address
 from ekm_async import Bus, Poller, Read, ReadEvent, open_bus
 from ekm_async.commands import CLOSE, LiveRead, live_read
-from ekm_async.layouts import FRAME_LEN
-from ekm_async.sim import BITS_PER_BYTE
+from ekm_async.wire import BITS_PER_CHAR, FRAME_LEN
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -94,7 +93,7 @@ DEFAULT_OUT = HERE / "results"
 
 BAUD = 9600
 TURNAROUND = 0.02
-BYTE_TIME = BITS_PER_BYTE / BAUD
+BYTE_TIME = BITS_PER_CHAR / BAUD
 READ_BYTES = len(live_read("0" * 12, LiveRead.V4A)) + FRAME_LEN + len(live_read("0" * 12, LiveRead.V4B))
 READ_BYTES += FRAME_LEN + len(CLOSE)  # 553
 READ_WIRE = READ_BYTES * BYTE_TIME + 2 * TURNAROUND  # 0.616 s

@@ -51,10 +51,11 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ekm_async import BlockKind, Frame, FrameDecoder, LiveBlock, Rejected, decode
+from ekm_async import BlockKind, FrameDecoder, LiveBlock, decode
 from ekm_async.commands import LiveRead, live_read
-from ekm_async.layouts import FRAME_LEN
-from ekm_async.sim import BITS_PER_BYTE, MeterModel, SimBus, SimServer
+from ekm_async.frames import Frame, Rejected
+from ekm_async.sim import MeterModel, SimBus, SimServer
+from ekm_async.wire import BITS_PER_CHAR, FRAME_LEN
 
 ADDRESS = "000300001184"
 BAUD = 9600
@@ -66,7 +67,7 @@ TRANSPORTS = ("tcp", "memory", "pty")
 
 REQUEST_A = live_read(ADDRESS, LiveRead.V4A)
 REQUEST_B = live_read(ADDRESS, LiveRead.V4B)
-BYTE_TIME = BITS_PER_BYTE / BAUD
+BYTE_TIME = BITS_PER_CHAR / BAUD
 WIRE_BYTES = len(REQUEST_A) + FRAME_LEN + len(REQUEST_B) + FRAME_LEN  # 19 + 255 + 19 + 255 = 548
 HALF_BYTES = len(REQUEST_A) + FRAME_LEN  # 274
 

@@ -61,7 +61,8 @@ from pathlib import Path
 from typing import Any
 
 from bench_decode import Rate, vendor_python
-from ekm_async import BlockKind, Read, SqliteStore, Value, decode
+from ekm_async import BlockKind, Read, SqliteStore, decode
+from ekm_async.calculated import Value
 from ekm_async.sim import MeterModel
 from ekm_async.store import READ_COLUMNS, row_of
 

@@ -81,24 +81,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ekm_async import Ack, BlockKind, Frame, FrameDecoder, FrameError, Nak, Read, Rejected, RejectReason, crc, encode
+from ekm_async import BlockKind, FrameDecoder, FrameError, Read, RejectReason, crc, encode
 from ekm_async import commands as cmd
 from ekm_async.blocks import BLOCK_CLASS, Block, HolidaysBlock, LiveBlock, MonthsBlock, SchedulesBlock, check_frame
 from ekm_async.blocks import decode as decode_frame
 from ekm_async.commands import Reply, expected_reply
-from ekm_async.frames import Event
-from ekm_async.layouts import (
-    CRC_OFFSET,
-    FRAME_LEN,
-    LAYOUTS,
-    REQUEST_TYPE_OFFSET,
-    STX,
-    TRAILER,
-    TRAILER_OFFSET,
-    FieldSpec,
-    FieldType,
-    Scale,
-)
+from ekm_async.frames import Ack, Event, Frame, Nak, Rejected
+from ekm_async.layouts import LAYOUTS, REQUEST_TYPE_OFFSET, FieldSpec, FieldType, Scale
 from ekm_async.model import (
     CTRatio,
     LcdItem,
@@ -110,6 +99,7 @@ from ekm_async.model import (
     Season,
 )
 from ekm_async.sim import MeterModel, MeterType
+from ekm_async.wire import CRC_OFFSET, FRAME_LEN, STX, TRAILER, TRAILER_OFFSET
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -10,7 +10,8 @@ import argparse
 import asyncio
 
 from _common import arguments, example_bus, run
-from ekm_async import Relay, RelayState, StateOut
+from ekm_async import RelayState
+from ekm_async.model import Relay, StateOut
 
 LOOPS = 3
 

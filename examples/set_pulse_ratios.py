@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 from _common import arguments, example_bus, run
-from ekm_async import PulseInput, PulseOutputRatio
+from ekm_async import PulseOutputRatio
+from ekm_async.model import PulseInput
 
 
 async def main(args: argparse.Namespace) -> None:

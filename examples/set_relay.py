@@ -11,7 +11,8 @@ import argparse
 import asyncio
 
 from _common import arguments, example_bus, run
-from ekm_async import Relay, RelayState, StateOut, V4Meter
+from ekm_async import RelayState, V4Meter
+from ekm_async.model import Relay, StateOut
 
 
 async def show(meter: V4Meter, what: str) -> None:

@@ -45,17 +45,8 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from _common import DEFAULT_ADDRESS, example_bus, run
-from ekm_async import (
-    BaseObserver,
-    MeterUnavailable,
-    Poller,
-    Read,
-    Refused,
-    ReplyTimeout,
-    SqliteStore,
-    V4Meter,
-    Value,
-)
+from ekm_async import BaseObserver, MeterUnavailable, Poller, Read, Refused, ReplyTimeout, SqliteStore, V4Meter
+from ekm_async.calculated import Value
 
 DEFAULT_ADDRESSES = [f"{int(DEFAULT_ADDRESS) + n:012d}" for n in range(3)]
 

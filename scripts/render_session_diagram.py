@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ekm_async.session import MEANING, TRANSITIONS, Event, State
+from ekm_async.session import MEANING, TRANSITIONS, SessionEvent, State
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "session.md"
 
@@ -32,7 +32,7 @@ def render() -> str:
     lines += ["```", "", "| state | meaning |", "|---|---|"]
     lines += [f"| {state.name} | {MEANING[state]} |" for state in State]
     lines += ["", "| event | meaning |", "|---|---|"]
-    lines += [f"| {event.value} | {MEANING[event]} |" for event in Event]
+    lines += [f"| {event.value} | {MEANING[event]} |" for event in SessionEvent]
     return "\n".join(lines) + "\n"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from ekm_async import encode
-from ekm_async.blocks import Value
+from ekm_async.calculated import Value
 from ekm_async.layouts import LAYOUTS, BlockKind, FieldSpec, FieldType, Scale
 
 DIVISOR = {Scale.NONE: 1, Scale.DIV10: 10, Scale.DIV100: 100}

@@ -11,10 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ekm_async import BlockKind, FrameError, Read, RejectReason, blocks, decode, encode
-from ekm_async.blocks import HolidaysBlock, MonthsBlock, SchedulesBlock, Value, parse_meter_time, power_factor
+from ekm_async.blocks import HolidaysBlock, MonthsBlock, SchedulesBlock
+from ekm_async.calculated import CALCULATED, Value, power_factor
 from ekm_async.crc import crc16
 from ekm_async.layouts import LAYOUTS, FieldType
-from ekm_async.model import MonthDay, Period, Season
+from ekm_async.model import MonthDay, Period, Season, parse_meter_time
 
 from .strategies import block_fields, frames
 
@@ -445,7 +446,7 @@ def _wire_names(kind: BlockKind) -> list[str]:
 @given(frames())
 def test_fields_are_in_wire_order_then_the_calculated_ones(case: tuple[BlockKind, int, bytes]) -> None:
     kind, scale, frame = case
-    calculated = [name for calc in blocks.CALCULATED.get(kind, ()) for name in calc.names]
+    calculated = [name for calc in CALCULATED.get(kind, ()) for name in calc.names]
     assert list(decode(frame, kind, kwh_scale=scale).fields) == _wire_names(kind) + calculated
 
 
@@ -459,7 +460,7 @@ def test_the_merged_read_is_a_then_what_only_b_carries_then_the_calculated_field
     b = decode(encode("v4b", same_meter, template=b_case[2]), kwh_scale=b_scale)
     read = Read.of(a, b)
     only_b = [name for name in _wire_names(BlockKind.V4B) if name not in a.fields]
-    calculated = [name for calc in blocks.CALCULATED[BlockKind.V4A] for name in calc.names]
+    calculated = [name for calc in CALCULATED[BlockKind.V4A] for name in calc.names]
     expected = [(name, a.fields[name]) for name in _wire_names(BlockKind.V4A)]
     expected += [(name, b.fields[name]) for name in only_b] + [(name, a.fields[name]) for name in calculated]
     assert list(read.fields.items()) == expected

@@ -37,11 +37,11 @@ from ekm_async import (
     ReplyTimeout,
     Season,
     Settings,
-    StateOut,
     V3Meter,
     V4Meter,
     open_bus,
 )
+from ekm_async.model import StateOut
 from ekm_async.sim import Fault, MeterModel, MeterType, RequestKind, SimBus, SimServer, Transaction
 
 X = "000300001184"

@@ -23,9 +23,10 @@ from ekm_async import (
     UnexpectedReply,
     open_bus,
 )
+from ekm_async._protocol import MeterProtocol
 from ekm_async.bus import BusHealth
 from ekm_async.commands import LiveRead, live_read
-from ekm_async.protocol import MeterProtocol, WireStats
+from ekm_async.exchange import WireStats
 from ekm_async.sim import Fault, FaultKind, RequestKind, SimBus, SimServer
 
 from .test_bus import (

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from ekm_async import parse_meter_time
 from ekm_async.cli import main
+from ekm_async.model import parse_meter_time
 
 pytestmark = pytest.mark.timeout(60)
 

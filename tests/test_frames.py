@@ -13,7 +13,7 @@ from ekm_async import BlockKind, RejectReason, commands, decode, encode
 from ekm_async import frames as frames_module
 from ekm_async.commands import LiveRead, Reply, SettingsPage
 from ekm_async.frames import ACK, NAK, Ack, Event, Frame, FrameDecoder, Nak, Rejected
-from ekm_async.layouts import TRAILER_OFFSET
+from ekm_async.wire import TRAILER_OFFSET
 
 from .strategies import LIVE_KINDS, frames
 

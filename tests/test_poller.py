@@ -34,6 +34,7 @@ from ekm_async import (
     V4Meter,
     decode,
     open_bus,
+    poll,
 )
 from ekm_async.sim import Fault, FaultKind, MeterModel, MeterType, RequestKind, SimBus, SimServer
 from ekm_async.store import FIELD_COLUMNS
@@ -516,7 +517,7 @@ async def test_count_is_of_successful_reads_even_when_reads_fail() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Shutdown, bus.poll, adding meters, arguments
+# Shutdown, poll(), adding meters, arguments
 
 
 async def test_closing_drains_every_observer_queue(tmp_path: Path) -> None:
@@ -539,17 +540,15 @@ async def test_closing_drains_every_observer_queue(tmp_path: Path) -> None:
     assert len(rows(db)) == published
 
 
-async def test_bus_poll_yields_reads_of_its_meters() -> None:
+async def test_poll_yields_reads_of_its_meters_on_any_bus() -> None:
     async with asyncio.timeout(GUARD), buses([v4(X), v4(Y, seed=1)], [v4(Z)]) as [rig, other]:
         recorder = Recorder()
-        reads = [read async for read in rig.bus.poll([rig.v4(X), rig.v4(Y)], 0, count=10, observers=[recorder])]
+        reads = [read async for read in poll([rig.v4(X), rig.v4(Y)], 0, count=10, observers=[recorder])]
         assert len(reads) == 10
         assert {r.address for r in reads} == {X, Y}
         assert len(recorder.reads) == 10
-        with pytest.raises(ValueError, match="another bus"):
-            async for _ in rig.bus.poll([rig.v4(X), other.v4(Z)], 0, count=1):
-                pass
-        assert other.sim.transactions == []
+        both = [read async for read in poll([rig.v4(X), other.v4(Z)], 0, count=6)]
+        assert {r.address for r in both} == {X, Z}
 
 
 async def test_a_meter_added_after_start_on_a_bus_not_yet_polled_is_polled() -> None:
@@ -595,11 +594,11 @@ def test_bad_arguments_raise_value_error(make: Callable[[Bus], object], message:
         make(_unstarted_bus())
 
 
-async def test_bad_bus_poll_arguments_raise_before_anything_is_sent() -> None:
+async def test_bad_poll_arguments_raise_before_anything_is_sent() -> None:
     async with asyncio.timeout(GUARD), buses([v4(X)]) as [rig]:
         for kwargs in ({"interval": -1.0}, {"count": 0}, {"queue_size": 0}):
             with pytest.raises(ValueError, match="must be"):
-                async for _ in rig.bus.poll([rig.v4(X)], **kwargs):
+                async for _ in poll([rig.v4(X)], **kwargs):
                     pass
         assert rig.sim.transactions == []
 

@@ -10,17 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ekm_async.errors import EkmError
-from ekm_async.session import TRANSITIONS, Event, LocalProtocolError, State, allowed, next_state
+from ekm_async.errors import EkmError, LocalProtocolError
+from ekm_async.session import TRANSITIONS, SessionEvent, State, allowed, next_state
 
-ALL_PAIRS = list(itertools.product(State, Event))
-WRITES = {Event.WRITE_ACCEPTED, Event.WRITE_REFUSED}
-PASSWORDS = {Event.PASSWORD_ACCEPTED, Event.PASSWORD_REFUSED}
-events = st.lists(st.sampled_from(Event), max_size=40)
+ALL_PAIRS = list(itertools.product(State, SessionEvent))
+WRITES = {SessionEvent.WRITE_ACCEPTED, SessionEvent.WRITE_REFUSED}
+PASSWORDS = {SessionEvent.PASSWORD_ACCEPTED, SessionEvent.PASSWORD_REFUSED}
+events = st.lists(st.sampled_from(SessionEvent), max_size=40)
 
 
 @pytest.mark.parametrize(("state", "event"), ALL_PAIRS, ids=[f"{s.value}-{e.value}" for s, e in ALL_PAIRS])
-def test_next_state_follows_the_table_for_every_pair(state: State, event: Event) -> None:
+def test_next_state_follows_the_table_for_every_pair(state: State, event: SessionEvent) -> None:
     if (state, event) in TRANSITIONS:
         assert allowed(state, event)
         after = next_state(state, event)
@@ -40,12 +40,12 @@ def test_next_state_follows_the_table_for_every_pair(state: State, event: Event)
 def test_table_only_holds_states_and_events() -> None:
     for (state, event), after in TRANSITIONS.items():
         assert isinstance(state, State)
-        assert isinstance(event, Event)
+        assert isinstance(event, SessionEvent)
         assert isinstance(after, State)
 
 
 def test_idle_allows_no_password_write_or_read() -> None:
-    for event in (*PASSWORDS, *WRITES, Event.READ):
+    for event in (*PASSWORDS, *WRITES, SessionEvent.READ):
         assert not allowed(State.IDLE, event)
         with pytest.raises(LocalProtocolError):
             next_state(State.IDLE, event)
@@ -57,7 +57,7 @@ def test_a_write_needs_authorized() -> None:
 
 def test_authorized_is_reached_only_by_an_accepted_password_from_connected() -> None:
     into_authorized = {pair for pair, after in TRANSITIONS.items() if after is State.AUTHORIZED}
-    assert into_authorized == {(State.CONNECTED, Event.PASSWORD_ACCEPTED)}
+    assert into_authorized == {(State.CONNECTED, SessionEvent.PASSWORD_ACCEPTED)}
 
 
 def test_any_write_spends_the_session() -> None:
@@ -67,12 +67,12 @@ def test_any_write_spends_the_session() -> None:
 
 @pytest.mark.parametrize("state", list(State))
 def test_close_always_leads_to_idle(state: State) -> None:
-    assert next_state(state, Event.CLOSE) is State.IDLE
+    assert next_state(state, SessionEvent.CLOSE) is State.IDLE
 
 
 @pytest.mark.parametrize("state", list(State))
 def test_connect_is_always_allowed_and_connects(state: State) -> None:
-    assert next_state(state, Event.CONNECT) is State.CONNECTED
+    assert next_state(state, SessionEvent.CONNECT) is State.CONNECTED
 
 
 @dataclass
@@ -89,15 +89,15 @@ class Reference:
     def write_legal(self) -> bool:
         return self.armed
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: SessionEvent) -> None:
         was_armed, self.armed = self.armed, False
-        if event is Event.CONNECT:
+        if event is SessionEvent.CONNECT:
             self.connected, self.written = True, False
-        elif event is Event.CLOSE:
+        elif event is SessionEvent.CLOSE:
             self.connected, self.written = False, False
         elif event in WRITES:
             self.written = True
-        elif event is Event.PASSWORD_ACCEPTED:
+        elif event is SessionEvent.PASSWORD_ACCEPTED:
             self.armed = self.connected and not self.written and not was_armed
 
 
@@ -106,17 +106,17 @@ def test_random_sequences_agree_with_the_reference(data: st.DataObject, length: 
     state, ref = State.IDLE, Reference()
     for _ in range(length):
         # Mostly events the table allows (to reach deep states), sometimes any event at all.
-        legal = [e for e in Event if allowed(state, e)]
-        event = data.draw(st.sampled_from(legal) | st.sampled_from(list(Event)))
+        legal = [e for e in SessionEvent if allowed(state, e)]
+        event = data.draw(st.sampled_from(legal) | st.sampled_from(list(SessionEvent)))
         # What §6.1 says the host may do now, checked against the table before the event.
-        assert allowed(state, Event.WRITE_ACCEPTED) == ref.write_legal()
-        assert allowed(state, Event.WRITE_REFUSED) == ref.write_legal()
-        assert allowed(state, Event.CONNECT)
-        assert allowed(state, Event.CLOSE)
-        if allowed(state, Event.PASSWORD_ACCEPTED) or allowed(state, Event.PASSWORD_REFUSED):
+        assert allowed(state, SessionEvent.WRITE_ACCEPTED) == ref.write_legal()
+        assert allowed(state, SessionEvent.WRITE_REFUSED) == ref.write_legal()
+        assert allowed(state, SessionEvent.CONNECT)
+        assert allowed(state, SessionEvent.CLOSE)
+        if allowed(state, SessionEvent.PASSWORD_ACCEPTED) or allowed(state, SessionEvent.PASSWORD_REFUSED):
             assert ref.connected
             assert not ref.written
-        if allowed(state, Event.READ):
+        if allowed(state, SessionEvent.READ):
             assert ref.connected
         assert (state is State.IDLE) == (not ref.connected)
         if allowed(state, event):
@@ -129,10 +129,10 @@ def test_random_sequences_agree_with_the_reference(data: st.DataObject, length: 
 
 @given(events, st.sampled_from(sorted(WRITES, key=lambda e: e.value)), events)
 def test_after_a_write_another_needs_connect_and_password_again(
-    before: list[Event], write: Event, after: list[Event]
+    before: list[SessionEvent], write: SessionEvent, after: list[SessionEvent]
 ) -> None:
     state = State.IDLE
-    for event in [Event.CONNECT, *before, Event.CONNECT, Event.PASSWORD_ACCEPTED]:
+    for event in [SessionEvent.CONNECT, *before, SessionEvent.CONNECT, SessionEvent.PASSWORD_ACCEPTED]:
         state = next_state(state, event) if allowed(state, event) else state
     state = next_state(state, write)  # legal: just connected and authorized
     seen_connect = seen_password = False
@@ -142,19 +142,19 @@ def test_after_a_write_another_needs_connect_and_password_again(
         if event in WRITES:
             assert seen_connect
             assert seen_password
-        if event is Event.CONNECT:
+        if event is SessionEvent.CONNECT:
             seen_connect, seen_password = True, False
-        elif event is Event.PASSWORD_ACCEPTED:
+        elif event is SessionEvent.PASSWORD_ACCEPTED:
             seen_password = seen_connect
-        elif event in WRITES or event is Event.CLOSE:
+        elif event in WRITES or event is SessionEvent.CLOSE:
             seen_connect = seen_password = False
         state = next_state(state, event)
 
 
 @given(events)
-def test_close_after_any_sequence_is_idle(sequence: list[Event]) -> None:
+def test_close_after_any_sequence_is_idle(sequence: list[SessionEvent]) -> None:
     state = State.IDLE
     for event in sequence:
         if allowed(state, event):
             state = next_state(state, event)
-    assert next_state(state, Event.CLOSE) is State.IDLE
+    assert next_state(state, SessionEvent.CLOSE) is State.IDLE

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ekm_async.session import MEANING, TRANSITIONS, Event, State
+from ekm_async.session import MEANING, TRANSITIONS, SessionEvent, State
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,4 +28,4 @@ def test_every_transition_is_drawn() -> None:
 
 
 def test_every_state_and_event_has_a_meaning() -> None:
-    assert set(MEANING) == set(State) | set(Event)
+    assert set(MEANING) == set(State) | set(SessionEvent)

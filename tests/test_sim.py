@@ -25,27 +25,18 @@ from ekm_async import (
     PulseOutputRatio,
     Read,
     RejectReason,
-    Relay,
     RelayState,
     Season,
-    StateOut,
     commands,
     decode,
 )
 from ekm_async.blocks import Block, HolidaysBlock, LiveBlock, SchedulesBlock
 from ekm_async.commands import CLOSE, LiveRead, SettingsPage
 from ekm_async.crc import crc16
+from ekm_async.model import Relay, StateOut
 from ekm_async.session import State
-from ekm_async.sim import (
-    BITS_PER_BYTE,
-    Emission,
-    Fault,
-    FaultKind,
-    MeterModel,
-    MeterType,
-    RequestKind,
-    SimBus,
-)
+from ekm_async.sim import Emission, Fault, FaultKind, MeterModel, MeterType, RequestKind, SimBus
+from ekm_async.wire import BITS_PER_CHAR
 
 X = "000300001184"
 Y = "000300001185"
@@ -938,7 +929,7 @@ def test_faults_are_deterministic_per_seed() -> None:
 # ---------------------------------------------------------------------------------------------------
 # Wire timing
 
-BYTE = BITS_PER_BYTE / 9600
+BYTE = BITS_PER_CHAR / 9600
 
 
 def test_a_reply_starts_after_the_request_and_turnaround_and_lasts_255_bytes() -> None:

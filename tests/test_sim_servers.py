@@ -13,7 +13,8 @@ import serial
 
 from ekm_async import BlockKind, commands, decode
 from ekm_async.commands import LiveRead
-from ekm_async.sim import BITS_PER_BYTE, MeterModel, SimBus, SimServer
+from ekm_async.sim import MeterModel, SimBus, SimServer
+from ekm_async.wire import BITS_PER_CHAR
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -53,7 +54,7 @@ async def test_tcp_client_reads_a_v4_a_frame_paced_as_the_wire() -> None:
     assert block.kind is BlockKind.V4A
     assert block.address == X
     # The last byte cannot arrive before request + reply have crossed a 9600-baud wire.
-    assert elapsed >= 0.95 * ((len(REQUEST_A) + 255) * BITS_PER_BYTE / 9600 + 0.02)
+    assert elapsed >= 0.95 * ((len(REQUEST_A) + 255) * BITS_PER_CHAR / 9600 + 0.02)
 
 
 async def test_tcp_clients_share_the_bus_one_after_another() -> None:

@@ -16,18 +16,9 @@ from typing import Any
 
 import pytest
 
-from ekm_async import (
-    BlockKind,
-    LiveBlock,
-    MonthsBlock,
-    Read,
-    SchedulesBlock,
-    Settings,
-    SqliteStore,
-    decode,
-    encode,
-)
-from ekm_async.blocks import CALCULATED_NAMES, HolidaysBlock
+from ekm_async import BlockKind, LiveBlock, MonthsBlock, Read, SchedulesBlock, Settings, SqliteStore, decode, encode
+from ekm_async.blocks import HolidaysBlock
+from ekm_async.calculated import CALCULATED_NAMES
 from ekm_async.errors import StoreError
 from ekm_async.layouts import LAYOUTS, FieldType
 from ekm_async.sim import MeterModel, MeterType

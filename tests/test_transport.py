@@ -15,7 +15,7 @@ import serial
 import serial.rfc2217
 
 import ekm_async
-from ekm_async import transport as transport_module
+from ekm_async import _transport as transport_module
 from ekm_async.sim import MeterModel, MeterType, SimBus, SimServer
 
 V4, V3 = "000300001184", "000000001234"

@@ -34,8 +34,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ekm_async import Bus, Poller, SqliteStore, open_bus
 from ekm_async.cli import main as cli_main
+from ekm_async.exchange import LATENCY_BUCKETS
 from ekm_async.model import MonthDay, Period, Season
-from ekm_async.protocol import LATENCY_BUCKETS
 from ekm_async.sim import Fault, MeterModel, MeterType, SimBus, SimServer
 from ekm_async.web import WRITES, StreamHub, create_app
 from ekm_async.web.app import HUB, METRICS, OPTIONS

@@ -1,65 +1,57 @@
-"""ekm-async: asyncio-native EKM Omnimeter v3/v4 stack.
+"""ekm-async: asyncio-native stack for EKM Omnimeter v3/v4 electricity meters on RS-485.
 
-The pure core (no I/O): :func:`crc16`, the incremental :class:`FrameDecoder`, the block layouts with
-:func:`decode` / :func:`encode`, and the request encoders in :mod:`ekm_async.commands`.
+The names here are the public API (docs/architecture.md shows the layers). The protocol core has
+no I/O: :func:`decode` and :func:`encode` for 255-byte frames, :func:`crc16`, the incremental
+:class:`FrameDecoder`, the request encoders in :mod:`ekm_async.commands`. Above it: :func:`open_bus`,
+meter handles, the :class:`Poller`, and :class:`SqliteStore` (imported on first use, so that
+``import ekm_async`` loads neither aiosqlite nor aiohttp).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from . import commands
-from .blocks import (
-    Block,
-    HolidaysBlock,
-    LiveBlock,
-    MonthsBlock,
-    MonthTotals,
-    Read,
-    SchedulesBlock,
-    Value,
-    decode,
-    encode,
-    parse_meter_time,
-    power_factor,
-)
-from .bus import Bus, BusOptions, MeterStats, open_bus
+from .blocks import Block, HolidaysBlock, LiveBlock, MonthsBlock, Read, SchedulesBlock, decode
+from .bus import Bus, BusOptions, open_bus
 from .crc import crc16
+from .encoding import encode
 from .errors import (
     BusClosed,
     ConnectionLost,
     EkmError,
     FrameError,
+    LocalProtocolError,
     MeterError,
     MeterUnavailable,
     Refused,
     RejectReason,
     ReplyTimeout,
+    StoreError,
     UnexpectedReply,
 )
-from .frames import Ack, Event, Frame, FrameDecoder, Nak, Rejected
-from .layouts import BlockKind, FieldSpec, FieldType, Layout, Scale
+from .frames import FrameDecoder
+from .layouts import BlockKind
 from .meters import Settings, V3Meter, V4Meter
 from .model import (
     CTRatio,
-    DirectionFlag,
     LcdItem,
     MaxDemandPeriod,
     MaxDemandResetInterval,
     MonthDay,
     Period,
-    PulseInput,
     PulseOutputRatio,
-    Relay,
     RelayState,
     Season,
-    StateOut,
 )
-from .poller import BaseObserver, FailureEvent, MeterStatus, Observer, Poller, PollEvent, ReadEvent
-from .protocol import WireStats
-from .session import LocalProtocolError
-from .store import SqliteStore
+from .poller import BaseObserver, FailureEvent, Observer, Poller, ReadEvent, poll
+
+if TYPE_CHECKING:
+    from .store import SqliteStore
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Ack",
     "BaseObserver",
     "Block",
     "BlockKind",
@@ -68,61 +60,51 @@ __all__ = [
     "BusOptions",
     "CTRatio",
     "ConnectionLost",
-    "DirectionFlag",
     "EkmError",
-    "Event",
     "FailureEvent",
-    "FieldSpec",
-    "FieldType",
-    "Frame",
     "FrameDecoder",
     "FrameError",
     "HolidaysBlock",
-    "Layout",
     "LcdItem",
     "LiveBlock",
     "LocalProtocolError",
     "MaxDemandPeriod",
     "MaxDemandResetInterval",
     "MeterError",
-    "MeterStats",
-    "MeterStatus",
     "MeterUnavailable",
     "MonthDay",
-    "MonthTotals",
     "MonthsBlock",
-    "Nak",
     "Observer",
     "Period",
-    "PollEvent",
     "Poller",
-    "PulseInput",
     "PulseOutputRatio",
     "Read",
     "ReadEvent",
     "Refused",
     "RejectReason",
-    "Rejected",
-    "Relay",
     "RelayState",
     "ReplyTimeout",
-    "Scale",
     "SchedulesBlock",
     "Season",
     "Settings",
     "SqliteStore",
-    "StateOut",
+    "StoreError",
     "UnexpectedReply",
     "V3Meter",
     "V4Meter",
-    "Value",
-    "WireStats",
     "__version__",
     "commands",
     "crc16",
     "decode",
     "encode",
     "open_bus",
-    "parse_meter_time",
-    "power_factor",
+    "poll",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SqliteStore":  # aiosqlite is loaded with the store, not with the package
+        from .store import SqliteStore  # noqa: PLC0415
+
+        return SqliteStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

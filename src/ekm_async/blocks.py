@@ -1,7 +1,8 @@
-"""Decode 255-byte frames into frozen blocks of native values, and encode values back into frames.
+"""Decode 255-byte frames into frozen blocks of native values.
 
-Driven by the tables of :mod:`ekm_async.layouts`; the calculated fields (protocol.md §5.3, §5.4) are
-a table too. Every block keeps its raw frame. A V4 A and B pair merges into one :class:`Read`.
+Driven by the tables of :mod:`ekm_async.layouts` (compiled in :mod:`ekm_async._plans`); the calculated
+fields are a table too (:mod:`ekm_async.calculated`). Every block keeps its raw frame. A V4 A and B
+pair merges into one :class:`Read`.
 
 :func:`decode` checks everything eagerly — length, STX, 7-bit bytes, CRC, constants, the kWh scale and
 every character that must be a digit — and raises :class:`FrameError` for any fault. A block therefore
@@ -10,34 +11,20 @@ holds only convertible values; they are converted on first use and kept.
 
 from __future__ import annotations
 
-import itertools
-import operator
-import re
-import struct
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import MappingProxyType
 from typing import ClassVar, TypeVar
 
-from . import crc
+from ._plans import DIGITS, KWH_SCALE_OFFSET, KWH_SCALES, MERGED_PLANS, PLANS, SHAPES, struct_of
+from .calculated import Value
 from .errors import FrameError, RejectReason
-from .layouts import (
-    CRC_OFFSET,
-    FRAME_LEN,
-    LAYOUTS,
-    REQUEST_TYPE_OFFSET,
-    STX,
-    BlockKind,
-    FieldSpec,
-    FieldType,
-    Layout,
-    Scale,
-)
-from .model import DirectionFlag, MonthDay, Period, Season
+from .layouts import ADDRESS_SPAN, LAYOUTS, REQUEST_TYPE_OFFSET, BlockKind, Layout
+from .model import MonthDay, Period, Season, parse_meter_time
+from .wire import FRAME_LEN, STX, crc_fault
 
 __all__ = [
-    "KWH_SCALES",
+    "BLOCK_CLASS",
     "Block",
     "HolidaysBlock",
     "LiveBlock",
@@ -45,241 +32,10 @@ __all__ = [
     "MonthsBlock",
     "Read",
     "SchedulesBlock",
-    "Value",
     "check_frame",
     "decode",
-    "encode",
-    "format_meter_time",
-    "parse_meter_time",
-    "power_factor",
+    "kwh_scale_of",
 ]
-
-Value = int | float | str
-KWH_SCALES = (0, 1, 2)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Calculated fields
-
-
-def power_factor(cos_theta: str) -> int:
-    """``Power_Factor_Ln_x`` from ``Cos_Theta_Ln_x`` (0–200, 100 = unity; protocol.md §5.3)."""
-    rule = _PF_FLAG.get(cos_theta[0])
-    return rule(int(cos_theta[1:])) if rule else 100
-
-
-_PF_FLAG: dict[str, Callable[[int], int]] = {"C": lambda d: 200 - d, "L": lambda d: d}
-
-
-class _PowerFactors(dict[str, int]):
-    """:func:`power_factor`, remembered: a meter sends few distinct Cos_Theta texts (bounded)."""
-
-    def __missing__(self, cos_theta: str) -> int:
-        pf = power_factor(cos_theta)
-        if len(self) < 8192:
-            self[cos_theta] = pf
-        return pf
-
-
-_PF = _PowerFactors()
-# State_Watts_Dir → sign of lines 1..3, read off the DirectionFlag names (F forward, R reverse).
-_DIRECTION_SIGNS: dict[Value, tuple[int, ...]] = {
-    d.value: tuple(1 if c == "F" else -1 for c in d.name) for d in DirectionFlag
-}
-_FORWARD = (1, 1, 1)
-
-
-def _power_factors(cos_1: str, cos_2: str, cos_3: str) -> tuple[Value, ...]:
-    return _PF[cos_1], _PF[cos_2], _PF[cos_3]
-
-
-def _net_watts(direction: int, watts_1: int, watts_2: int, watts_3: int) -> tuple[Value, ...]:
-    """RMS watts signed by ``State_Watts_Dir`` (protocol.md §5.4); an unknown direction counts forward."""
-    s1, s2, s3 = _DIRECTION_SIGNS.get(direction, _FORWARD)
-    w1, w2, w3 = s1 * watts_1, s2 * watts_2, s3 * watts_3
-    return w1, w2, w3, w1 + w2 + w3
-
-
-@dataclass(frozen=True, slots=True)
-class Calculated:
-    """Fields computed from other fields of the same block (protocol.md §5.3, §5.4)."""
-
-    names: tuple[str, ...]
-    inputs: tuple[str, ...]
-    """The fields ``compute`` takes, in its argument order."""
-    compute: Callable[..., tuple[Value, ...]]
-    """The values of ``names`` from the values of ``inputs``."""
-
-
-POWER_FACTORS = Calculated(
-    tuple(f"Power_Factor_Ln_{n}" for n in (1, 2, 3)), tuple(f"Cos_Theta_Ln_{n}" for n in (1, 2, 3)), _power_factors
-)
-NET_WATTS = Calculated(
-    (*(f"Net_Calc_Watts_Ln_{n}" for n in (1, 2, 3)), "Net_Calc_Watts_Tot"),
-    ("State_Watts_Dir", *(f"RMS_Watts_Ln_{n}" for n in (1, 2, 3))),
-    _net_watts,
-)
-CALCULATED: dict[BlockKind, tuple[Calculated, ...]] = {
-    BlockKind.V3: (POWER_FACTORS,),
-    BlockKind.V4A: (POWER_FACTORS, NET_WATTS),
-    BlockKind.V4B: (POWER_FACTORS,),
-}
-"""Calculated fields per block kind, appended after the wire fields in this order."""
-CALCULATED_NAMES = {name for calc in (POWER_FACTORS, NET_WATTS) for name in calc.names}
-
-
-def format_meter_time(when: datetime) -> str:
-    """A datetime as ``Meter_Time`` and W9 send it: YYMMDDWWhhmmss, ISO weekday (Monday = 01)."""
-    return when.strftime("%y%m%d") + f"{when.isoweekday():02d}" + when.strftime("%H%M%S")
-
-
-def parse_meter_time(text: str) -> datetime | None:
-    """``Meter_Time`` (YYMMDDWWhhmmss) as a datetime, or None when the meter's clock is unreadable.
-
-    A meter with a corrupt clock sends ``?`` characters; such a time, or any impossible date, gives
-    None (the raw text stays in the field). The weekday digits are not checked.
-    """
-    if len(text) != 14 or not text.isdigit():
-        return None
-    yy, mo, dd, _wd, hh, mi, ss = (int(text[i : i + 2]) for i in range(0, 14, 2))
-    try:
-        return datetime(2000 + yy, mo, dd, hh, mi, ss)
-    except ValueError:
-        return None
-
-
-# ---------------------------------------------------------------------------------------------------
-# Compiled layouts
-
-
-def _struct_of(spans: Iterable[tuple[int, int]], size: int = FRAME_LEN) -> struct.Struct:
-    """A Struct that unpacks the given (offset, end) spans, in order, from ``size`` bytes."""
-    fmt, at = "", 0
-    for lo, hi in spans:
-        fmt += f"{lo - at}x{hi - lo}s" if lo > at else f"{hi - lo}s"
-        at = hi
-    return struct.Struct(fmt + f"{size - at}x")
-
-
-_TEXT = (FieldType.STR, FieldType.HEX)
-
-
-def _digit_spans(layout: Layout) -> list[tuple[FieldSpec, int]]:
-    """(field, first digit) of every field of ``layout`` holding digits, by offset: INT and FLOAT
-    fields whole, a PF field after its flag (which may be any character); its digits run to ``end``."""
-    return [
-        (f, f.offset + (f.type is FieldType.PF))
-        for f in sorted(layout.fields, key=lambda f: f.offset)
-        if f.type not in _TEXT
-    ]
-
-
-_FIXED_DIVISOR = {Scale.NONE: 1, Scale.DIV10: 10, Scale.DIV100: 100}
-_TEXT_CONVERTER: dict[FieldType, Callable[[bytes], str]] = {
-    FieldType.STR: bytes.decode,
-    FieldType.PF: bytes.decode,
-    FieldType.HEX: bytes.hex,
-}
-
-
-def _divisor(spec: FieldSpec, kwh_scale: int) -> int:
-    return 10**kwh_scale if spec.scale is Scale.KWH else _FIXED_DIVISOR[spec.scale]
-
-
-class _Digits:
-    """Every character of a layout that must be a digit (:func:`_digit_spans`): ``check`` raises
-    :class:`FrameError` naming the first field that holds anything else."""
-
-    def __init__(self, layout: Layout) -> None:
-        spans = _digit_spans(layout)
-        self._specs = [f for f, _ in spans]
-        self._unpack = _struct_of((first, f.end) for f, first in spans).unpack
-
-    def check(self, raw: bytes) -> None:
-        if not b"".join(self._unpack(raw)).isdigit():
-            bad = next(f for f, c in zip(self._specs, self._unpack(raw), strict=True) if not c.isdigit())
-            chunk = raw[bad.offset : bad.end]
-            raise FrameError(RejectReason.FIELD, raw, f"{bad.name} = {chunk!r} at {bad.offset}")
-
-
-_DIGITS = {kind: _Digits(layout) for kind, layout in LAYOUTS.items()}
-
-
-class _Plan:
-    """The fields of a frame, or of a V4 A and B frame end to end, compiled.
-
-    ``parts``: per frame, its layout, the names taken from it (None: all) and its kWh scale. The
-    fields are cut out by kind, one Struct each, and each kind converted by one C-level ``map``: whole
-    numbers by ``int``; scaled numbers by ``int`` then a true division by the field's divisor; text by
-    the field's converter. The values fill a copy of a template dict whose keys are the fields in
-    wire order, then the names of ``calculated``, whose values come last: the mapping keeps the wire
-    order whatever the grouping. Only frames whose digits were checked may be given (:func:`decode`).
-    """
-
-    def __init__(
-        self, parts: Sequence[tuple[Layout, Collection[str] | None, int]], calculated: Sequence[Calculated]
-    ) -> None:
-        at_specs = sorted(
-            (
-                (n * FRAME_LEN + f.offset, f, kwh_scale)
-                for n, (layout, names, kwh_scale) in enumerate(parts)
-                for f in layout.fields
-                if names is None or f.name in names
-            ),
-            key=lambda at_spec: at_spec[0],
-        )
-        size = len(parts) * FRAME_LEN
-
-        def group(*types: FieldType) -> tuple[list[tuple[FieldSpec, int]], Callable[[bytes], tuple[bytes, ...]]]:
-            chosen = [(at, f, scale) for at, f, scale in at_specs if f.type in types]
-            unpack = _struct_of(((at, at + f.width) for at, f, _ in chosen), size).unpack
-            return [(f, scale) for _, f, scale in chosen], unpack
-
-        ints, self._ints = group(FieldType.INT)
-        floats, self._floats = group(FieldType.FLOAT)
-        texts, self._texts = group(*_TEXT_CONVERTER)
-        self._int_names = tuple(f.name for f, _ in ints)
-        self._float_names = tuple(f.name for f, _ in floats)
-        self._divisors = tuple(_divisor(f, scale) for f, scale in floats)
-        self._text_names = tuple(f.name for f, _ in texts)
-        self._text_converters = tuple(_TEXT_CONVERTER[f.type] for f, _ in texts)
-        assert all(len(calc.inputs) > 1 for calc in calculated)  # itemgetter of 2+ names gives a tuple
-        self._calculated = tuple((operator.itemgetter(*calc.inputs), calc.names, calc.compute) for calc in calculated)
-        names = [f.name for _, f, _ in at_specs] + [name for calc in calculated for name in calc.names]
-        self._template: dict[str, Value | None] = dict.fromkeys(names)
-
-    def fields(self, raw: bytes) -> Mapping[str, Value]:
-        # Names and values are of equal lengths by construction (zip's strict=True costs ~0.1 µs a call).
-        fields = self._template.copy()
-        fields.update(zip(self._int_names, map(int, self._ints(raw)), strict=False))
-        floats = map(operator.truediv, map(int, self._floats(raw)), self._divisors)
-        fields.update(zip(self._float_names, floats, strict=False))
-        fields.update(zip(self._text_names, map(operator.call, self._text_converters, self._texts(raw)), strict=False))
-        for inputs, names, compute in self._calculated:
-            fields.update(zip(names, compute(*inputs(fields)), strict=False))
-        return MappingProxyType(fields)  # type: ignore[arg-type]  # every value is set: no None is left
-
-
-_PLANS = {
-    (kind, scale): _Plan([(layout, None, scale)], CALCULATED.get(kind, ()))
-    for kind, layout in LAYOUTS.items()
-    for scale in KWH_SCALES
-}
-# A merged V4 read: A's fields, then those only B carries (A's snapshot wins), then the calculated
-# ones; each block's kWh fields at its own scale (the same, when B was decoded with A's).
-_B_ONLY = {f.name for f in LAYOUTS[BlockKind.V4B].fields} - {f.name for f in LAYOUTS[BlockKind.V4A].fields}
-_MERGED_PLANS = {
-    (a_scale, b_scale): _Plan(
-        [(LAYOUTS[BlockKind.V4A], None, a_scale), (LAYOUTS[BlockKind.V4B], _B_ONLY, b_scale)],
-        CALCULATED[BlockKind.V4A],
-    )
-    for a_scale in KWH_SCALES
-    for b_scale in KWH_SCALES
-}
-
-
-# ---------------------------------------------------------------------------------------------------
-# Blocks
 
 
 class _Fields:
@@ -318,13 +74,9 @@ class Block(_Fields):
         """Field name → native value: the wire fields in wire order, then the calculated ones."""
         fields = self._fields
         if fields is None:
-            fields = _PLANS[self.kind, self.kwh_scale].fields(self.raw)
+            fields = PLANS[self.kind, self.kwh_scale].fields(self.raw)
             object.__setattr__(self, "_fields", fields)
         return fields
-
-
-_ADDRESS = slice(4, 16)
-"""``Meter_Address`` in every live-data block (V3, V4 A, V4 B)."""
 
 
 class _Live(_Fields):
@@ -345,7 +97,7 @@ class LiveBlock(_Live, Block):
     @property
     def address(self) -> str:
         """``Meter_Address``, from the frame: asking for it converts no other field."""
-        return self.raw[_ADDRESS].decode()
+        return self.raw[ADDRESS_SPAN].decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -491,7 +243,7 @@ class Read(_Live):
             return cls(a, time=time)
         if a.kind is not BlockKind.V4A or not isinstance(b, LiveBlock) or b.kind is not BlockKind.V4B:
             raise ValueError(f"b must be a V4 B block read with a V4 A block; got {a.kind} and {b.kind}")
-        if a.raw[_ADDRESS] != b.raw[_ADDRESS]:
+        if a.raw[ADDRESS_SPAN] != b.raw[ADDRESS_SPAN]:
             raise ValueError(f"A and B blocks of different meters: {a.address} and {b.address}")
         if cls is not Read:
             return cls(a, b, time)
@@ -503,7 +255,7 @@ class Read(_Live):
         fields = self._fields
         if fields is None:
             a, b = self.a, self.b
-            fields = a.fields if b is None else _MERGED_PLANS[a.kwh_scale, b.kwh_scale].fields(a.raw + b.raw)
+            fields = a.fields if b is None else MERGED_PLANS[a.kwh_scale, b.kwh_scale].fields(a.raw + b.raw)
             object.__setattr__(self, "_fields", fields)
         return fields
 
@@ -531,19 +283,9 @@ def check_frame(raw: bytes) -> None:
         raise FrameError(RejectReason.NO_STX, raw, f"starts with {raw[0]:02x}")
     if not raw.isascii():
         raise FrameError(RejectReason.NOT_7BIT, raw)
-    wrong = _crc_fault(raw)
+    wrong = crc_fault(raw)
     if wrong is not None:
         raise FrameError(RejectReason.CRC, raw, wrong)
-
-
-_CRC_RANGE = slice(1, CRC_OFFSET)
-"""The bytes the CRC covers: all but STX and the CRC itself."""
-
-
-def _crc_fault(raw: bytes) -> str | None:
-    """None when the CRC at the end of the 255-byte ``raw`` is that of the bytes it covers, else what differs."""
-    got, want = raw[CRC_OFFSET:], crc.crc16(raw[_CRC_RANGE])
-    return None if got == want else f"received {got.hex()}, computed {want.hex()}"
 
 
 _AUTO_KIND = {b"00": BlockKind.V4A, b"01": BlockKind.V4B}
@@ -554,7 +296,7 @@ class _Constants:
 
     def __init__(self, layout: Layout) -> None:
         self.spans = sorted(layout.constants)
-        self.unpack = _struct_of([(o, o + len(c)) for o, c, _ in self.spans]).unpack
+        self.unpack = struct_of([(o, o + len(c)) for o, c, _ in self.spans]).unpack
         self.expected = tuple(c for _, c, _ in self.spans)
 
     def fail(self, raw: bytes) -> None:
@@ -565,7 +307,6 @@ class _Constants:
 
 
 _CONSTANTS = {kind: _Constants(layout) for kind, layout in LAYOUTS.items()}
-_KWH_SCALE_OFFSET = next(f.offset for f in LAYOUTS[BlockKind.V4A].fields if f.name == "kWh_Scale")
 
 
 def _kind(raw: bytes, kind: BlockKind | str | None) -> BlockKind:
@@ -581,12 +322,12 @@ def _kind(raw: bytes, kind: BlockKind | str | None) -> BlockKind:
         raise ValueError(f"kind must be one of {allowed}; got {kind!r}") from None
 
 
-def _kwh_scale(raw: bytes, kind: BlockKind, kwh_scale: int | None) -> int:
+def kwh_scale_of(raw: bytes, kind: BlockKind, kwh_scale: int | None) -> int:
     """V4 A: its own byte 230; V3: 1 (tenths) unless told; other blocks: as told, else 0."""
     if kind is BlockKind.V4A:
-        digit = raw[_KWH_SCALE_OFFSET] - 0x30
+        digit = raw[KWH_SCALE_OFFSET] - 0x30
         if digit not in KWH_SCALES:
-            raise FrameError(RejectReason.FIELD, raw, f"kWh_Scale {chr(raw[_KWH_SCALE_OFFSET])!r} not 0, 1 or 2")
+            raise FrameError(RejectReason.FIELD, raw, f"kWh_Scale {chr(raw[KWH_SCALE_OFFSET])!r} not 0, 1 or 2")
         return digit
     if kwh_scale is None:
         return 1 if kind is BlockKind.V3 else 0
@@ -602,30 +343,11 @@ def _strict(raw: bytes, kind: BlockKind | str | None, kwh_scale: int | None) -> 
     constants = _CONSTANTS[k]
     if constants.unpack(raw) != constants.expected:
         constants.fail(raw)
-    scale = _kwh_scale(raw, k, kwh_scale)
-    _DIGITS[k].check(raw)
+    scale = kwh_scale_of(raw, k, kwh_scale)
+    DIGITS[k].check(raw)
     return _block(BLOCK_CLASS[k], k, raw, scale)
 
 
-def _shape(layout: Layout) -> Callable[[bytes], object]:
-    """One regular expression for everything :func:`_strict` checks of a ``layout`` but the CRC.
-
-    255 bytes; STX; 7-bit everywhere; the constants; a digit wherever a field must hold one; a V4 A
-    block's kWh_Scale 0–2. A match means every such check passes; no match, :func:`_strict` says why.
-    """
-    byte = [b"[\\x00-\\x7f]"] * FRAME_LEN
-    byte[0] = re.escape(bytes([STX]))
-    for f, first in _digit_spans(layout):
-        byte[first : f.end] = [b"[0-9]"] * (f.end - first)
-    for offset, const, _ in layout.constants:
-        byte[offset : offset + len(const)] = [re.escape(bytes([c])) for c in const]
-    if layout.kind is BlockKind.V4A:
-        byte[_KWH_SCALE_OFFSET] = b"[0-2]"
-    runs = (b"(?:%s){%d}" % (b, len(list(same))) for b, same in itertools.groupby(byte))
-    return re.compile(b"".join(runs), re.DOTALL).fullmatch
-
-
-_SHAPES = {kind: _shape(layout) for kind, layout in LAYOUTS.items()}
 _KINDS: dict[object, BlockKind] = {**{k: k for k in BlockKind}, **{k.value: k for k in BlockKind}}
 
 
@@ -649,80 +371,6 @@ def decode(
         k = _AUTO_KIND.get(raw[REQUEST_TYPE_OFFSET : REQUEST_TYPE_OFFSET + 2])
     else:
         k = _KINDS.get(kind) if type(kind) is str or type(kind) is BlockKind else None
-    if k is not None and _SHAPES[k](raw) is not None and _crc_fault(raw) is None:
-        return _block(BLOCK_CLASS[k], k, raw, _kwh_scale(raw, k, kwh_scale))
+    if k is not None and SHAPES[k](raw) is not None and crc_fault(raw) is None:
+        return _block(BLOCK_CLASS[k], k, raw, kwh_scale_of(raw, k, kwh_scale))
     return _strict(raw, kind, kwh_scale)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Encoding (the simulator's frames, and tests)
-
-
-def _template(layout: Layout) -> bytearray:
-    frame = bytearray(b"0" * FRAME_LEN)
-    frame[0] = STX
-    for offset, const, _ in layout.constants:
-        frame[offset : offset + len(const)] = const
-    return frame
-
-
-def _encode_value(spec: FieldSpec, value: Value, kwh_scale: int) -> bytes:
-    t = spec.type
-    if t is FieldType.INT or t is FieldType.FLOAT:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{spec.name} must be a number; got {value!r}")
-        if t is FieldType.FLOAT:
-            number = round(value * _divisor(spec, kwh_scale))
-        elif isinstance(value, int):
-            number = value
-        else:
-            raise ValueError(f"{spec.name} must be an int; got {value!r}")
-        if not 0 <= number < 10**spec.width:
-            raise ValueError(f"{spec.name} = {value!r} does not fit {spec.width} digits")
-        return str(number).zfill(spec.width).encode()
-    if not isinstance(value, str):
-        raise ValueError(f"{spec.name} must be a str; got {value!r}")
-    data = bytes.fromhex(value) if t is FieldType.HEX else value.encode("ascii")
-    if len(data) != spec.width or not data.isascii():
-        raise ValueError(f"{spec.name} = {value!r} is not {spec.width} 7-bit bytes")
-    if t is FieldType.PF and not data[1:].isdigit():
-        raise ValueError(f"{spec.name} = {value!r} is not a flag and 3 digits")
-    return data
-
-
-_SPECS = {kind: {spec.name: spec for spec in layout.fields} for kind, layout in LAYOUTS.items()}
-
-
-def encode(
-    kind: BlockKind | str, fields: Mapping[str, Value], *, kwh_scale: int | None = None, template: bytes | None = None
-) -> bytes:
-    """The 255-byte frame of ``kind`` carrying ``fields`` (the inverse of :func:`decode`).
-
-    Fields not given keep the ``template``'s bytes (default: ``0`` digits and the kind's constants);
-    calculated fields are ignored; an unknown name or a value that does not fit raises ``ValueError``.
-    The kWh scale follows :func:`decode`: a V4 A block uses its ``kWh_Scale`` field.
-    """
-    k = BlockKind(kind)
-    layout = LAYOUTS[k]
-    specs = _SPECS[k]
-    frame = bytearray(template) if template is not None else _template(layout)
-    if len(frame) != FRAME_LEN:
-        raise ValueError(f"template must be {FRAME_LEN} bytes; got {len(frame)}")
-    for name, value in fields.items():
-        spec = specs.get(name)
-        if spec is None and name not in CALCULATED_NAMES:
-            raise ValueError(f"{k.value} blocks have no field {name!r}")
-        if spec is not None and spec.name == "kWh_Scale":
-            frame[spec.offset : spec.end] = _encode_value(spec, value, 0)
-    if k is BlockKind.V4A:
-        scale = frame[_KWH_SCALE_OFFSET] - 0x30
-        if scale not in KWH_SCALES:
-            raise ValueError(f"kWh_Scale must be 0, 1 or 2; got {chr(frame[_KWH_SCALE_OFFSET])!r}")
-    else:
-        scale = _kwh_scale(bytes(frame), k, kwh_scale)
-    for name, value in fields.items():
-        spec = specs.get(name)
-        if spec is not None:
-            frame[spec.offset : spec.end] = _encode_value(spec, value, scale)
-    frame[CRC_OFFSET:] = crc.crc16(frame[_CRC_RANGE])
-    return bytes(frame)

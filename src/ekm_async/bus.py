@@ -21,38 +21,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from . import commands, session
-from .blocks import Block, LiveBlock, Read, decode
+from . import commands, exchange
+from ._protocol import MeterProtocol
+from ._transport import BACKENDS, Connector, connector_for
+from .blocks import Block, LiveBlock
 from .commands import CLOSE, LiveRead, SettingsPage
-from .errors import (
-    BusClosed,
-    ConnectionLost,
-    EkmError,
-    FrameError,
-    MeterError,
-    MeterUnavailable,
-    Refused,
-    ReplyTimeout,
-    UnexpectedReply,
-)
-from .frames import Ack, Frame, Nak, Rejected
-from .layouts import FRAME_LEN, BlockKind
-from .protocol import MeterProtocol, WireStats
-from .transport import BACKENDS, Connector, connector_for
+from .errors import BusClosed, ConnectionLost, EkmError, FrameError, MeterError, MeterUnavailable, Refused
+from .exchange import Accepted, Decision, Exchange, Failed, Send, Step, Timing, WireStats
+from .layouts import BlockKind
+from .meters import Transaction, V3Meter, V4Meter
+from .wire import FRAME_LEN, char_time
 
-if TYPE_CHECKING:
-    from .meters import V3Meter, V4Meter
-
-__all__ = ["Bus", "BusHealth", "BusOpening", "BusOptions", "MeterStats", "open_bus"]
+__all__ = ["Bus", "BusHealth", "BusOpening", "BusOptions", "Connector", "MeterStats", "WireStats", "open_bus"]
 
 T = TypeVar("T")
-BITS_PER_BYTE = 10  # 7E1
 _READ_BYTES = 2 * (len(commands.live_read("0" * 12, LiveRead.V4A)) + FRAME_LEN) + len(CLOSE)
 """A full V4 read on the wire: A and B requests and replies, and the close string."""
 
@@ -107,7 +95,11 @@ class BusOptions:
 
     @property
     def byte_time(self) -> float:
-        return BITS_PER_BYTE / self.baud
+        return char_time(self.baud)
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(self.byte_time, self.timeout_margin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +135,7 @@ class MeterStats:
 @dataclass(eq=False)
 class _Job(Generic[T]):
     address: str
-    run: Callable[[_Session], Awaitable[T]]
+    run: Callable[[Transaction], Awaitable[T]]
     future: asyncio.Future[T]
     idempotent: bool
     attempts: int = 0
@@ -174,6 +166,7 @@ class Bus:
         self._down_since: tuple[float, datetime] | None = None
         """(loop time, wall time) the wire went away; None while it is there."""
         self._down_reason = ""
+        self.timing = options.timing
 
     # -----------------------------------------------------------------------------------------------
     # Lifecycle
@@ -235,30 +228,17 @@ class Bus:
 
     def v3(self, address: str, *, password: str = "00000000") -> V3Meter:
         """A handle for the V3 meter ``address`` (12 digits); nothing is sent."""
-        from .meters import V3Meter  # noqa: PLC0415 — meters build on the bus
-
         return V3Meter(self, address, password=password)
 
     def v4(self, address: str, *, password: str = "00000000", b_every: int = 1) -> V4Meter:
         """A handle for the V4 meter ``address``; ``b_every=N`` reads the B block on every N-th read only."""
-        from .meters import V4Meter  # noqa: PLC0415
-
         return V4Meter(self, address, password=password, b_every=b_every)
 
-    async def poll(
-        self, meters: Iterable[V3Meter | V4Meter], interval: float = 10.0, **options: Any
-    ) -> AsyncGenerator[Read, None]:
-        """Read ``meters`` every ``interval`` seconds, for as long as the caller iterates (DESIGN.md §3);
-        ``options`` go to :class:`~ekm_async.Poller` (``count``, ``observers``, ``queue_size``)."""
-        from .poller import Poller  # noqa: PLC0415 — the poller builds on the bus
-
-        handles = list(meters)
-        for meter in handles:
-            if meter.bus is not self:
-                raise ValueError(f"meter {meter.address} is on another bus")
-        async with Poller(handles, interval=interval, **options) as poller:
-            async for read in poller:
-                yield read
+    def readdress(self, old: str, new: str) -> None:
+        """Meter ``old`` now answers at ``new`` (its address was changed): its health moves with it."""
+        stats = self.meter_stats.pop(old, None)
+        if stats is not None:
+            self.meter_stats[new] = stats
 
     def available(self, address: str) -> bool:
         """False while ``address`` is backed off."""
@@ -268,7 +248,7 @@ class Bus:
     # -----------------------------------------------------------------------------------------------
     # Transactions
 
-    async def transact(self, address: str, run: Callable[[_Session], Awaitable[T]], *, idempotent: bool) -> T:
+    async def transact(self, address: str, run: Callable[[Transaction], Awaitable[T]], *, idempotent: bool) -> T:
         """Run ``run`` as one transaction with meter ``address``, in turn with every other caller.
 
         ``idempotent`` transactions (reads) are run again after a lost connection.
@@ -323,7 +303,7 @@ class Bus:
         started = asyncio.get_running_loop().time()
         outcome: BaseException | None = None
         try:
-            result = await _Session(self, protocol, job).run()
+            result = await _Transaction(self, protocol, job).run()
         except _Abandoned:
             return
         except ConnectionLost as exc:
@@ -418,23 +398,16 @@ class Bus:
         finally:
             self._reconnecting = False
 
-    def exchange_deadline(self, request_len: int, reply_len: int) -> float:
-        """When an exchange of these sizes is late: its wire time plus the margin, from now."""
-        wire = (request_len + reply_len) * self.options.byte_time
-        return asyncio.get_running_loop().time() + wire + self.options.timeout_margin
 
-
-class _Session:
-    """One transaction on the wire: the host side of the session table."""
+class _Transaction:
+    """One transaction on the wire: drives an :class:`~ekm_async.exchange.Exchange` with the protocol's
+    events and the loop's clock (the :class:`~ekm_async.meters.Transaction` a meter handle runs on)."""
 
     def __init__(self, bus: Bus, protocol: MeterProtocol, job: _Job[Any]) -> None:
         self.bus = bus
         self.protocol = protocol
         self.job = job
-        self.address = job.address
-        self.state = session.State.IDLE
-        self._late = False
-        """An exchange timed out: a late reply may still come."""
+        self.exchange = Exchange(job.address, bus.timing, bus.options.retries, bus.stats)
 
     async def run(self) -> Any:
         self.bus.stats.transactions += 1
@@ -442,127 +415,55 @@ class _Session:
             return await self.job.run(self)
         finally:
             if self.protocol.connected:
-                await self._send(CLOSE, soon=True)  # in one write with the next transaction's first request
-                self.state = session.next_state(self.state, session.Event.CLOSE)
-
-    async def _send(self, request: bytes, *, soon: bool = False) -> None:
-        """Send ``request``; after a timed-out exchange, first let a late reply pass and drop it."""
-        if self._late:
-            options = self.bus.options
-            await self.protocol.settle(options.timeout_margin, FRAME_LEN * options.byte_time + options.timeout_margin)
-            self._late = False
-        self.protocol.send(request, soon=soon)
-
-    def _begin(self, event: session.Event) -> None:
-        """Before sending: the caller is still there, and the session rules allow ``event``."""
-        if self.job.future.done():
-            raise _Abandoned
-        session.next_state(self.state, event)  # raises LocalProtocolError: nothing sent
-
-    def _advance(self, event: session.Event) -> None:
-        self.state = session.next_state(self.state, event)
-
-    # Reads
+                self.protocol.send(self.exchange.close(), soon=True)  # one write with the next request
 
     async def sign_on(self, read: LiveRead, kind: BlockKind) -> LiveBlock:
-        """Connect: the V3 read or the V4 A read (also the V4 B read, which carries the address)."""
-        self._begin(session.Event.CONNECT)
-        block = await self._read(commands.live_read(self.address, read), kind, None)
-        self._advance(session.Event.CONNECT)
+        block = await self._step(exchange.sign_on(self.job.address, read, kind))
         assert isinstance(block, LiveBlock)
         return block
 
     async def read_b(self, kwh_scale: int) -> LiveBlock:
-        self._begin(session.Event.CONNECT)
-        block = await self._read(commands.live_read(self.address, LiveRead.V4B), BlockKind.V4B, kwh_scale)
-        self._advance(session.Event.CONNECT)
+        block = await self._step(exchange.read_b(self.job.address, kwh_scale))
         assert isinstance(block, LiveBlock)
         return block
 
     async def settings(self, page: SettingsPage, kind: BlockKind, kwh_scale: int) -> Block:
-        self._begin(session.Event.READ)
-        block = await self._read(commands.settings_read(page), kind, kwh_scale)
-        self._advance(session.Event.READ)
+        block = await self._step(exchange.settings(page, kind, kwh_scale))
+        assert block is not None
         return block
 
-    async def _read(self, request: bytes, kind: BlockKind, kwh_scale: int | None) -> Block:
-        """Send ``request`` and get its block, retrying after a timeout or a bad frame."""
-        stats = self.bus.stats
-        error: MeterError | FrameError | None = None
-        timed_out = False
-        for attempt in range(self.bus.options.retries + 1):
-            if attempt:
-                if self.job.future.done():
-                    raise _Abandoned
-                stats.retries += 1
-            await self._send(request)
-            sent = asyncio.get_running_loop().time()
-            deadline = self.bus.exchange_deadline(len(request), FRAME_LEN)
-            while (event := await self.protocol.next_event(deadline)) is not None:
-                if isinstance(event, Frame):
-                    block, error = self._accept(event.raw, kind, kwh_scale)
-                    if block is not None:
-                        stats.frames_ok += 1
-                        stats.observe_exchange(asyncio.get_running_loop().time() - sent)
-                        # After a timeout this may be the late reply: the retry's may still follow.
-                        self._late = self._late or timed_out
-                        return block
-                    break  # the reply came, and it is not the one asked for (damaged, or another meter's): ask again
-                if isinstance(event, Rejected):
-                    error = FrameError(event.reason, event.raw, f"reply to {request!r}")
-                    break
-                stats.rejected["unexpected"] += 1
-            else:
-                stats.timeouts += 1
-                self._late = timed_out = True
-                error = ReplyTimeout(self.address, f"no {kind.value} block in time", self.protocol.buffered)
-        assert error is not None
-        raise error
-
-    def _accept(
-        self, raw: bytes, kind: BlockKind, kwh_scale: int | None
-    ) -> tuple[Block | None, MeterError | FrameError | None]:
-        """The block if ``raw`` is the one asked for; else why not (a FrameError means: damaged)."""
-        try:
-            block = decode(raw, kind, kwh_scale)
-        except FrameError as exc:
-            self.bus.stats.rejected[exc.reason.value] += 1
-            return None, exc
-        if isinstance(block, LiveBlock) and block.address != self.address:
-            self.bus.stats.rejected["unexpected"] += 1
-            return None, UnexpectedReply(self.address, f"{kind.value} block from meter {block.address}", raw)
-        return block, None
-
-    # Password and writes
-
     async def password(self, password: str) -> None:
-        self._begin(session.Event.PASSWORD_ACCEPTED)
-        accepted = await self._acknowledged(commands.password(password))
-        self._advance(session.Event.PASSWORD_ACCEPTED if accepted else session.Event.PASSWORD_REFUSED)
-        if not accepted:
-            raise Refused(self.address, "password not acknowledged")
+        await self._step(exchange.password(password))
 
     async def write(self, request: bytes) -> None:
-        self._begin(session.Event.WRITE_ACCEPTED)
-        accepted = await self._acknowledged(request)
-        self._advance(session.Event.WRITE_ACCEPTED if accepted else session.Event.WRITE_REFUSED)
-        if not accepted:
-            raise Refused(self.address, f"write not acknowledged: {request!r}")
+        await self._step(exchange.write(request))
 
-    async def _acknowledged(self, request: bytes) -> bool:
-        await self._send(request)
-        sent = asyncio.get_running_loop().time()
-        deadline = self.bus.exchange_deadline(len(request), 1)
-        while (event := await self.protocol.next_event(deadline)) is not None:
-            if isinstance(event, Ack):
-                self.bus.stats.observe_exchange(asyncio.get_running_loop().time() - sent)
-                return True
-            if isinstance(event, Nak):
-                return False
-            self.bus.stats.rejected["unexpected"] += 1
-        self.bus.stats.timeouts += 1
-        self._late = True
-        return False
+    async def _step(self, step: Step) -> Block | None:
+        """Run ``step`` to its end: send, wait, and do what the exchange decides."""
+        self._check_caller()
+        decision: Decision = self.exchange.begin(step)  # LocalProtocolError: nothing sent
+        protocol, loop = self.protocol, asyncio.get_running_loop()
+        while True:
+            if isinstance(decision, Send):
+                if decision.settle_first:
+                    await protocol.settle(self.bus.timing.margin, self.bus.timing.settle_limit)
+                protocol.send(decision.request)
+                self.exchange.sent(loop.time())
+                deadline = loop.time() + decision.wait
+            elif isinstance(decision, Accepted):
+                return decision.block
+            elif isinstance(decision, Failed):
+                raise decision.error
+            event = await protocol.next_event(deadline)
+            decision = (
+                self.exchange.expire(protocol.buffered) if event is None else self.exchange.receive(event, loop.time())
+            )
+            if isinstance(decision, Send):
+                self._check_caller()  # a read asked again: only while its caller waits
+
+    def _check_caller(self) -> None:
+        if self.job.future.done():
+            raise _Abandoned
 
 
 class BusOpening:

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from . import crc
 from ._enum import TableKey
-from .blocks import format_meter_time
 from .model import (
     CTRatio,
     LcdItem,
@@ -27,12 +25,16 @@ from .model import (
     RelayState,
     Season,
     coerce,
+    format_meter_time,
     require_month_day,
     require_range,
 )
+from .wire import ETX, SOH, command_frame, require_address, require_password
 
 __all__ = [
     "CLOSE",
+    "SIGN_ON_END",
+    "SIGN_ON_START",
     "LiveRead",
     "Register",
     "Reply",
@@ -51,8 +53,6 @@ __all__ = [
     "pulse_input_ratio",
     "pulse_output_ratio",
     "relay",
-    "require_address",
-    "require_password",
     "schedule",
     "seasons",
     "set_time",
@@ -64,9 +64,9 @@ __all__ = [
 
 T = TypeVar("T", Period, Season, MonthDay)
 
-SOH, STX, ETX = b"\x01", b"\x02", b"\x03"
-
-CLOSE = b"\x01B0\x03\x75"
+SIGN_ON_START, SIGN_ON_END = b"/?", b"!\r\n"
+"""A live-data read (R1–R3): ``/?``, the address, the read type, ``! CR LF``; no CRC."""
+CLOSE = bytes((SOH,)) + b"B0" + bytes((ETX,)) + b"\x75"
 """R4: end the session; no CRC, no reply (0x75 is a constant, protocol.md §2.1)."""
 
 
@@ -85,11 +85,11 @@ class Reply(TableKey):
 
 # Frame family (first two bytes of a request) → the reply it gets (protocol.md §2.1, §4.8).
 _FAMILY_REPLY: dict[bytes, Reply] = {
-    b"/?": Reply.LIVE,
-    SOH + b"R": Reply.BLOCK,
-    SOH + b"P": Reply.ACK,
-    SOH + b"W": Reply.ACK,
-    SOH + b"B": Reply.NONE,
+    SIGN_ON_START: Reply.LIVE,
+    bytes((SOH,)) + b"R": Reply.BLOCK,
+    bytes((SOH,)) + b"P": Reply.ACK,
+    bytes((SOH,)) + b"W": Reply.ACK,
+    bytes((SOH,)) + b"B": Reply.NONE,
 }
 
 
@@ -153,42 +153,19 @@ class _Shape:
 SHAPE = _Shape()
 
 
-def require_digits(value: object, width: int, name: str) -> str:
-    """``value`` as exactly ``width`` ASCII digits, else ``ValueError`` naming ``name``."""
-    if not (isinstance(value, str) and len(value) == width and value.isascii() and value.isdigit()):
-        raise ValueError(f"{name} must be exactly {width} digits; got {value!r}")
-    return value
-
-
-def require_address(address: object) -> str:
-    """A meter address: exactly 12 digits (pad a short number with ``str.zfill(12)``)."""
-    return require_digits(address, 12, "address")
-
-
-def require_password(value: object, name: str = "password") -> str:
-    """A meter password: exactly 8 digits."""
-    return require_digits(value, 8, name)
-
-
-def _command(cmd: bytes, body: bytes) -> bytes:
-    """``SOH cmd STX body ETX`` + the CRC of everything after SOH."""
-    covered = cmd + STX + body + ETX
-    return SOH + covered + crc.crc16(covered)
-
-
 def live_read(address: str, read: LiveRead) -> bytes:
     """R1–R3: connect to ``address`` (V3 / V4 A) or read the V4 B block; no CRC."""
-    return b"/?" + require_address(address).encode() + read.value + b"!\r\n"
+    return SIGN_ON_START + require_address(address).encode() + read.value + SIGN_ON_END
 
 
 def password(value: str) -> bytes:
     """R5: the password that must be acknowledged before a write."""
-    return _command(b"P1", b"(" + require_password(value).encode() + b")")
+    return command_frame(b"P1", b"(" + require_password(value).encode() + b")")
 
 
 def settings_read(page: SettingsPage) -> bytes:
     """Q1–Q5, in the ``… 28 29 03`` form ekmmeters sends (protocol.md §2.4)."""
-    return _command(b"R1", page.value.encode() + b"()")
+    return command_frame(b"R1", page.value.encode() + b"()")
 
 
 def write(register: Register, data: str, index: int | None = None) -> bytes:
@@ -198,7 +175,7 @@ def write(register: Register, data: str, index: int | None = None) -> bytes:
         raise ValueError(f"register {register.name} {'needs' if len(reg) == 3 else 'takes no'} index")
     if index is not None:
         reg += str(require_range(index, 0, 9, "index"))
-    return _command(b"W1", reg.encode() + b"(" + data.encode("ascii") + b")")
+    return command_frame(b"W1", reg.encode() + b"(" + data.encode("ascii") + b")")
 
 
 def _num(value: int, width: int) -> str:
@@ -342,4 +319,4 @@ def change_password(new_password: str) -> bytes:
 
 def change_address(new_address: str) -> bytes:
     """W16: give the meter a new 12-digit address (from EKM's doc; ekmmeters lacks it)."""
-    return write(Register.ADDRESS, require_digits(new_address, 12, "new_address"))
+    return write(Register.ADDRESS, require_address(new_address, "new_address"))

@@ -9,6 +9,7 @@ __all__ = [
     "ConnectionLost",
     "EkmError",
     "FrameError",
+    "LocalProtocolError",
     "MeterError",
     "MeterUnavailable",
     "Refused",
@@ -87,6 +88,17 @@ class MeterUnavailable(MeterError):
         self.until = until
         self.failures = failures
         super().__init__(address, f"backed off after {failures} failed transactions")
+
+
+class LocalProtocolError(EkmError):
+    """This side was about to break the session rules (e.g. a write without an acknowledged password);
+    nothing was sent. ``state`` and ``event``: the session state and the event refused
+    (:class:`ekm_async.session.State`, :class:`ekm_async.session.SessionEvent`)."""
+
+    def __init__(self, state: TableKey, event: TableKey) -> None:
+        self.state = state
+        self.event = event
+        super().__init__(f"{event.value} is not allowed in a {state.value} session")
 
 
 class BusClosed(EkmError):

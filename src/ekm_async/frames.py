@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from . import crc
 from .commands import Reply, expected_reply
 from .errors import RejectReason
-from .layouts import CRC_OFFSET, FRAME_LEN, TRAILER, TRAILER_OFFSET
+from .wire import ACK as _ACK
+from .wire import CRC_COVERED, FRAME_LEN, TRAILER, TRAILER_OFFSET
+from .wire import NAK as _NAK
+from .wire import STX as _STX
 
 __all__ = ["ACK", "NAK", "Ack", "Event", "Frame", "FrameDecoder", "Nak", "Rejected"]
 
@@ -54,16 +57,20 @@ Event = Frame | Ack | Nak | Rejected
 ACK = Ack()
 NAK = Nak()
 
-_STX, _ACK, _NAK = 0x02, 0x06, 0x15
 _TRAILER_END = TRAILER_OFFSET + len(TRAILER)
+
+
+def _any_of(*bytes_: int) -> re.Pattern[bytes]:
+    return re.compile(b"[" + b"".join(re.escape(bytes((b,))) for b in bytes_) + b"]" if bytes_ else b"(?!)")
+
 
 # The bytes that begin something, per awaited reply (None: not told, anything may come).
 _SYNC: dict[Reply | None, re.Pattern[bytes]] = {
-    None: re.compile(b"[\x02\x06\x15]"),
-    Reply.LIVE: re.compile(b"\x02"),
-    Reply.BLOCK: re.compile(b"\x02"),
-    Reply.ACK: re.compile(b"[\x06\x15]"),
-    Reply.NONE: re.compile(b"(?!)"),
+    None: _any_of(_STX, _ACK, _NAK),
+    Reply.LIVE: _any_of(_STX),
+    Reply.BLOCK: _any_of(_STX),
+    Reply.ACK: _any_of(_ACK, _NAK),
+    Reply.NONE: _any_of(),
 }
 _SINGLE: dict[int, Event] = {_ACK: ACK, _NAK: NAK}
 _ECHO_MAX = 512
@@ -197,12 +204,12 @@ class FrameDecoder:
         if high is not None:
             self._reject(RejectReason.NOT_7BIT, take[: high + 1], events)
             return i + high + 1
-        lo, hi = max(have, 1), min(end, CRC_OFFSET)
+        lo, hi = max(have, CRC_COVERED.start), min(end, CRC_COVERED.stop)
         if lo < hi:
             self._crc = crc.update(self._crc, take[lo - have : hi - have])
         self._frame += take
         if end == FRAME_LEN:
-            if crc.finish(self._crc) == self._frame[CRC_OFFSET:]:
+            if crc.finish(self._crc) == self._frame[CRC_COVERED.stop :]:
                 events.append(Frame(bytes(self._frame)))
                 self._frame.clear()
             else:

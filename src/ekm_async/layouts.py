@@ -11,13 +11,12 @@ from dataclasses import dataclass
 
 from ._enum import TableKey
 from .errors import RejectReason
+from .wire import CRC_OFFSET, FRAME_LEN, TRAILER, TRAILER_OFFSET
 
 __all__ = [
-    "FRAME_LEN",
+    "ADDRESS_SPAN",
     "LAYOUTS",
-    "STX",
-    "TRAILER",
-    "TRAILER_OFFSET",
+    "REQUEST_TYPE_OFFSET",
     "BlockKind",
     "FieldSpec",
     "FieldType",
@@ -25,13 +24,8 @@ __all__ = [
     "Scale",
 ]
 
-FRAME_LEN = 255
-STX = 0x02
-TRAILER = b"!\r\n\x03"
-"""``21 0D 0A 03``: the end of every live-data block (offsets 249–252)."""
-TRAILER_OFFSET = 249
-CRC_OFFSET = 253
 REQUEST_TYPE_OFFSET = 247
+"""Where a V4 block echoes the type of the read that asked for it (``00`` A, ``01`` B)."""
 
 
 class BlockKind(TableKey):
@@ -269,3 +263,20 @@ def _check(layout: Layout) -> None:
 
 for _layout in LAYOUTS.values():
     _check(_layout)
+
+
+def _address_span() -> slice:
+    """Where every live-data block (V3, V4 A, V4 B) carries ``Meter_Address``: one place in all three."""
+    spans = {
+        (f.offset, f.end)
+        for layout in LAYOUTS.values()
+        if layout.live
+        for f in layout.fields
+        if f.name == "Meter_Address"
+    }
+    (span,) = spans
+    return slice(*span)
+
+
+ADDRESS_SPAN = _address_span()
+"""``Meter_Address`` in every live-data block: offsets 4–15."""

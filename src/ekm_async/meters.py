@@ -7,14 +7,14 @@ sent only after the password was acknowledged (else :class:`Refused`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 from . import commands
 from .blocks import Block, HolidaysBlock, LiveBlock, MonthsBlock, Read, SchedulesBlock
-from .commands import LiveRead, SettingsPage, require_address, require_password
+from .commands import LiveRead, SettingsPage
 from .layouts import BlockKind
 from .model import (
     CTRatio,
@@ -29,11 +29,43 @@ from .model import (
     RelayState,
     Season,
 )
+from .wire import require_address, require_password
 
-if TYPE_CHECKING:
-    from .bus import Bus, _Session
+__all__ = ["Link", "Settings", "Transaction", "V3Meter", "V4Meter"]
 
-__all__ = ["Settings", "V3Meter", "V4Meter"]
+T = TypeVar("T")
+
+
+class Transaction(Protocol):
+    """One transaction with one meter, as a meter handle runs it (a :class:`~ekm_async.Bus` gives it):
+    each call is one exchange on the wire, kept to the session rules."""
+
+    async def sign_on(self, read: LiveRead, kind: BlockKind) -> LiveBlock:
+        """Connect: the V3 or V4 A read (the V4 B read carries the address too)."""
+
+    async def read_b(self, kwh_scale: int) -> LiveBlock:
+        """The V4 B block."""
+
+    async def settings(self, page: SettingsPage, kind: BlockKind, kwh_scale: int) -> Block:
+        """A settings block."""
+
+    async def password(self, password: str) -> None:
+        """The password, acknowledged (else :class:`~ekm_async.Refused`)."""
+
+    async def write(self, request: bytes) -> None:
+        """A write, acknowledged (else :class:`~ekm_async.Refused`); only after an acknowledged password."""
+
+
+class Link(Protocol):
+    """What a meter handle needs of its bus."""
+
+    url: str
+
+    async def transact(self, address: str, run: Callable[[Transaction], Awaitable[T]], *, idempotent: bool) -> T:
+        """Run ``run`` as one transaction with meter ``address``, in turn with every other caller."""
+
+    def readdress(self, old: str, new: str) -> None:
+        """Meter ``old`` now answers at ``new``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +108,7 @@ class _Meter:
     _SIGN_ON: LiveRead
     _KIND: BlockKind
 
-    def __init__(self, bus: Bus, address: str, *, password: str) -> None:
+    def __init__(self, bus: Link, address: str, *, password: str) -> None:
         self.bus = bus
         self.address = require_address(address)
         self.password = require_password(password)
@@ -84,7 +116,7 @@ class _Meter:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.address!r})"
 
-    async def _sign_on(self, tx: _Session) -> LiveBlock:
+    async def _sign_on(self, tx: Transaction) -> LiveBlock:
         return await tx.sign_on(self._SIGN_ON, self._KIND)
 
     async def read(self) -> Read:
@@ -93,7 +125,7 @@ class _Meter:
     async def read_settings(self) -> Settings:
         """Months forward and reverse, schedules 1–8 and seasons, holidays and weekend/holiday schedules."""
 
-        async def run(tx: _Session) -> Settings:
+        async def run(tx: Transaction) -> Settings:
             a = await self._sign_on(tx)
             blocks = {name: await tx.settings(page, kind, a.kwh_scale) for name, page, kind in _PAGES}
             return Settings(Read.of(a, time=datetime.now(UTC)), **blocks)  # type: ignore[arg-type]
@@ -104,7 +136,7 @@ class _Meter:
         """connect → password → ``request`` → close; raises :class:`Refused` without an ACK."""
         pwd = require_password(password) if password is not None else self.password
 
-        async def run(tx: _Session) -> None:
+        async def run(tx: Transaction) -> None:
             await self._sign_on(tx)
             await tx.password(pwd)
             await tx.write(request)
@@ -167,9 +199,7 @@ class _Meter:
         """W16: a new 12-digit address; this handle follows the meter to it."""
         await self._write(commands.change_address(new_address), password)
         old, self.address = self.address, new_address
-        stats = self.bus.meter_stats.pop(old, None)
-        if stats is not None:
-            self.bus.meter_stats[new_address] = stats
+        self.bus.readdress(old, new_address)
 
 
 class V3Meter(_Meter):
@@ -181,7 +211,7 @@ class V3Meter(_Meter):
     async def read(self) -> Read:
         """The V3 block."""
 
-        async def run(tx: _Session) -> Read:
+        async def run(tx: Transaction) -> Read:
             return Read.of(await self._sign_on(tx), time=datetime.now(UTC))
 
         return await self.bus.transact(self.address, run, idempotent=True)
@@ -193,7 +223,7 @@ class V4Meter(_Meter):
     _SIGN_ON = LiveRead.V4A
     _KIND = BlockKind.V4A
 
-    def __init__(self, bus: Bus, address: str, *, password: str, b_every: int = 1) -> None:
+    def __init__(self, bus: Link, address: str, *, password: str, b_every: int = 1) -> None:
         super().__init__(bus, address, password=password)
         if isinstance(b_every, bool) or not isinstance(b_every, int) or b_every < 1:
             raise ValueError(f"b_every must be an integer ≥ 1; got {b_every!r}")
@@ -205,7 +235,7 @@ class V4Meter(_Meter):
         """A + B merged. With ``b_every=N`` the B block is read on every N-th read (and after any
         write, or with ``fresh_b``); in between the last B block is reused (its fields may be stale)."""
 
-        async def run(tx: _Session) -> Read:
+        async def run(tx: Transaction) -> Read:
             a = await self._sign_on(tx)
             at = datetime.now(UTC)
             b = self._b
@@ -221,7 +251,7 @@ class V4Meter(_Meter):
     async def read_a(self) -> LiveBlock:
         """The A block alone."""
 
-        async def run(tx: _Session) -> LiveBlock:
+        async def run(tx: Transaction) -> LiveBlock:
             return await self._sign_on(tx)
 
         return await self.bus.transact(self.address, run, idempotent=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "Season",
     "StateOut",
     "coerce",
+    "format_meter_time",
+    "parse_meter_time",
     "require_month_day",
     "require_range",
 ]
@@ -264,3 +267,23 @@ class MonthDay:
 
     month: int
     day: int
+
+
+def format_meter_time(when: datetime) -> str:
+    """A datetime as ``Meter_Time`` and W9 send it: YYMMDDWWhhmmss, ISO weekday (Monday = 01)."""
+    return when.strftime("%y%m%d") + f"{when.isoweekday():02d}" + when.strftime("%H%M%S")
+
+
+def parse_meter_time(text: str) -> datetime | None:
+    """``Meter_Time`` (YYMMDDWWhhmmss) as a datetime, or None when the meter's clock is unreadable.
+
+    A meter with a corrupt clock sends ``?`` characters; such a time, or any impossible date, gives
+    None (the raw text stays in the field). The weekday digits are not checked.
+    """
+    if len(text) != 14 or not text.isdigit():
+        return None
+    yy, mo, dd, _wd, hh, mi, ss = (int(text[i : i + 2]) for i in range(0, 14, 2))
+    try:
+        return datetime(2000 + yy, mo, dd, hh, mi, ss)
+    except ValueError:
+        return None

@@ -21,17 +21,47 @@ from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .blocks import Read
-from .bus import Bus
 from .errors import MeterUnavailable
-from .meters import V3Meter, V4Meter
 
-__all__ = ["BaseObserver", "FailureEvent", "MeterStatus", "Observer", "PollEvent", "Poller", "ReadEvent"]
+__all__ = [
+    "BaseObserver",
+    "FailureEvent",
+    "Meter",
+    "MeterStatus",
+    "Observer",
+    "PollEvent",
+    "Poller",
+    "ReadEvent",
+    "Wire",
+    "poll",
+]
 
 log = logging.getLogger("ekm_async.poller")
-Meter = V3Meter | V4Meter
+
+
+class Wire(Protocol):
+    """What the poller needs of a meter's bus: a name (buses are told apart as objects, not by name)."""
+
+    @property
+    def url(self) -> str: ...
+
+
+class Meter(Protocol):
+    """What the poller needs of a meter handle (a :class:`~ekm_async.V3Meter` or :class:`~ekm_async.V4Meter`)."""
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def bus(self) -> Wire:
+        """Its bus (a :class:`~ekm_async.Bus`)."""
+
+    async def read(self) -> Read: ...
+
+
 WORKERS_PER_BUS = 2
 """One read on the wire, one waiting behind it."""
 _TAKEN = float("inf")
@@ -204,14 +234,14 @@ class Poller:
         self._meters: list[tuple[Meter, MeterStatus]] = []
         """Each polled handle with its status. Keyed by handle, not address: a handle whose meter was
         given a new address (``set_address``) is followed to it."""
-        self._by_bus: dict[Bus, list[tuple[Meter, MeterStatus]]] = {}
+        self._by_bus: dict[Wire, list[tuple[Meter, MeterStatus]]] = {}
         """The same, per bus (a worker looks only at its own bus's meters)."""
         self._stream = _Outbox(queue_size)
         self._runners: list[_ObserverRunner] = []
         self._remaining = count
         self._in_flight = 0
         self._workers: list[asyncio.Task[None]] = []
-        self._wakeup: dict[Bus, asyncio.Event] = {}
+        self._wakeup: dict[Wire, asyncio.Event] = {}
         """Per bus (the object: URLs need not be unique): set when its workers should look again."""
         self._done = asyncio.Event()
         self._started = False
@@ -271,7 +301,7 @@ class Poller:
             self._start_bus(meter.bus)
         return self
 
-    def _start_bus(self, bus: Bus) -> None:
+    def _start_bus(self, bus: Wire) -> None:
         """The workers of ``bus``, unless it has them already."""
         if bus in self._wakeup or self._closed:
             return
@@ -359,18 +389,18 @@ class Poller:
     # -----------------------------------------------------------------------------------------------
     # Polling
 
-    def _wake(self, bus: Bus) -> None:
+    def _wake(self, bus: Wire) -> None:
         if bus in self._wakeup:
             self._wakeup[bus].set()
 
-    def _next(self, bus: Bus) -> tuple[Meter, MeterStatus] | None:
+    def _next(self, bus: Wire) -> tuple[Meter, MeterStatus] | None:
         """The meter of ``bus`` due first (ties: the one started longest ago), not being read."""
         candidates = [(m, s) for m, s in self._by_bus.get(bus, ()) if s.due != _TAKEN]
         if not candidates:
             return None
         return min(candidates, key=lambda ms: (ms[1].due, ms[1].last_start))
 
-    async def _work(self, bus: Bus) -> None:
+    async def _work(self, bus: Wire) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if self._remaining is not None and self._remaining <= 0:
@@ -436,3 +466,11 @@ class Poller:
         for runner in self._runners:
             runner.outbox.close()
         self._done.set()
+
+
+async def poll(meters: Iterable[Meter], interval: float = 10.0, **options: Any) -> AsyncGenerator[Read, None]:
+    """Read ``meters`` every ``interval`` seconds for as long as the caller iterates; ``options`` go to
+    :class:`Poller` (``count``, ``observers``, ``queue_size``). ``async for read in poll(meters):``"""
+    async with Poller(meters, interval=interval, **options) as poller:
+        async for read in poller:
+            yield read

@@ -10,9 +10,9 @@ error: nothing is sent) and the simulated meter when a request arrives (a missin
 from __future__ import annotations
 
 from ._enum import TableKey
-from .errors import EkmError
+from .errors import LocalProtocolError
 
-__all__ = ["MEANING", "TRANSITIONS", "Event", "LocalProtocolError", "State", "allowed", "next_state"]
+__all__ = ["MEANING", "TRANSITIONS", "SessionEvent", "State", "allowed", "next_state"]
 
 
 class State(TableKey):
@@ -24,7 +24,7 @@ class State(TableKey):
     SPENT = "spent"
 
 
-class Event(TableKey):
+class SessionEvent(TableKey):
     """What happens in a session: the request, and for password and write the meter's answer."""
 
     CONNECT = "connect"
@@ -36,9 +36,9 @@ class Event(TableKey):
     CLOSE = "close"
 
 
-S, E = State, Event
+S, E = State, SessionEvent
 
-MEANING: dict[State | Event, str] = {
+MEANING: dict[State | SessionEvent, str] = {
     S.IDLE: "No meter selected: only a sign-on (or a close) means anything.",
     S.CONNECTED: "A meter answered its sign-on: reads, and a password, may follow.",
     S.AUTHORIZED: "The meter acknowledged the password: one write may follow.",
@@ -53,7 +53,7 @@ MEANING: dict[State | Event, str] = {
 }
 """What each state and event means (also rendered into docs/session.md)."""
 
-TRANSITIONS: dict[tuple[State, Event], State] = {
+TRANSITIONS: dict[tuple[State, SessionEvent], State] = {
     (S.IDLE, E.CONNECT): S.CONNECTED,
     (S.IDLE, E.CLOSE): S.IDLE,
     (S.CONNECTED, E.CONNECT): S.CONNECTED,
@@ -72,20 +72,11 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 """(state, event) → next state. A pair not in the table is not allowed."""
 
 
-class LocalProtocolError(EkmError):
-    """This side was about to break the session rules (e.g. a write without an acknowledged password)."""
-
-    def __init__(self, state: State, event: Event) -> None:
-        self.state = state
-        self.event = event
-        super().__init__(f"{event.value} is not allowed in a {state.value} session")
-
-
-def allowed(state: State, event: Event) -> bool:
+def allowed(state: State, event: SessionEvent) -> bool:
     return (state, event) in TRANSITIONS
 
 
-def next_state(state: State, event: Event) -> State:
+def next_state(state: State, event: SessionEvent) -> State:
     """The state after ``event``; :class:`LocalProtocolError` if the rules do not allow it."""
     try:
         return TRANSITIONS[state, event]

@@ -37,7 +37,8 @@ from typing import Any
 
 import aiosqlite
 
-from .blocks import CALCULATED_NAMES, Read, Value
+from .blocks import Read
+from .calculated import CALCULATED_NAMES, Value
 from .errors import StoreError
 from .layouts import LAYOUTS, BlockKind, FieldType
 from .meters import Settings

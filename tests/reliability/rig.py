@@ -28,9 +28,9 @@ from typing import Any
 
 from ekm_async import Bus, Poller, Read, SqliteStore, decode, open_bus
 from ekm_async.commands import LiveRead
-from ekm_async.layouts import FRAME_LEN
 from ekm_async.sim import Fault, FaultKind, MeterModel, MeterType, RequestKind, SimBus, SimServer
 from ekm_async.sim import Transaction as Tx
+from ekm_async.wire import FRAME_LEN
 
 METERS = [f"{300008000 + n:012d}" for n in range(1, 11)]
 """One bus of ten V4 meters."""

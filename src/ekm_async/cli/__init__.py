@@ -10,10 +10,10 @@ from typing import Any, TextIO
 
 from .. import __version__
 from ..blocks import decode
-from ..crc import crc16
 from ..errors import FrameError
-from ..layouts import CRC_OFFSET, FRAME_LEN, BlockKind
+from ..layouts import BlockKind
 from ..sim.cli import run_simulator
+from ..wire import FRAME_LEN, crc_fault, require_address
 from .meter import add_meter_commands
 from .poll import add_poll_command
 from .serve import add_serve_command
@@ -27,7 +27,7 @@ def _frame_report(text: str, kind: str | None, kwh_scale: int | None) -> tuple[d
         raw = bytes.fromhex(text)
     except ValueError as exc:
         return {"kind": kind, "crc_ok": False, "error": "hex", "detail": str(exc)}, False
-    crc_ok = len(raw) == FRAME_LEN and crc16(raw[1:CRC_OFFSET]) == raw[CRC_OFFSET:]
+    crc_ok = len(raw) == FRAME_LEN and crc_fault(raw) is None
     try:
         block = decode(raw, kind, kwh_scale)
     except FrameError as exc:
@@ -49,9 +49,12 @@ def _decode(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
 def _meter_spec(text: str) -> tuple[str, str]:
     """``v4:ADDRESS`` or ``v3:ADDRESS``."""
     kind, _, address = text.partition(":")
-    if kind not in ("v3", "v4") or not (len(address) == 12 and address.isdigit()):
-        raise argparse.ArgumentTypeError(f"expected v3:ADDRESS or v4:ADDRESS (12 digits); got {text!r}")
-    return kind, address
+    try:
+        if kind not in ("v3", "v4"):
+            raise ValueError(f"{kind!r} is not v3 or v4")
+        return kind, require_address(address)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected v3:ADDRESS or v4:ADDRESS: {exc}") from None
 
 
 def _host_port(text: str) -> tuple[str, int]:

@@ -9,11 +9,11 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .. import commands
 from ..bus import Bus, open_bus
 from ..meters import V3Meter, V4Meter
 from ..sim import MeterModel, MeterType, SimBus, SimServer
 from ..store import SqliteStore
+from ..wire import require_address
 from .service import CommandError
 
 __all__ = [
@@ -76,7 +76,7 @@ def check_bus_arguments(args: argparse.Namespace, command: str) -> None:
         raise usage_error(command, "--interval must be ≥ 0")
     try:
         for address in [*args.addresses, *args.v3]:
-            commands.require_address(address)
+            require_address(address)
         if args.url:
             open_bus(args.url, **_options(args))
     except ValueError as exc:

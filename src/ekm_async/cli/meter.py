@@ -12,11 +12,12 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from .. import commands
-from ..blocks import Value
 from ..bus import Bus, BusOpening, open_bus
+from ..calculated import Value
 from ..errors import EkmError
 from ..meters import V3Meter, V4Meter
 from ..model import MonthDay, Period, Season
+from ..wire import require_address, require_password
 
 __all__ = ["SETTINGS", "add_meter_commands"]
 
@@ -194,7 +195,7 @@ def _usage_error(command: str, message: str) -> SystemExit:
 def _opening(args: argparse.Namespace, command: str) -> BusOpening:
     """The bus to open, with the address, URL and options checked first (nothing opened yet)."""
     try:
-        commands.require_address(args.address)
+        require_address(args.address)
         return open_bus(args.url, **_bus_options(args))
     except ValueError as exc:
         raise _usage_error(command, str(exc)) from None
@@ -242,7 +243,7 @@ def _run_set(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     try:
         values = setting.parse(args.values, args)
         setting.encode(*values)  # every check, before the bus is opened
-        commands.require_password(args.password)
+        require_password(args.password)
     except ValueError as exc:
         raise _usage_error(command, str(exc)) from None
     opening = _opening(args, command)

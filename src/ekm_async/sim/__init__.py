@@ -4,14 +4,13 @@
 every transaction), ``SimServer`` (TCP, pty and in-memory transports, paced like the wire).
 """
 
-from .bus import BITS_PER_BYTE, Emission, SimBus, Transaction
+from .bus import Emission, SimBus, Transaction
 from .faults import Fault, FaultKind
 from .meter import MeterModel, MeterType
 from .servers import MemoryTransport, SimServer
 from .wire import Request, RequestKind, RequestParser
 
 __all__ = [
-    "BITS_PER_BYTE",
     "Emission",
     "Fault",
     "FaultKind",

@@ -12,16 +12,13 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..crc import crc16
-from ..layouts import CRC_OFFSET, FRAME_LEN
+from ..layouts import ADDRESS_SPAN
+from ..wire import CRC_COVERED, FRAME_LEN, char_time, seal
 from .faults import FRAME_ONLY, Fault, FaultKind
 from .meter import MeterModel
 from .wire import Request, RequestKind, RequestParser
 
-__all__ = ["BITS_PER_BYTE", "Emission", "SimBus", "Transaction"]
-
-BITS_PER_BYTE = 10  # 7E1: start, 7 data, parity, stop
-_ADDRESS = slice(4, 16)
+__all__ = ["Emission", "SimBus", "Transaction"]
 
 
 def _collide(replies: list[bytes]) -> bytes:
@@ -106,7 +103,7 @@ class SimBus:
 
     @property
     def byte_time(self) -> float:
-        return BITS_PER_BYTE / self.baud if self.baud else 0.0
+        return char_time(self.baud) if self.baud else 0.0
 
     def meter(self, address: str) -> MeterModel:
         for m in self.meters:
@@ -204,12 +201,11 @@ class SimBus:
             if rule.kind is FaultKind.DELAY:
                 delay += rule.seconds
             elif rule.kind is FaultKind.CRC:
-                at = rng.randrange(1, CRC_OFFSET)
+                at = rng.randrange(CRC_COVERED.start, CRC_COVERED.stop)
                 reply = reply[:at] + bytes([reply[at] ^ (1 << rng.randrange(7))]) + reply[at + 1 :]
             elif rule.kind is FaultKind.WRONG_ADDRESS:
-                other = f"{(int(reply[_ADDRESS]) + rng.randrange(1, 10**6)) % 10**12:012d}".encode()
-                body = reply[1:4] + other + reply[16:CRC_OFFSET]
-                reply = reply[:1] + body + crc16(body)
+                other = f"{(int(reply[ADDRESS_SPAN]) + rng.randrange(1, 10**6)) % 10**12:012d}".encode()
+                reply = seal(reply[: ADDRESS_SPAN.start] + other + reply[ADDRESS_SPAN.stop :])
             elif rule.kind is FaultKind.TRUNCATE:
                 reply = reply[: rng.randrange(1, len(reply))]
             elif rule.kind is FaultKind.GARBAGE:

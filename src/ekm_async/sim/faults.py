@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from ..wire import require_address
+
 __all__ = ["Fault", "FaultKind"]
 
 
@@ -48,8 +50,8 @@ class Fault:
             raise ValueError(f"probability must be 0..1; got {self.probability}")
         if self.seconds < 0:
             raise ValueError(f"seconds must be ≥ 0; got {self.seconds}")
-        if self.address is not None and not (len(self.address) == 12 and self.address.isdigit()):
-            raise ValueError(f"address must be 12 digits; got {self.address!r}")
+        if self.address is not None:
+            require_address(self.address)
 
     @classmethod
     def parse(cls, spec: str) -> Fault:

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .. import session
-from ..blocks import Value, encode
+from ..calculated import Value
 from ..commands import SHAPE, LiveRead, Register, SettingsPage
+from ..encoding import encode
 from ..layouts import BlockKind
 from ..model import (
     CTRatio,
@@ -247,7 +248,7 @@ class MeterModel:
         return _HANDLERS[request.kind](self, request, now)
 
     def _close(self, request: Request, now: float) -> bytes | None:
-        self.state = session.next_state(self.state, session.Event.CLOSE)
+        self.state = session.next_state(self.state, session.SessionEvent.CLOSE)
         return None
 
     def _sign_on(self, request: Request, now: float) -> bytes | None:
@@ -255,35 +256,35 @@ class MeterModel:
         if request.address != self.address or block is None:
             self.state = session.State.IDLE  # another meter is being addressed
             return None
-        self.state = session.next_state(self.state, session.Event.CONNECT)
+        self.state = session.next_state(self.state, session.SessionEvent.CONNECT)
         return self.frame(block)
 
     def _settings_read(self, request: Request, now: float) -> bytes | None:
         block = _PAGE_BLOCK.get(request.register)
-        if block is None or not session.allowed(self.state, session.Event.READ):
+        if block is None or not session.allowed(self.state, session.SessionEvent.READ):
             return None
-        self.state = session.next_state(self.state, session.Event.READ)
+        self.state = session.next_state(self.state, session.SessionEvent.READ)
         return self.frame(block, reverse=request.register == SettingsPage.MONTHS_REVERSE.value)
 
     def _password(self, request: Request, now: float) -> bytes | None:
-        if not session.allowed(self.state, session.Event.PASSWORD_ACCEPTED):
+        if not session.allowed(self.state, session.SessionEvent.PASSWORD_ACCEPTED):
             return None
         accepted = request.data == self.password
         self.state = session.next_state(
-            self.state, session.Event.PASSWORD_ACCEPTED if accepted else session.Event.PASSWORD_REFUSED
+            self.state, session.SessionEvent.PASSWORD_ACCEPTED if accepted else session.SessionEvent.PASSWORD_REFUSED
         )
         return ACK if accepted else None
 
     def _write(self, request: Request, now: float) -> bytes | None:
-        if not session.allowed(self.state, session.Event.WRITE_ACCEPTED):
+        if not session.allowed(self.state, session.SessionEvent.WRITE_ACCEPTED):
             return None
         try:
             self._apply(request.register, request.data, now)
         except ValueError:
-            self.state = session.next_state(self.state, session.Event.WRITE_REFUSED)
+            self.state = session.next_state(self.state, session.SessionEvent.WRITE_REFUSED)
             return None
         self.writes.append((request.register, request.data))
-        self.state = session.next_state(self.state, session.Event.WRITE_ACCEPTED)
+        self.state = session.next_state(self.state, session.SessionEvent.WRITE_ACCEPTED)
         return ACK
 
     def _apply(self, register: str, data: str, now: float) -> None:

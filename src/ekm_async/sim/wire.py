@@ -11,14 +11,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ..commands import CLOSE, LiveRead
-from ..crc import crc16
+from ..commands import CLOSE, SIGN_ON_END, SIGN_ON_START, LiveRead
+from ..wire import ADDRESS_DIGITS, ETX, SOH, STX, command_crc_ok
 
 __all__ = ["Request", "RequestKind", "RequestParser"]
 
-_SIGN_ON = b"/?"
-_SIGN_ON_END = b"!\r\n"
-_SOH, _STX, _ETX = 0x01, 0x02, 0x03
 _LONGEST = 93  # the LCD and holiday writes
 _TYPES = {member.value: member for member in LiveRead}
 
@@ -54,9 +51,9 @@ class Request:
 def _parse_command(raw: bytes) -> Request | None:
     """``SOH cmd STX body ETX crc crc`` → a request, or None if malformed."""
     kind = _COMMANDS.get(raw[1:3])
-    if kind is None or raw[3] != _STX or raw[-3] != _ETX or not raw[4:-3].isascii():
+    if kind is None or raw[3] != STX or raw[-3] != ETX or not raw[4:-3].isascii():
         return None
-    crc_ok = crc16(raw[1:-2]) == raw[-2:]
+    crc_ok = command_crc_ok(raw)
     body = raw[4:-3].decode("ascii")
     register, rest = ("", body) if kind is RequestKind.PASSWORD else (body[:4], body[4:])
     if kind is RequestKind.SETTINGS_READ and rest == "":
@@ -67,10 +64,10 @@ def _parse_command(raw: bytes) -> Request | None:
 
 
 def _parse_sign_on(raw: bytes) -> Request | None:
-    body = raw[len(_SIGN_ON) : -len(_SIGN_ON_END)]
-    address, suffix = body[:12], body[12:]
+    body = raw[len(SIGN_ON_START) : -len(SIGN_ON_END)]
+    address, suffix = body[:ADDRESS_DIGITS], body[ADDRESS_DIGITS:]
     read = _TYPES.get(suffix)
-    if len(address) != 12 or not address.isdigit() or read is None:
+    if len(address) != ADDRESS_DIGITS or not address.isdigit() or read is None:
         return None
     return Request(RequestKind.SIGN_ON, raw, address=address.decode(), read=read)
 
@@ -98,21 +95,21 @@ class RequestParser:
     def _next(self) -> tuple[Request | None, int]:
         """The next request and the bytes it used; (None, n) skips n bytes; (None, 0) needs more."""
         buf = self._buffer
-        if buf[0] == _SOH:
+        if buf[0] == SOH:
             if buf[: len(CLOSE)] == CLOSE[: len(buf)]:
                 return (Request(RequestKind.CLOSE, bytes(CLOSE)), len(CLOSE)) if len(buf) >= len(CLOSE) else (None, 0)
-            etx = buf.find(_ETX)
+            etx = buf.find(ETX)
             if etx < 0 or len(buf) < etx + 3:
                 return (None, 1) if len(buf) > _LONGEST else (None, 0)
             request = _parse_command(bytes(buf[: etx + 3]))
             return (request, etx + 3) if request else self._skip(1)
-        if buf[:2] == _SIGN_ON[: len(buf[:2])]:
-            end = buf.find(_SIGN_ON_END)
+        if buf[:2] == SIGN_ON_START[: len(buf[:2])]:
+            end = buf.find(SIGN_ON_END)
             if end < 0:
                 return (None, 1) if len(buf) > _LONGEST else (None, 0)
-            request = _parse_sign_on(bytes(buf[: end + len(_SIGN_ON_END)]))
-            return (request, end + len(_SIGN_ON_END)) if request else self._skip(1)
-        starts = [i for i in (buf.find(_SOH), buf.find(b"/")) if i > 0]
+            request = _parse_sign_on(bytes(buf[: end + len(SIGN_ON_END)]))
+            return (request, end + len(SIGN_ON_END)) if request else self._skip(1)
+        starts = [i for i in (buf.find(SOH), buf.find(SIGN_ON_START[:1])) if i > 0]
         return self._skip(min(starts) if starts else len(buf))
 
     def _skip(self, n: int) -> tuple[None, int]:

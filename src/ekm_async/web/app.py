@@ -37,7 +37,7 @@ from ..errors import (
 from ..meters import V4Meter
 from ..poller import BaseObserver, Poller
 from ..store import SqliteStore
-from .metrics import registry_for
+from .metrics import bus_of, registry_for
 
 __all__ = ["WRITES", "StreamHub", "create_app"]
 
@@ -211,7 +211,8 @@ async def meters(request: web.Request) -> web.Response:
     out = []
     for address, status in poller.status().items():
         meter = poller.meter(address)
-        wire = meter.bus.meter_stats.get(address)
+        bus = bus_of(meter)
+        wire = bus.meter_stats.get(address)
         out.append(
             {
                 "address": address,
@@ -223,16 +224,17 @@ async def meters(request: web.Request) -> web.Response:
                 "last_error": status.last_error,
                 "last_read": status.last_read.time.isoformat() if status.last_read and status.last_read.time else None,
                 "latency": wire.last_latency if wire else None,
-                "available": meter.bus.available(address),
+                "available": bus.available(address),
                 "backoff_seconds": _backoff_left(wire.backed_off_until) if wire else None,
             }
         )
     buses = {}
     for meter in poller.meters():
-        stats = meter.bus.stats
-        health = meter.bus.health()
-        buses[meter.bus.url] = {
-            "connected": meter.bus.connected,
+        bus = bus_of(meter)
+        stats = bus.stats
+        health = bus.health()
+        buses[bus.url] = {
+            "connected": bus.connected,
             "outage": health.outage,
             "down_since": health.down_since.isoformat() if health.down_since else None,
             "down_seconds": round(health.down_seconds, 1),

@@ -8,11 +8,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..bus import Bus
-from ..poller import Poller
-from ..protocol import LATENCY_BUCKETS
+from ..exchange import LATENCY_BUCKETS
+from ..poller import Meter, Poller
 from ..store import SqliteStore
 
-__all__ = ["EkmCollector", "registry_for"]
+__all__ = ["EkmCollector", "bus_of", "registry_for"]
+
+
+def bus_of(meter: Meter) -> Bus:
+    """The :class:`~ekm_async.Bus` of a polled meter (the service reports on ekm-async buses only)."""
+    bus = meter.bus
+    if not isinstance(bus, Bus):
+        raise TypeError(f"meter {meter.address} is not on an ekm_async Bus: {bus!r}")
+    return bus
 
 
 class EkmCollector(Collector):
@@ -26,7 +34,7 @@ class EkmCollector(Collector):
     def _buses(self) -> list[Bus]:
         seen: dict[int, Bus] = {}
         for meter in self.poller.meters():
-            seen.setdefault(id(meter.bus), meter.bus)
+            seen.setdefault(id(meter.bus), bus_of(meter))
         return list(seen.values())
 
     def collect(self) -> Iterator[Metric]:
@@ -76,7 +84,7 @@ class EkmCollector(Collector):
         errors = CounterMetricFamily("ekm_read_errors", "Failed reads, per meter.", labels=["meter", "bus"])
         available = GaugeMetricFamily("ekm_meter_available", "0 while a meter is backed off.", labels=["meter", "bus"])
         for address, status in self.poller.status().items():
-            bus = self.poller.meter(address).bus
+            bus = bus_of(self.poller.meter(address))
             reads.add_metric([address, status.bus], status.ok)
             errors.add_metric([address, status.bus], status.errors)
             available.add_metric([address, status.bus], 1 if bus.available(address) else 0)

@@ -6,48 +6,17 @@ in progress. It counts what the wire does (:class:`WireStats`) and logs raw traf
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from .errors import ConnectionLost, RejectReason
+from .exchange import WireStats
 from .frames import Event, FrameDecoder, Nak, Rejected
 
-__all__ = ["LATENCY_BUCKETS", "MeterProtocol", "WireStats"]
+__all__ = ["MeterProtocol"]
 
 wire_log = logging.getLogger("ekm_async.wire")
-
-
-LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 1.0, 2.0, 5.0)
-"""Upper bounds (seconds) of the exchange latency histogram; a V4 block at 9600 baud takes ~0.3 s."""
-
-
-@dataclass
-class WireStats:
-    """Counters of one wire (cumulative; read them, do not write them)."""
-
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    frames_ok: int = 0
-    """Blocks accepted: valid, from the meter asked, of the kind asked for."""
-    rejected: Counter[str] = field(default_factory=Counter)
-    """Rejected bytes by reason (``RejectReason`` values, and ``unexpected``/``field``)."""
-    timeouts: int = 0
-    retries: int = 0
-    reconnects: int = 0
-    naks: int = 0
-    transactions: int = 0
-    exchange_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
-    """Exchanges answered, by latency: one count per bucket of :data:`LATENCY_BUCKETS`, then the rest."""
-    exchange_seconds: float = 0.0
-    """Sum of the latencies of the exchanges answered."""
-
-    def observe_exchange(self, seconds: float) -> None:
-        """An exchange was answered ``seconds`` after its request was sent."""
-        self.exchange_seconds += seconds
-        self.exchange_buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
 
 _RX_BUFFER = 65536
