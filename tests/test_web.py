@@ -37,7 +37,8 @@ from ekm_async.cli import main as cli_main
 from ekm_async.exchange import LATENCY_BUCKETS
 from ekm_async.model import MonthDay, Period, Season
 from ekm_async.sim import Fault, MeterModel, MeterType, SimBus, SimServer
-from ekm_async.web import WRITES, StreamHub, create_app
+from ekm_async.catalogue import SETTINGS as WRITES
+from ekm_async.web import StreamHub, create_app
 from ekm_async.web.app import HUB, METRICS, OPTIONS
 
 GUARD = 10.0
@@ -1045,3 +1046,21 @@ async def test_serve_stops_on_sigterm_while_a_stream_is_open(tmp_path: Path) -> 
                     await process.wait()
             stopped = process.returncode
         assert stopped == 0, f"still serving {time.monotonic() - started:.1f} s after SIGTERM"
+
+
+def documented_bodies() -> dict[str, dict[str, Any]]:
+    """The example body of every setting in docs/settings.md."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "settings.md").read_text()
+    return {m[1]: json.loads(m[2]) for m in re.finditer(r"^\| `([a-z-]+)`:.*? \| `(\{.*?\})` \|", text, re.M)}
+
+
+def test_docs_give_a_body_for_every_setting() -> None:
+    assert set(documented_bodies()) == set(WRITES)
+
+
+@pytest.mark.parametrize("setting", sorted(WRITES))
+async def test_the_documented_body_of_every_setting_is_accepted(setting: str) -> None:
+    async with rig() as r:
+        answer = await r.write(A, setting, documented_bodies()[setting])
+        assert answer.status == 200, answer.body
+        assert any(m.writes for m in r.sim.meters), "the write reached the meter"

@@ -275,19 +275,19 @@ def _up_to(items: object, most: int, name: str) -> list[object]:
     return seq
 
 
-def schedule(number: int, periods: Sequence[Period | tuple[int, int, int]]) -> bytes:
-    """W11: schedule ``number`` (0–7, as sent) with up to 4 periods; unused periods are zeros."""
-    n = require_range(number, 0, SHAPE.schedules - 1, "schedule")
+def schedule(schedule: int, periods: Sequence[Period | tuple[int, int, int]]) -> bytes:
+    """W11: ``schedule`` (0–7, as sent) with up to 4 periods; unused periods are zeros."""
+    n = require_range(schedule, 0, SHAPE.schedules - 1, "schedule")
     seq = _up_to(periods, SHAPE.schedule_periods, "periods")
     data = "".join(_period(p, f"periods[{i}]") for i, p in enumerate(seq))
     data = data.ljust(6 * SHAPE.schedule_periods + SHAPE.schedule_pad, "0")
     return write(Register.SCHEDULE, data, index=n)
 
 
-def seasons(items: Sequence[Season | tuple[int, int, int]]) -> bytes:
+def seasons(seasons: Sequence[Season | tuple[int, int, int]]) -> bytes:
     """W12: up to 4 seasons (start month, start day, schedule 0–7); unused seasons are zeros."""
     parts = []
-    for i, item in enumerate(_up_to(items, SHAPE.seasons, "seasons")):
+    for i, item in enumerate(_up_to(seasons, SHAPE.seasons, "seasons")):
         s = _as(Season, item, 3, f"seasons[{i}]", "(month, day, schedule)")
         m, d = require_month_day(s.month, s.day, f"seasons[{i}]")
         sch = require_range(s.schedule, 0, SHAPE.schedules - 1, f"seasons[{i}] schedule")

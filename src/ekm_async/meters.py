@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from . import commands
+from . import catalogue
 from .blocks import Block, HolidaysBlock, LiveBlock, MonthsBlock, Read, SchedulesBlock
+from .catalogue import Effect, SettingSpec
 from .commands import LiveRead, SettingsPage
 from .layouts import BlockKind
 from .model import (
@@ -149,57 +150,66 @@ class _Meter:
     def _written(self) -> None:
         """A write changed the meter (V4: its cached B block is stale)."""
 
-    # Setters both meter versions have (protocol.md §2.2: W6, W7, W9–W16).
+    async def apply(self, setting: str | SettingSpec, /, *, password: str | None = None, **arguments: Any) -> None:
+        """Write ``setting`` (a name of :data:`~ekm_async.catalogue.SETTINGS`, e.g. ``"ct-ratio"``) with
+        its ``arguments``: connect → password → write → close. Every argument is checked first
+        (``ValueError``, nothing sent); :class:`Refused` if the meter does not acknowledge."""
+        spec = catalogue.setting(setting) if isinstance(setting, str) else setting
+        if spec.v4_only and not isinstance(self, V4Meter):
+            raise ValueError(f"{spec.name} is a V4 setting; meter {self.address} is a V3")
+        await self._write(spec.request(**arguments), password)
+        if spec.effect is Effect.PASSWORD:
+            self.password = arguments["new_password"]
+        elif spec.effect is Effect.ADDRESS:
+            old, self.address = self.address, arguments["new_address"]
+            self.bus.readdress(old, self.address)
+
+    # Named setters (docs/protocol.md §2.2: W1–W16), each one entry of the settings catalogue.
 
     async def set_max_demand_period(self, period: MaxDemandPeriod | int | str, *, password: str | None = None) -> None:
         """W6: 15, 30 or 60 minutes."""
-        await self._write(commands.max_demand_period(period), password)
+        await self.apply("max-demand-period", period=period, password=password)
 
     async def reset_max_demand(self, *, password: str | None = None) -> None:
         """W7: reset max demand now."""
-        await self._write(commands.max_demand_reset_now(), password)
+        await self.apply("max-demand-reset-now", password=password)
 
     async def set_time(self, when: datetime | None = None, *, password: str | None = None) -> None:
         """W9: set the meter clock (default: this computer's local time now). A meter keeps wall-clock
         time without a zone: an aware ``when`` is first converted to this computer's local time."""
-        if when is not None and when.tzinfo is not None:
-            when = when.astimezone().replace(tzinfo=None)
-        await self._write(commands.set_time(when or datetime.now()), password)
+        await self.apply("time", when=when, password=password)
 
     async def set_ct_ratio(self, ratio: CTRatio | int | str, *, password: str | None = None) -> None:
         """W10: current-transformer ratio."""
-        await self._write(commands.ct_ratio(ratio), password)
+        await self.apply("ct-ratio", ratio=ratio, password=password)
 
     async def set_schedule(
         self, schedule: int, periods: Sequence[Period | tuple[int, int, int]], *, password: str | None = None
     ) -> None:
         """W11: schedule 0–7 (as sent; read back as ``Schedule_{schedule+1}_…``), up to 4 periods."""
-        await self._write(commands.schedule(schedule, periods), password)
+        await self.apply("schedule", schedule=schedule, periods=periods, password=password)
 
     async def set_seasons(
         self, seasons: Sequence[Season | tuple[int, int, int]], *, password: str | None = None
     ) -> None:
         """W12: up to 4 seasons (start month, start day, schedule)."""
-        await self._write(commands.seasons(seasons), password)
+        await self.apply("seasons", seasons=seasons, password=password)
 
     async def set_holidays(self, dates: Sequence[MonthDay | tuple[int, int]], *, password: str | None = None) -> None:
         """W13: up to 20 holidays (month, day)."""
-        await self._write(commands.holidays(dates), password)
+        await self.apply("holidays", dates=dates, password=password)
 
     async def set_weekend_holiday_schedules(self, weekend: int, holiday: int, *, password: str | None = None) -> None:
         """W14: schedules used on weekends and on holidays."""
-        await self._write(commands.weekend_holiday_schedules(weekend, holiday), password)
+        await self.apply("weekend-holiday-schedules", weekend=weekend, holiday=holiday, password=password)
 
     async def set_password(self, new_password: str, *, password: str | None = None) -> None:
         """W15: a new 8-digit password; this handle uses it from now on."""
-        await self._write(commands.change_password(new_password), password)
-        self.password = new_password
+        await self.apply("password", new_password=new_password, password=password)
 
     async def set_address(self, new_address: str, *, password: str | None = None) -> None:
         """W16: a new 12-digit address; this handle follows the meter to it."""
-        await self._write(commands.change_address(new_address), password)
-        old, self.address = self.address, new_address
-        self.bus.readdress(old, new_address)
+        await self.apply("address", new_address=new_address, password=password)
 
 
 class V3Meter(_Meter):
@@ -265,28 +275,28 @@ class V4Meter(_Meter):
         self, relay: Relay | int | str, state: RelayState | int | str, seconds: int = 0, *, password: str | None = None
     ) -> None:
         """W1: open or close relay 1 or 2, for ``seconds`` (0 = hold)."""
-        await self._write(commands.relay(relay, state, seconds), password)
+        await self.apply("relay", relay=relay, state=state, seconds=seconds, password=password)
 
     async def set_pulse_input_ratio(
         self, line: PulseInput | int | str, ratio: int, *, password: str | None = None
     ) -> None:
         """W2: pulse input ratio (1–9999) of line 1–3."""
-        await self._write(commands.pulse_input_ratio(line, ratio), password)
+        await self.apply("pulse-input-ratio", line=line, ratio=ratio, password=password)
 
     async def set_pulse_output_ratio(self, ratio: PulseOutputRatio | int | str, *, password: str | None = None) -> None:
         """W3: pulse output ratio."""
-        await self._write(commands.pulse_output_ratio(ratio), password)
+        await self.apply("pulse-output-ratio", ratio=ratio, password=password)
 
     async def zero_resettable(self, *, password: str | None = None) -> None:
         """W4: zero the resettable kWh registers (forward and reverse)."""
-        await self._write(commands.zero_resettable(), password)
+        await self.apply("zero-resettable", password=password)
 
     async def set_max_demand_reset_interval(
         self, interval: MaxDemandResetInterval | int | str, *, password: str | None = None
     ) -> None:
         """W5: automatic max-demand reset: off, monthly, weekly, daily, hourly."""
-        await self._write(commands.max_demand_reset_interval(interval), password)
+        await self.apply("max-demand-reset-interval", interval=interval, password=password)
 
     async def set_lcd(self, items: Sequence[LcdItem | int | str], *, password: str | None = None) -> None:
         """W8: what the LCD shows, 1–40 items."""
-        await self._write(commands.lcd(items), password)
+        await self.apply("lcd", items=items, password=password)

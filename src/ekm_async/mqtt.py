@@ -38,6 +38,7 @@ from urllib.parse import SplitResult, urlsplit
 import aiomqtt
 
 from .blocks import Read
+from .catalogue import SETTINGS
 from .errors import EkmError
 from .meters import V4Meter
 from .poller import BaseObserver, Poller
@@ -93,6 +94,7 @@ SENSORS: dict[str, Sensor] = {
 # Relay n is on (closed) for these State_Out values: 1 off/off, 2 off/on, 3 on/off, 4 on/on.
 _RELAY_ON = {1: (3, 4), 2: (2, 4)}
 _COMMANDS = {"ON": "close", "OFF": "open"}
+RELAY = SETTINGS["relay"]
 
 
 def check_url(url: str) -> SplitResult:
@@ -369,7 +371,10 @@ class MqttBridge(BaseObserver):
                 raise ValueError(f"meter {address} has no relays")
             text = payload.decode() if isinstance(payload, bytes | bytearray) else str(payload)
             command = json.loads(text) if text.lstrip().startswith("{") else {"state": _COMMANDS[text.strip().upper()]}
-            await meter.set_relay(relay, command["state"], int(command.get("seconds", 0)))
+            if not isinstance(command, dict):
+                raise ValueError("the payload must be ON, OFF or a JSON object")
+            arguments = RELAY.from_json({**command, "relay": relay})  # as the web service takes a body
+            await meter.apply(RELAY, **arguments)
             result = {"ok": True, "state": command["state"]}
         except (KeyError, ValueError, IndexError, TypeError, EkmError, TimeoutError) as exc:
             log.warning("relay command on %s refused: %r", topic, exc)

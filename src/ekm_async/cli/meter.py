@@ -7,118 +7,18 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TextIO
 
-from .. import commands
 from ..bus import Bus, BusOpening, open_bus
 from ..calculated import Value
+from ..catalogue import SETTINGS, SettingSpec
 from ..errors import EkmError
 from ..meters import V3Meter, V4Meter
-from ..model import MonthDay, Period, Season
 from ..wire import require_address, require_password
 
-__all__ = ["SETTINGS", "add_meter_commands"]
+__all__ = ["add_meter_commands"]
 
 Meter = V3Meter | V4Meter
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    """One ``set`` SETTING: how its arguments parse, which request checks them, which method sends it."""
-
-    usage: str
-    nargs: tuple[int, int | None]
-    """Fewest and most arguments (None: any number)."""
-    parse: Callable[[list[str], argparse.Namespace], tuple[Any, ...]]
-    encode: Callable[..., bytes]
-    """The request encoder: validates the parsed arguments before the bus is opened."""
-    method: str
-    v4_only: bool = False
-
-
-def _ints(args: list[str], _: argparse.Namespace) -> tuple[Any, ...]:
-    return tuple(int(a) for a in args)
-
-
-def _words(args: list[str], _: argparse.Namespace) -> tuple[Any, ...]:
-    return tuple(args)
-
-
-def _none(args: list[str], _: argparse.Namespace) -> tuple[Any, ...]:
-    return ()
-
-
-def _relay(args: list[str], opts: argparse.Namespace) -> tuple[Any, ...]:
-    return int(args[0]), args[1], opts.seconds
-
-
-def _time(args: list[str], _: argparse.Namespace) -> tuple[Any, ...]:
-    return (datetime.fromisoformat(args[0]) if args else datetime.now(),)
-
-
-def _lcd(args: list[str], _: argparse.Namespace) -> tuple[Any, ...]:
-    return ([int(a) if a.isdigit() else a for a in args],)
-
-
-def _schedule(args: list[str], _: argparse.Namespace) -> tuple[Any, ...]:
-    periods = []
-    for text in args[1:]:
-        hh, mm, tariff = text.split(":")
-        periods.append(Period(int(hh), int(mm), int(tariff)))
-    return int(args[0]), periods
-
-
-def _month_day(text: str) -> tuple[int, int]:
-    month, day = text.split("-")
-    return int(month), int(day)
-
-
-def _seasons(args: list[str], _: argparse.Namespace) -> tuple[Any, ...]:
-    seasons = []
-    for text in args:
-        date, schedule = text.split(":")
-        seasons.append(Season(*_month_day(date), int(schedule)))
-    return (seasons,)
-
-
-def _holidays(args: list[str], _: argparse.Namespace) -> tuple[Any, ...]:
-    return ([MonthDay(*_month_day(text)) for text in args],)
-
-
-SETTINGS: dict[str, Setting] = {
-    "relay": Setting("RELAY open|close [--seconds N]", (2, 2), _relay, commands.relay, "set_relay", v4_only=True),
-    "ct-ratio": Setting("N", (1, 1), _ints, commands.ct_ratio, "set_ct_ratio"),
-    "max-demand-period": Setting("15|30|60", (1, 1), _ints, commands.max_demand_period, "set_max_demand_period"),
-    "max-demand-reset-interval": Setting(
-        "off|monthly|weekly|daily|hourly",
-        (1, 1),
-        _words,
-        commands.max_demand_reset_interval,
-        "set_max_demand_reset_interval",
-        v4_only=True,
-    ),
-    "max-demand-reset-now": Setting("", (0, 0), _none, commands.max_demand_reset_now, "reset_max_demand"),
-    "time": Setting("[ISO-DATETIME]", (0, 1), _time, commands.set_time, "set_time"),
-    "pulse-input-ratio": Setting(
-        "LINE N", (2, 2), _ints, commands.pulse_input_ratio, "set_pulse_input_ratio", v4_only=True
-    ),
-    "pulse-output-ratio": Setting(
-        "N", (1, 1), _ints, commands.pulse_output_ratio, "set_pulse_output_ratio", v4_only=True
-    ),
-    "zero-resettable": Setting("", (0, 0), _none, commands.zero_resettable, "zero_resettable", v4_only=True),
-    "lcd": Setting("ITEM… (names or codes)", (1, None), _lcd, commands.lcd, "set_lcd", v4_only=True),
-    "weekend-holiday-schedules": Setting(
-        "WEEKEND HOLIDAY", (2, 2), _ints, commands.weekend_holiday_schedules, "set_weekend_holiday_schedules"
-    ),
-    "password": Setting("NEW", (1, 1), _words, commands.change_password, "set_password"),
-    "address": Setting("NEW", (1, 1), _words, commands.change_address, "set_address"),
-    "schedule": Setting("N HH:MM:TARIFF…", (1, None), _schedule, commands.schedule, "set_schedule"),
-    "seasons": Setting("MM-DD:SCHEDULE…", (0, None), _seasons, commands.seasons, "set_seasons"),
-    "holidays": Setting("MM-DD…", (0, None), _holidays, commands.holidays, "set_holidays"),
-}
-"""Every ``set`` SETTING (DESIGN.md §4)."""
 
 
 def add_meter_commands(sub: Any) -> None:
@@ -146,7 +46,9 @@ def add_meter_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per settings block")
     p.set_defaults(run=_run_settings)
 
-    usage = "\n".join(f"  {name} {s.usage}" + ("   (V4)" if s.v4_only else "") for name, s in SETTINGS.items())
+    usage = "\n".join(
+        f"  {spec.name} {spec.usage}".rstrip() + ("   (V4)" if spec.v4_only else "") for spec in SETTINGS.values()
+    )
     p = sub.add_parser(
         "set",
         parents=[common],
@@ -154,11 +56,39 @@ def add_meter_commands(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=f"Change one setting; exit status 0 only when the meter acknowledged it.\nSETTINGs:\n{usage}",
     )
-    p.add_argument("setting", choices=sorted(SETTINGS), metavar="SETTING")
-    p.add_argument("values", nargs="*", metavar="ARG")
+    options = _setting_options()
     p.add_argument("--password", default="00000000", help="the meter password (default 00000000)")
-    p.add_argument("--seconds", type=int, default=0, help="relay: seconds to hold (0: until told)")
-    p.set_defaults(run=_run_set)
+    settings = p.add_subparsers(dest="setting", metavar="SETTING", required=True)
+    for spec in SETTINGS.values():
+        q = settings.add_parser(
+            spec.name,
+            parents=[options],
+            help=spec.summary + (" (V4 only)" if spec.v4_only else ""),
+            description=f"{spec.summary}.",
+        )
+        positional = " ".join(a.usage for a in spec.arguments if a.option is None)
+        if positional:
+            q.add_argument("words", nargs="*", metavar=positional)
+        for argument in spec.arguments:
+            if argument.option is not None:
+                q.add_argument(argument.option, dest=argument.name, metavar=argument.usage, default=None)
+        q.set_defaults(run=_run_set, spec=spec)
+
+
+def _setting_options() -> argparse.ArgumentParser:
+    """The options of ``set`` also after the SETTING's arguments, where users put them (not reset there
+    when left out)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--password", default=argparse.SUPPRESS, help="the meter password (default 00000000)")
+    options.add_argument("--v3", action="store_true", default=argparse.SUPPRESS, help="a V3 meter")
+    options.add_argument("--echo", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    options.add_argument(
+        "--backend", choices=("pyserial", "serialx"), default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    options.add_argument(
+        "--timeout-margin", type=float, dest="timeout_margin", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    return options
 
 
 def _meter_of(bus: Bus, args: argparse.Namespace, password: str = "00000000") -> Meter:
@@ -233,16 +163,14 @@ def _run_settings(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
 
 
 def _run_set(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
-    setting = SETTINGS[args.setting]
-    command = f"set {args.setting}"
-    fewest, most = setting.nargs
-    if len(args.values) < fewest or (most is not None and len(args.values) > most):
-        raise _usage_error(command, f"usage: {args.setting} {setting.usage}")
-    if setting.v4_only and args.v3:
-        raise _usage_error(command, "V4 meters only")
+    spec: SettingSpec = args.spec
+    command = f"set {spec.name}"
+    if spec.v4_only and args.v3:
+        raise _usage_error(command, f"{spec.name} is a V4 setting: a V3 meter has none")
     try:
-        values = setting.parse(args.values, args)
-        setting.encode(*values)  # every check, before the bus is opened
+        options = {a.option: getattr(args, a.name) for a in spec.arguments if a.option is not None}
+        arguments = spec.parse(getattr(args, "words", []), options)
+        spec.request(**arguments)  # every check, before the bus is opened
         require_password(args.password)
     except ValueError as exc:
         raise _usage_error(command, str(exc)) from None
@@ -250,9 +178,8 @@ def _run_set(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
 
     async def run() -> int:
         async with opening as bus:
-            meter = _meter_of(bus, args, args.password)
-            await getattr(meter, setting.method)(*values)
-        out.write(f"ok: {args.setting} acknowledged by {args.address}\n")
+            await _meter_of(bus, args, args.password).apply(spec, **arguments)
+        out.write(f"ok: {spec.name} acknowledged by {args.address}\n")
         return 0
 
     return _guard(run)

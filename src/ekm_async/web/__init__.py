@@ -1,5 +1,5 @@
 """Embed ekm-async in async web services: ``create_app(poller, store=..., token=...)`` (aiohttp)."""
 
-from .app import WRITES, StreamHub, create_app
+from .app import StreamHub, create_app
 
-__all__ = ["WRITES", "StreamHub", "create_app"]
+__all__ = ["StreamHub", "create_app"]

@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..blocks import Read
+from ..catalogue import SETTINGS
 from ..errors import (
     BusClosed,
     ConnectionLost,
@@ -34,12 +35,12 @@ from ..errors import (
     ReplyTimeout,
     UnexpectedReply,
 )
-from ..meters import V4Meter
+from ..meters import V3Meter, V4Meter
 from ..poller import BaseObserver, Poller
 from ..store import SqliteStore
 from .metrics import bus_of, registry_for
 
-__all__ = ["WRITES", "StreamHub", "create_app"]
+__all__ = ["StreamHub", "create_app"]
 
 MAX_LIMIT = 10_000
 log = logging.getLogger("ekm_async.web")
@@ -51,48 +52,6 @@ class WebOptions:
     """Seconds a write may take in all (waiting for the bus included) before it is answered 504."""
     keepalive: float = 15.0
     """Seconds between SSE comments that keep idle connections open."""
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    """One settings endpoint: the meter method, its JSON body's keys (required, optional), V4 only?"""
-
-    method: str
-    required: tuple[str, ...] = ()
-    optional: tuple[str, ...] = ()
-    v4_only: bool = False
-    convert: Callable[[dict[str, Any]], dict[str, Any]] = lambda body: body
-
-
-def _time(body: dict[str, Any]) -> dict[str, Any]:
-    text = body.get("when")
-    if text is None:
-        return {}
-    if not isinstance(text, str):
-        raise ValueError(f"when must be an ISO 8601 date and time; got {text!r}")
-    return {"when": datetime.fromisoformat(text)}
-
-
-WRITES: dict[str, Write] = {
-    "relay": Write("set_relay", ("relay", "state"), ("seconds",), v4_only=True),
-    "ct-ratio": Write("set_ct_ratio", ("ratio",)),
-    "max-demand-period": Write("set_max_demand_period", ("period",)),
-    "max-demand-reset-interval": Write("set_max_demand_reset_interval", ("interval",), v4_only=True),
-    "max-demand-reset-now": Write("reset_max_demand"),
-    "time": Write("set_time", (), ("when",), convert=_time),
-    "pulse-input-ratio": Write("set_pulse_input_ratio", ("line", "ratio"), v4_only=True),
-    "pulse-output-ratio": Write("set_pulse_output_ratio", ("ratio",), v4_only=True),
-    "zero-resettable": Write("zero_resettable", v4_only=True),
-    "lcd": Write("set_lcd", ("items",), v4_only=True),
-    "weekend-holiday-schedules": Write("set_weekend_holiday_schedules", ("weekend", "holiday")),
-    "password": Write("set_password", ("new_password",)),
-    "address": Write("set_address", ("new_address",)),
-    "schedule": Write("set_schedule", ("schedule", "periods")),
-    "seasons": Write("set_seasons", ("seasons",)),
-    "holidays": Write("set_holidays", ("dates",)),
-}
-"""``POST /api/meters/{address}/{setting}``: every setting, with the keys of its JSON body. Any body may
-also carry ``password``, the meter's password (default: the handle's)."""
 
 
 class ApiError(Exception):
@@ -363,31 +322,25 @@ def _authorized(request: web.Request) -> None:
 
 
 async def write(request: web.Request) -> web.Response:
+    """``POST /api/meters/{address}/{setting}``: the JSON body holds the setting's arguments by name
+    (:data:`ekm_async.catalogue.SETTINGS`) and may carry ``password``, the meter's (default: the handle's)."""
     _authorized(request)
     address = _meter_address(request)
     name = request.match_info["setting"]
-    spec = WRITES.get(name)
+    spec = SETTINGS.get(name)
     if spec is None:
-        raise _error(404, "unknown-setting", f"no setting {name!r}; settings: {', '.join(WRITES)}")
+        raise _error(404, "unknown-setting", f"no setting {name!r}; settings: {', '.join(SETTINGS)}")
     meter = request.app[POLLER].meter(address)
+    if not isinstance(meter, V3Meter | V4Meter):
+        raise TypeError(f"meter {address} has no settings: {meter!r}")
     if spec.v4_only and not isinstance(meter, V4Meter):
         raise _error(400, "v4-only", f"{name} is a V4 setting; meter {address} is a V3")
     body = await _body(request)
-    unknown = set(body) - {*spec.required, *spec.optional, "password"}
-    missing = [key for key in spec.required if key not in body]
-    if unknown or missing:
-        raise _error(
-            400,
-            "bad-request",
-            f"{name} takes {list(spec.required)} (+ {list(spec.optional)}, password); "
-            f"missing {missing}, unknown {sorted(unknown)}",
-        )
     password = body.pop("password", None)
-    call: Callable[..., Awaitable[None]] = getattr(meter, spec.method)
     try:
-        kwargs = spec.convert(body)
+        arguments = spec.from_json(body)
         async with asyncio.timeout(request.app[OPTIONS].write_timeout):
-            await call(**kwargs, password=password)
+            await meter.apply(spec, password=password, **arguments)
     except Exception as exc:
         for kind, status, code in _FAILURES:
             if isinstance(exc, kind):

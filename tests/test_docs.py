@@ -1,4 +1,5 @@
-"""docs/session.md is generated from the transition table and must stay in step with it."""
+"""The generated documents (docs/session.md from the session table, docs/settings.md from the settings
+catalogue) must stay in step with their tables."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ekm_async.catalogue import SETTINGS
 from ekm_async.session import MEANING, TRANSITIONS, SessionEvent, State
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_session_doc_is_current() -> None:
+def test_generated_docs_are_current() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "render_session_diagram.py"), "--check"],
+        [sys.executable, str(ROOT / "scripts" / "render_docs.py"), "--check"],
         capture_output=True,
         text=True,
         check=False,
@@ -29,3 +31,10 @@ def test_every_transition_is_drawn() -> None:
 
 def test_every_state_and_event_has_a_meaning() -> None:
     assert set(MEANING) == set(State) | set(SessionEvent)
+
+
+def test_every_setting_is_documented_with_its_command_line_and_body() -> None:
+    text = (ROOT / "docs" / "settings.md").read_text()
+    for spec in SETTINGS.values():
+        assert f"`{spec.name}`: {spec.summary}" in text
+        assert f"meter.{spec.method}(" in text
