@@ -70,7 +70,8 @@ def render_settings() -> str:
         "anything is sent. Every write is connect → password → write → close, and is sent only after the",
         "password was acknowledged.",
         "",
-        "| setting | `ekm-async set URL ADDRESS …` | Python | `POST /api/meters/{address}/{setting}` body | meters | ekmmeters |",
+        "| setting | `ekm-async set URL ADDRESS …` | Python | `POST /api/meters/{address}/{setting}` body "
+        "| meters | ekmmeters |",
         "|---|---|---|---|---|---|",
     ]
     for spec in SETTINGS.values():

@@ -33,11 +33,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from ekm_async import Bus, Poller, SqliteStore, open_bus
+from ekm_async.catalogue import SETTINGS as WRITES
 from ekm_async.cli import main as cli_main
 from ekm_async.exchange import LATENCY_BUCKETS
 from ekm_async.model import MonthDay, Period, Season
 from ekm_async.sim import Fault, MeterModel, MeterType, SimBus, SimServer
-from ekm_async.catalogue import SETTINGS as WRITES
 from ekm_async.web import StreamHub, create_app
 from ekm_async.web.app import HUB, METRICS, OPTIONS
 
