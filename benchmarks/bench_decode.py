@@ -111,7 +111,7 @@ def _b_frame(a: Mapping[str, Value], scale: int, rng: random.Random) -> bytes:
         "Max_Demand_Period": rng.randint(1, 3),
         **{f"Pulse_Ratio_{n}": rng.choice((1, 100, 1000)) for n in (1, 2, 3)},
         "CT_Ratio": rng.choice((100, 200, 400, 800)),
-        "Max_Demand_Reset_Interval": rng.randint(0, 4),
+        "Max_Demand_Interval_Reset": rng.randint(0, 4),
         "Pulse_Output_Ratio": rng.choice((1, 800, 1600)),
         "Status_A": "30",
         "Status_B": "30",

@@ -48,7 +48,7 @@ kWh_Tariff_4 40 8; Rev_kWh_Tariff_1 48 8; Rev_kWh_Tariff_2 56 8; Rev_kWh_Tariff_
 RMS_Volts_Ln_1 80 4; RMS_Volts_Ln_2 84 4; RMS_Volts_Ln_3 88 4; Amps_Ln_1 92 5; Amps_Ln_2 97 5; Amps_Ln_3 102 5;
 RMS_Watts_Ln_1 107 7; RMS_Watts_Ln_2 114 7; RMS_Watts_Ln_3 121 7; RMS_Watts_Tot 128 7; Cos_Theta_Ln_1 135 4;
 Cos_Theta_Ln_2 139 4; Cos_Theta_Ln_3 143 4; RMS_Watts_Max_Demand 147 8; Max_Demand_Period 155 1;
-Pulse_Ratio_1 156 4; Pulse_Ratio_2 160 4; Pulse_Ratio_3 164 4; CT_Ratio 168 4; Max_Demand_Reset_Interval 172 1;
+Pulse_Ratio_1 156 4; Pulse_Ratio_2 160 4; Pulse_Ratio_3 164 4; CT_Ratio 168 4; Max_Demand_Interval_Reset 172 1;
 Pulse_Output_Ratio 173 4; Status_A 230 1; Status_B 231 1; Status_C 232 1; Meter_Time 233 14
 """
 

@@ -339,10 +339,10 @@ async def test_zero_resettable_zeroes_the_resettable_registers(transport: str) -
 async def test_set_max_demand_reset_interval_shows_in_the_next_read(transport: str) -> None:
     async with rig([v4(X)], transport) as r:
         meter = r.bus.v4(X)
-        assert (await meter.read()).Max_Demand_Reset_Interval == MaxDemandResetInterval.OFF
+        assert (await meter.read()).Max_Demand_Interval_Reset == MaxDemandResetInterval.OFF
         async with one_write(r, X, "00D5", "V4A"):
             await meter.set_max_demand_reset_interval("weekly")
-        assert (await meter.read()).Max_Demand_Reset_Interval == MaxDemandResetInterval.WEEKLY
+        assert (await meter.read()).Max_Demand_Interval_Reset == MaxDemandResetInterval.WEEKLY
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -41,7 +41,7 @@ STABLE = [
     "Pulse_Ratio_2",
     "Pulse_Ratio_3",
     "Pulse_Output_Ratio",
-    "Max_Demand_Reset_Interval",
+    "Max_Demand_Interval_Reset",
     "State_Out",
 ]
 """Fields of a V4 read that change only when written."""
@@ -244,9 +244,9 @@ def test_max_demand_reset_now_v3_is_acknowledged(url: str, v3: str) -> None:
 
 def test_max_demand_reset_interval(url: str, v4: str) -> None:
     acked(url, v4, "max-demand-reset-interval", "weekly")
-    assert read(url, v4)["Max_Demand_Reset_Interval"] == 2
+    assert read(url, v4)["Max_Demand_Interval_Reset"] == 2
     acked(url, v4, "max-demand-reset-interval", "HOURLY")
-    assert read(url, v4)["Max_Demand_Reset_Interval"] == 4
+    assert read(url, v4)["Max_Demand_Interval_Reset"] == 4
 
 
 def test_max_demand_reset_now(url: str, v4: str) -> None:

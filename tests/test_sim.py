@@ -467,7 +467,7 @@ def test_max_demand_period_shows_in_v4_b_and_v3(period: MaxDemandPeriod) -> None
 def test_max_demand_reset_interval_shows_in_b(interval: MaxDemandResetInterval) -> None:
     host = Host([v4()])
     host.write_ok(commands.max_demand_reset_interval(interval))
-    assert host.read().fields["Max_Demand_Reset_Interval"] == interval.value
+    assert host.read().fields["Max_Demand_Interval_Reset"] == interval.value
 
 
 def test_max_demand_reset_now_clears_the_max_demand() -> None:

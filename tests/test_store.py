@@ -704,3 +704,24 @@ async def test_a_file_that_cannot_be_opened_again_is_a_commit_error_and_is_tried
         assert store.reopened == 1
     finally:
         await store.close()
+
+
+async def test_a_version_1_file_gets_ekmmeters_name_for_v4_b_offset_172_and_keeps_its_reads(tmp_path: Path) -> None:
+    import ekm_async.store as store_module  # noqa: PLC0415
+
+    path = tmp_path / "v1.db"
+    with connect(path) as db:
+        for statement in store_module.MIGRATIONS[1]:
+            db.execute(statement)
+        old_name = '"Max_Demand_Reset_Interval"'
+        db.execute(f"INSERT INTO reads (time_utc, kind, raw_a, {old_name}) VALUES (1.0, 'v4', x'00', 3)")
+        db.execute("PRAGMA user_version=1")
+        db.commit()
+    async with SqliteStore(path) as store:
+        assert await store.count() == 1
+    with connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 2
+        columns = {row["name"] for row in db.execute("PRAGMA table_info(reads)")}
+        assert "Max_Demand_Interval_Reset" in columns
+        assert "Max_Demand_Reset_Interval" not in columns
+        assert db.execute('SELECT "Max_Demand_Interval_Reset" FROM reads').fetchone()[0] == 3

@@ -580,7 +580,7 @@ async def _period(r: Rig, m: MeterModel) -> None:
 
 async def _reset_interval(r: Rig, m: MeterModel) -> None:
     assert m.max_demand_reset_interval == 3
-    assert (await _fields(r, A))["Max_Demand_Reset_Interval"] == 3
+    assert (await _fields(r, A))["Max_Demand_Interval_Reset"] == 3
 
 
 async def _reset_now(r: Rig, m: MeterModel) -> None:

@@ -195,7 +195,7 @@ V4B = Layout(
         *_run(_n("Pulse_Ratio_{}", 3), 156, 4),
         _f("CT_Ratio", 168, 4),
         # Offset 172 has no documented name (EKM: "Reserved_b2"); it holds the W5 setting.
-        _f("Max_Demand_Reset_Interval", 172, 1),
+        _f("Max_Demand_Interval_Reset", 172, 1),
         _f("Pulse_Output_Ratio", 173, 4),
         *_run(["Status_A", "Status_B", "Status_C"], 230, 1, HEX),
         _f("Meter_Time", 233, 14, STR),

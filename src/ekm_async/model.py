@@ -96,7 +96,7 @@ class MaxDemandPeriod(enum.IntEnum):
 
 
 class MaxDemandResetInterval(enum.IntEnum):
-    """Automatic max-demand reset (W5; read back as ``Max_Demand_Reset_Interval`` in the V4 B block)."""
+    """Automatic max-demand reset (W5; read back as ``Max_Demand_Interval_Reset`` in the V4 B block)."""
 
     OFF = 0
     MONTHLY = 1

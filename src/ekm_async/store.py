@@ -66,20 +66,30 @@ READ_COLUMNS = (*META_COLUMNS, *FIELD_COLUMNS)
 """The columns of ``reads`` (besides ``id``), in order."""
 
 
-def _create_reads() -> str:
-    columns = ",\n  ".join(f'"{name}" {sql}' for name, sql in {**META_COLUMNS, **FIELD_COLUMNS}.items())
+_V1_NAMES = {"Max_Demand_Interval_Reset": "Max_Demand_Reset_Interval"}
+"""Columns named otherwise in schema version 1 (renamed by a later migration)."""
+
+
+def _create_reads(names: dict[str, str]) -> str:
+    """The ``reads`` table, its columns renamed per ``names`` (as an earlier schema version had them)."""
+    columns = ",\n  ".join(
+        f'"{names.get(name, name)}" {sql}' for name, sql in {**META_COLUMNS, **FIELD_COLUMNS}.items()
+    )
     return f"CREATE TABLE reads (\n  id INTEGER PRIMARY KEY,\n  {columns}\n)"
 
 
 # Version → the statements that bring a file from the version before to it. Append, never edit.
 MIGRATIONS: dict[int, Sequence[str]] = {
     1: (
-        _create_reads(),
+        _create_reads(_V1_NAMES),
         'CREATE INDEX reads_address_time ON reads ("Meter_Address", time_utc)',
         'CREATE TABLE settings (\n  id INTEGER PRIMARY KEY,\n  "Meter_Address" TEXT NOT NULL,\n'
         "  time_utc REAL NOT NULL,\n  block TEXT NOT NULL,\n  kind TEXT NOT NULL,\n  kwh_scale INTEGER NOT NULL,\n"
         "  raw BLOB NOT NULL,\n  fields TEXT NOT NULL\n)",
         'CREATE INDEX settings_address_time ON settings ("Meter_Address", time_utc)',
+    ),
+    2: (  # V4 B offset 172 takes ekmmeters' name
+        'ALTER TABLE reads RENAME COLUMN "Max_Demand_Reset_Interval" TO "Max_Demand_Interval_Reset"',
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -355,7 +355,7 @@ class MeterModel:
         else:
             fields |= {
                 "RMS_Watts_Max_Demand": round(self.max_demand, 1),
-                "Max_Demand_Reset_Interval": self.max_demand_reset_interval,
+                "Max_Demand_Interval_Reset": self.max_demand_reset_interval,
                 "Pulse_Output_Ratio": self.pulse_output_ratio,
                 "Status_A": "00",
                 "Status_B": "00",
