@@ -17,7 +17,7 @@ VECTORS = Path(__file__).resolve().parents[1] / "tests" / "vectors"
 
 @pytest.fixture(scope="session")
 def captured() -> dict[str, Any]:
-    """The real V4 A frame of ../shared/vectors/captured_v4a.json (copied into tests/vectors)."""
+    """A real V4 A frame captured from a meter (tests/vectors/captured_v4a.json)."""
     return json.loads((VECTORS / "captured_v4a.json").read_text())
 
 

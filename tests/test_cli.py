@@ -1,4 +1,4 @@
-"""``ekm-async decode`` per DESIGN.md §4."""
+"""``ekm-async decode`` as docs/architecture.md gives it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``ekm-async read``, ``settings`` and ``set`` (DESIGN.md §4) against ``ekm-async simulate`` over TCP.
+"""``ekm-async read``, ``settings`` and ``set`` against ``ekm-async simulate`` over TCP.
 
 One simulator subprocess serves the module; every test takes meters of its own from it (``v4`` and
 ``v3`` hand out fresh addresses), so tests do not see each other's writes.

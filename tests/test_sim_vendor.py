@@ -4,7 +4,7 @@ A throwaway virtualenv gets ``ekmmeters==0.2.5`` and pyserial from PyPI; ``tests
 runs in it as a separate client process and prints one JSON report of every vendor call. For a V4 and a
 V3 meter: ``request()``, ``readSettings()`` and every setter return True (the few deliberate refusals
 are listed in the driver), and what the vendor wrote (CT ratio, pulse input ratios, relays, …) is in
-its next read. Consecutive clients on the same pty work (DESIGN.md §7).
+its next read. Consecutive clients on the same pty work (docs/architecture.md, "Traps").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 * a device path (``/dev/ttyUSB0``, ``COM3``): pyserial-asyncio at 9600 baud 7E1, the port opened and
   closed in an executor (pyserial-asyncio 0.6 would do both on the event loop); or serialx when
   ``backend="serialx"``. A pty (``/dev/pts/N``, e.g. the simulator's) is opened at 8N1: a pty has no
-  parity and Linux refuses pyserial's second 7E1 ``tcsetattr`` on one (DESIGN.md §7).
+  parity and Linux refuses pyserial's second 7E1 ``tcsetattr`` on one (docs/architecture.md, "Traps").
 * ``rfc2217://HOST:PORT``: serialx (``pip install ekm-async[serialx]``; pyserial-asyncio cannot
   watch an RFC 2217 port from the event loop on POSIX).
 """

@@ -485,7 +485,7 @@ class BusOpening:
 
 
 def open_bus(url: str, *, connect: Connector | None = None, **options: Any) -> BusOpening:
-    """Open the bus at ``url`` (DESIGN.md §3): ``"/dev/ttyUSB0"``, ``"COM3"``, ``"tcp://h:p"``,
+    """Open the bus at ``url`` (docs/architecture.md): ``"/dev/ttyUSB0"``, ``"COM3"``, ``"tcp://h:p"``,
     ``"socket://h:p"``, ``"rfc2217://h:p"``. ``options`` are the fields of :class:`BusOptions`; a bad
     one, or a URL that cannot be opened, raises ``ValueError`` before anything is opened. ``connect``
     replaces the URL's way of opening the wire (e.g. a simulator's in-memory transport).

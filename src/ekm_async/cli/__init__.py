@@ -1,4 +1,4 @@
-"""The ``ekm-async`` command line (DESIGN.md §4)."""
+"""The ``ekm-async`` command line (docs/architecture.md, "The command line")."""
 
 from __future__ import annotations
 

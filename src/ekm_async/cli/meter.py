@@ -1,4 +1,4 @@
-"""``ekm-async read``, ``settings`` and ``set`` (DESIGN.md §4): one meter, one command."""
+"""``ekm-async read``, ``settings`` and ``set``: one meter, one command."""
 
 from __future__ import annotations
 

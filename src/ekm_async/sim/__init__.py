@@ -1,4 +1,4 @@
-"""A faithful simulator of EKM Omnimeter v3/v4 meters on an RS-485 bus (DESIGN.md §1, issue 3).
+"""A faithful simulator of EKM Omnimeter v3/v4 meters on an RS-485 bus.
 
 ``MeterModel`` (a meter, sans-I/O), ``SimBus`` (meters on one wire, timing, echo, faults, a record of
 every transaction), ``SimServer`` (TCP, pty and in-memory transports, paced like the wire).

@@ -215,7 +215,7 @@ class _Pty:
 
     A pty ignores character size and parity: it stores 7E1 as 8N1. Linux then refuses (EINVAL) a
     ``tcsetattr`` that would change nothing but such bits — so pyserial's 7E1 at 9600 baud works on a
-    fresh pty (38400 baud) but fails once the pty holds 8N1 at 9600 (DESIGN.md §7). The simulator
+    fresh pty (38400 baud) but fails once the pty holds 8N1 at 9600 (docs/architecture.md, "Traps"). The simulator
     therefore keeps the slave's stored speed at the fresh pty's, checking every few milliseconds:
     every client's 9600-baud request then changes something and is accepted.
     """
