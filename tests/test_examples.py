@@ -35,51 +35,36 @@ EXPECTED: dict[str, list[str]] = {
         r"^Holidays: 01-01, 12-25$",
         r"^Weekend schedule = 0$",
     ],
-    "set_ct_ratio": [r"^CT is 800$"],
-    "set_max_demand": [
-        r"^max demand period: 30 minutes$",
-        r"^max demand reset interval: DAILY$",
-        r"^max demand before the reset: \d+\.\d$",
-        r"^max demand after the reset: \d+\.\d$",
+    "settings": [
+        r"^set +read back$",
+        r"^relay 1 closed +State_Out = ON_OFF \(relay 1, relay 2\)$",
+        r"^relay 2 closed for 2 s +State_Out = ON_ON$",
+        r"^2\.5 s later +State_Out = ON_OFF$",
+        r"^relay 1 opened +State_Out = OFF_OFF$",
+        r"^CT ratio 800 +CT_Ratio = 800$",
+        r"^max demand period 30 min +Max_Demand_Period = 2 \(30 minutes\)$",
+        r"^max demand period 45 min +ValueError: period must be one of 1 \(MINUTES_15\), .*; got 45$",
+        r"^max demand reset daily +Max_Demand_Interval_Reset = 3 \(DAILY\)$",
+        r"^max demand reset now +RMS_Watts_Max_Demand \d+\.\d → \d+\.\d$",
+        r"^time 2023-11-22 15:39:02 +meter_datetime = 2023-11-22 15:39:0\d$",
+        r"^time now +meter_datetime = (\S+ \d\d:\d\d):\d\d \(computer: \1:\d\d\)$",
+        r"^pulse input ratios 55, 100 +Pulse_Ratio_1\.\.3 = 55, 100, 1$",
+        r"^pulse output ratio 5 +Pulse_Output_Ratio = 5$",
+        r"^zero resettable +Resettable_kWh_Tot 123\.\d\d → 0\.0, Resettable_Rev_kWh_Tot 6\.\d\d → 0\.0$",
+        r"^LCD kWh, watts, frequency +not readable: look at the meter$",
+        r"^schedule 0 \(winter\) +Schedule_1: 00:00 T1  05:30 T2  12:00 T3  17:30 T1$",
+        r"^schedule 1 \(summer\) +Schedule_2: 00:00 T1  11:00 T3  19:00 T1  00:00 T0$",
+        r"^schedule 2 \(weekends\) +Schedule_3: 00:00 T1  00:00 T0  00:00 T0  00:00 T0$",
+        r"^seasons +01-01 → 0, 06-01 → 1, 09-15 → 0$",
+        r"^holidays +01-01, 07-04, 12-25, 12-26$",
+        r"^weekend/holiday schedules +Weekend_Schd = 2, Holiday_Schd = 2$",
+        r"^password 12345678 +the handle now sends 12345678$",
+        r"^  a write with the old one +Refused: meter 000300001184: password not acknowledged$",
+        r"^  a write with the new one +acknowledged$",
+        r"^password back to 00000000 +the handle now sends 00000000$",
+        r"^address 000399999999 +the meter answers at 000399999999$",
+        r"^address back to 000300001184 +the meter answers at 000300001184$",
     ],
-    "set_pulse_ratios": [r"^pulse input ratios: 55 100 1$", r"^pulse output ratio: 5$"],
-    "set_relay": [
-        r"^relay 1 closed: +State_Out = ON_OFF",
-        r"^relay 1 open again: +State_Out = OFF_OFF",
-        r"^relay 2 closed for 1 s: +State_Out = OFF_ON",
-        r"^1.5 s later: +State_Out = OFF_OFF",
-    ],
-    "relay_loop": [
-        r"^loop 3$",
-        r"^  open  relay 1: State_Out = OFF_",
-        r"^  close relay 1: State_Out = ON_",
-        r"^  open  relay 2: State_Out = ON_OFF$",
-        r"^  close relay 2: State_Out = ON_ON$",
-    ],
-    "set_time": [
-        r"^meter time: 2023-11-22 15:39:0\d$",
-        r"^meter time: (\S+ \d\d:\d\d):\d\d \(computer: \1:\d\d\)$",
-    ],
-    "set_lcd": [r"^The meter should now show line 1 volts and the frequency\.$", r"^Now it shows "],
-    "zero_resettable": [
-        r"^before: Resettable_kWh_Tot = 123\.45, Resettable_Rev_kWh_Tot = 6\.78$",
-        r"^after:  Resettable_kWh_Tot = 0\.0, Resettable_Rev_kWh_Tot = 0\.0$",
-    ],
-    "set_schedules": [
-        r"^Schedule_1: 00:00 T1  05:30 T2  12:00 T3  17:30 T1$",
-        r"^Schedule_2: 00:00 T1  11:00 T3  19:00 T1  00:00 T0$",
-        r"^Schedule_3: 00:00 T1  00:00 T0  00:00 T0  00:00 T0$",
-        r"^seasons: 01-01 → 0, 06-01 → 1, 09-15 → 0$",
-        r"^holidays: 01-01, 07-04, 12-25, 12-26$",
-        r"^weekend schedule 2, holiday schedule 2$",
-    ],
-    "set_password": [
-        r"^password changed to 12345678; this handle now sends 12345678$",
-        r"^the old password is refused: meter 000300001184: password not acknowledged$",
-        r"^the new one is accepted: CT_Ratio = 400$",
-        r"^password back to 00000000$",
-    ],
-    "set_address": [r"^the meter now answers at 000399999999$", r"^and back at 000300001184$"],
     "poll_many": [
         r"^round 3 \(\d+\.\d{3} s\)$",
         *(rf"^  00030000118{n} +\d+\.\d+ kWh +\d+ W +\d+\.\d V$" for n in (4, 5, 6)),
@@ -111,12 +96,24 @@ EXPECTED: dict[str, list[str]] = {
 V3_EXPECTED: dict[str, list[str]] = {
     "read": [r"^meter 000300001184 \(model 1012, firmware 13\)$", r"^kWh_Tot +\d+\.\d kWh$"],
     "read_settings": [r"^Holidays: 01-01, 12-25$"],
-    "set_ct_ratio": [r"^CT is 800$"],
-    "set_max_demand": [r"^max demand period: 30 minutes$", r"^max demand after the reset: \d+\.\d$"],
-    "set_time": [r"^meter time: 2023-11-22 15:39:0\d$"],
-    "set_schedules": [r"^seasons: 01-01 → 0, 06-01 → 1, 09-15 → 0$"],
-    "set_password": [r"^the new one is accepted: CT_Ratio = 400$"],
-    "set_address": [r"^and back at 000300001184$"],
+    "settings": [
+        r"^relays +V4 only: a V3 meter has no such setting$",
+        r"^CT ratio 800 +CT_Ratio = 800$",
+        r"^max demand period 30 min +Max_Demand_Period = 2 \(30 minutes\)$",
+        r"^max demand period 45 min +ValueError: ",
+        r"^max demand reset interval +V4 only: ",
+        r"^max demand reset now +Max_Demand \d+\.\d → \d+\.\d$",
+        r"^time 2023-11-22 15:39:02 +meter_datetime = 2023-11-22 15:39:0\d$",
+        r"^pulse ratios +V4 only: ",
+        r"^zero resettable +V4 only: ",
+        r"^LCD +V4 only: ",
+        r"^schedule 0 \(winter\) +Schedule_1: 00:00 T1  05:30 T2  12:00 T3  17:30 T1$",
+        r"^seasons +01-01 → 0, 06-01 → 1, 09-15 → 0$",
+        r"^weekend/holiday schedules +Weekend_Schd = 2, Holiday_Schd = 2$",
+        r"^  a write with the old one +Refused: meter 000300001184: password not acknowledged$",
+        r"^password back to 00000000 +the handle now sends 00000000$",
+        r"^address back to 000300001184 +the meter answers at 000300001184$",
+    ],
     "poll_many": [r"^  000300001186 +\d+\.\d kWh"],
     "notify_pulse": [r"^Bells! Alarms! 000300001184: Pulse_Cnt_[123] \d+ → \d+", r"^12 reads, 0 failures; "],
     "summarize_volts": [r"^000300001186 \S+ \+0\.25 s +\d+ reads  Ln_1 [\d./]+ V  Ln_2 [\d./]+ V  Ln_3 [\d./]+ V$"],
@@ -140,12 +137,7 @@ def assert_lines(output: str, patterns: list[str]) -> None:
         assert re.search(pattern, output, re.MULTILINE), f"no line matches {pattern!r} in:\n{output}"
 
 
-V4_ONLY = sorted(set(EXPECTED) - set(V3_EXPECTED))
-RUNS = [
-    *((name,) for name in EXPECTED),
-    *((name, "--v3") for name in V3_EXPECTED),
-    *((name, "--v3") for name in V4_ONLY),
-]
+RUNS = [*((name,) for name in EXPECTED), *((name, "--v3") for name in V3_EXPECTED)]
 
 
 @pytest.fixture(scope="module")
@@ -181,15 +173,6 @@ def test_example_runs_on_a_simulated_v3_meter(
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith(SIMULATED.replace("v4", "v3"))
     assert_lines(result.stdout, V3_EXPECTED[name])
-
-
-@pytest.mark.parametrize("name", V4_ONLY)
-def test_v4_only_examples_have_no_v3_option(
-    ran: dict[tuple[str, ...], subprocess.CompletedProcess[str]], name: str
-) -> None:
-    result = ran[(name, "--v3")]
-    assert result.returncode == 2
-    assert "unrecognized arguments: --v3" in result.stderr
 
 
 @pytest.mark.parametrize("v3", [(), ("--v3",)], ids=["v4", "v3"])
@@ -252,17 +235,26 @@ def test_poll_to_sqlite_queries_what_it_stored(
 
 
 def test_examples_talk_to_the_bus_given_by_url() -> None:
-    with simulator("v4:000300005555", "v4:000300005556") as url, ThreadPoolExecutor() as pool:
+    meters = ("v4:000300005555", "v4:000300005556", "v4:000300005557")
+    with simulator(*meters) as url, ThreadPoolExecutor() as pool:
         polling = pool.submit(run_example, "poll_many", url, "000300005555", "000300005556")
         read = run_example("read", url, "000300005555")
-        ct = run_example("set_ct_ratio", url, "000300005556")
-        assert_lines(run_example("read", url, "000300005556").stdout, [r'"CT_Ratio": 800,'])
+        settings = run_example("settings", url, "000300005557")
+        # Still at its address, and with the CT ratio the example set:
+        assert_lines(run_example("read", url, "000300005557").stdout, [r'"CT_Ratio": 800,'])
         poll = polling.result()
-    for result in (read, ct, poll):
+    for result in (read, settings, poll):
         assert result.returncode == 0, result.stdout + result.stderr
         assert "simulated" not in result.stdout
     assert_lines(read.stdout, [r"^meter 000300005555 \(model 1024"])
-    assert_lines(ct.stdout, [r"^CT is 800$"])
+    assert_lines(
+        settings.stdout,
+        [
+            r"^CT ratio 800 +CT_Ratio = 800$",
+            r"^  a write with the old one +Refused: meter 000300005557: password not acknowledged$",
+            r"^address back to 000300005557 +the meter answers at 000300005557$",
+        ],
+    )
     assert_lines(poll.stdout, [r"^  000300005555 ", r"^  000300005556 "])
 
 
@@ -278,10 +270,10 @@ def test_an_unreachable_bus_is_one_line_of_error() -> None:
 
 
 def test_help_shows_the_docstring_and_arguments() -> None:
-    result = run_example("set_relay", "--help")
+    result = run_example("settings", "--help")
     assert result.returncode == 0
-    assert "usage: set_relay.py [-h] [url] [ADDRESS]" in result.stdout
-    assert "V4 only" in result.stdout
+    assert "usage: settings.py [-h] [--v3] [url] [ADDRESS]" in result.stdout
+    assert "Every setter of a meter, one step each" in result.stdout
 
 
 def test_a_bad_address_is_a_usage_error() -> None:
