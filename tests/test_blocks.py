@@ -3,17 +3,21 @@ the A+B merge, and round trips of random values through every block kind at ever
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ekm_async import BlockKind, FrameError, Read, RejectReason, blocks, decode, encode
+from ekm_async import BlockKind, FrameDecoder, FrameError, Read, RejectReason, blocks, commands, decode, encode
 from ekm_async.blocks import HolidaysBlock, MonthsBlock, SchedulesBlock
 from ekm_async.calculated import CALCULATED, Value, power_factor
+from ekm_async.commands import LiveRead
 from ekm_async.crc import crc16
+from ekm_async.frames import Frame
 from ekm_async.layouts import LAYOUTS, FieldType
 from ekm_async.model import MonthDay, Period, Season, parse_meter_time
 
@@ -120,6 +124,31 @@ def test_captured_frame_decodes_to_every_expected_value(frame_a: bytes, captured
         assert type(block.fields[name]) is type(value), name
         assert getattr(block, name) == value
         assert block[name] == value
+
+
+GOLDEN = sorted((Path(__file__).resolve().parent / "vectors").glob("captured_*.json"))
+"""Frames captured from real meters: the only ground truth (the one of a meter, and one posted on EKM's forum)."""
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=[p.stem for p in GOLDEN])
+def test_every_captured_frame_decodes_to_its_values_and_back(path: Path) -> None:
+    vector = json.loads(path.read_text())
+    frame = bytes.fromhex(vector["frame_hex"])
+    assert frame[253:].hex() == vector["crc"]
+    assert crc16(frame[1:253]) == frame[253:]
+    block = decode(frame)
+    assert block.kind is BlockKind.V4A
+    assert not getattr(block, "anomalies", ())
+    for name, value in vector["expected"].items():
+        assert block.fields[name] == value, name
+        assert type(block.fields[name]) is type(value), name
+    assert encode(BlockKind.V4A, block.fields) == frame
+    assert commands.live_read(block.address, LiveRead.V4A).hex() == vector["request"]
+    assert [type(e) for e in FrameDecoder().feed(frame)] == [Frame]
+
+
+def test_both_captured_frames_are_golden() -> None:
+    assert [p.stem for p in GOLDEN] == ["captured_v4a", "captured_v4a_forum5181"]
 
 
 def with_scale(frame: bytes, digit: str) -> bytes:
