@@ -1,5 +1,6 @@
 """Render the documents generated from the code's tables: docs/session.md (the session state diagram,
-from the one transition table) and docs/settings.md (every setting, from the settings catalogue).
+from the one transition table), docs/settings.md (every setting, from the settings catalogue) and
+docs/checks.md (every byte the decoder checks, with its evidence, from the layouts).
 
     .venv/bin/python scripts/render_docs.py          # write them
     .venv/bin/python scripts/render_docs.py --check  # exit 1 if one is out of date
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ekm_async.catalogue import SETTINGS, SettingSpec
+from ekm_async.layouts import LAYOUTS, Evidence
 from ekm_async.session import MEANING, TRANSITIONS, SessionEvent, State
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -94,7 +96,51 @@ def render_settings() -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"session.md": render_session, "settings.md": render_settings}
+_FRAME_CHECKS = [
+    ("every block", "0", "STX (`02`)", "captured (both frames)", "reject: `no-stx`"),
+    ("every block", "0–254", "exactly 255 bytes", "captured; ekmmeters' code", "reject: `length` / `truncated`"),
+    ("every block", "0–254", "7-bit bytes (the line is 7E1)", "EKM's serial settings", "reject: `not-7bit`"),
+    ("every block", "253–254", "CRC of 1–252", "captured (both frames); ekmmeters' code", "reject: `crc`"),
+    ("every block", "fields", "digits where a field is a number", "EKM's document; ekmmeters' code", "reject: `field`"),
+    ("V4 A", "230", "`kWh_Scale` 0, 1 or 2", "captured (0 and 2); ekmmeters' code", "reject: `field`"),
+    ("V3, V4 A, V4 B", "4–15", "the address asked", "ekmmeters' code (HEAD)", "reject (`unexpected`), asked again"),
+]
+
+
+def render_checks() -> str:
+    lines = [
+        "# Bytes the decoder checks, and why",
+        "",
+        "Generated from `ekm_async.layouts.LAYOUTS` by `scripts/render_docs.py`; do not edit. Only two frames",
+        "were ever captured from real meters (both V4 A, in `tests/vectors/`); every other expectation comes",
+        "from EKM's document or ekmmeters' code, or is a guess. A check that a captured frame backs rejects a",
+        "frame that fails it. One that only the vendor's code or a guess backs does not: a frame whose CRC,",
+        "length, STX, address and fields hold is delivered, its block flagged (`block.anomalies`), counted",
+        "(`bus.stats.anomalies`, `ekm_frames_anomalous` in the metrics) and logged once per meter with the raw",
+        "frame — unless the bus is strict (`open_bus(url, strict=True)`), which rejects it. A block of the",
+        "wrong kind is still caught: a frame that holds another kind's *captured* mark where its own is",
+        "expected (`00`, the V4 A request type, where a B block's `01` should be) is rejected as that kind.",
+        "",
+        "| block | offset | what | evidence | when it fails |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {' | '.join(row)} |" for row in _FRAME_CHECKS]
+    for layout in LAYOUTS.values():
+        for c in sorted(layout.constants, key=lambda c: c.offset):
+            verdict = f"reject: `{c.reason.value}`" if c.evidence is Evidence.CAPTURED else "flag (reject if strict)"
+            lines.append(
+                f"| {layout.kind.value} | {c.offset}–{c.end - 1} | {c.what} `{c.value.hex(' ')}` | {c.evidence.value} "
+                f"| {verdict} |"
+            )
+    lines += [
+        "",
+        "Settings blocks (months, schedules, holidays) begin with 6 bytes EKM's document calls reserved and",
+        "ekmmeters an echo of the command; nothing shows what they hold, and the decoder does not check them.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"session.md": render_session, "settings.md": render_settings, "checks.md": render_checks}
 
 
 def main(argv: list[str]) -> int:

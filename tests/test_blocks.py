@@ -317,7 +317,7 @@ def _outcome(call: Any) -> tuple[Any, ...]:
         return ("FrameError", exc.reason, exc.raw)
     except ValueError as exc:
         return ("ValueError", str(exc))
-    return (type(block), block.kind, block.raw, block.kwh_scale)
+    return (type(block).__name__, block.kind, block.raw, block.kwh_scale, block.anomalies)
 
 
 @given(
@@ -340,10 +340,12 @@ def test_the_fast_path_decides_as_the_strict_checks(
     other = next(k for k in BlockKind if k is not kind)
     given_kind = {"none": None, "member": kind, "value": kind.value, "other": other}[how]
     raw = bytes(damaged)
-    fast = _outcome(lambda: decode(raw, given_kind, scale))
-    assert fast == _outcome(lambda: blocks._strict(raw, given_kind, scale))
+    for strict in (False, True):
+        fast = _outcome(lambda: decode(raw, given_kind, scale, strict=strict))  # noqa: B023
+        assert fast == _outcome(lambda: blocks._strict(raw, given_kind, scale, strict))  # noqa: B023
     if not changes and how in ("member", "value"):
-        assert fast[:2] == (blocks.BLOCK_CLASS[kind], kind)  # an undamaged frame decodes
+        assert fast[:2] == (blocks.BLOCK_CLASS[kind].__name__, kind)  # an undamaged frame decodes
+        assert fast[4] == ()
 
 
 def test_bad_kind_and_scale_arguments(frame_a: bytes) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from ekm_async import (
     BusClosed,
     ConnectionLost,
+    FrameError,
     MeterUnavailable,
     Read,
     Refused,
@@ -27,7 +29,9 @@ from ekm_async._protocol import MeterProtocol
 from ekm_async.bus import BusHealth
 from ekm_async.commands import LiveRead, live_read
 from ekm_async.exchange import WireStats
-from ekm_async.sim import Fault, FaultKind, RequestKind, SimBus, SimServer
+from ekm_async.layouts import BlockKind
+from ekm_async.sim import Fault, FaultKind, MeterModel, RequestKind, SimBus, SimServer
+from ekm_async.wire import TRAILER_OFFSET, seal
 
 from .test_bus import (
     CLOSE,
@@ -621,3 +625,56 @@ async def test_health_says_since_when_and_why_the_wire_is_gone_and_calls_it_an_o
         task.cancel()
         await bus.close()
         await server.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bytes only a guess expects: flagged, counted, logged once — or rejected when strict
+
+
+def _b_trailer(model: MeterModel, trailer: bytes) -> None:
+    """The simulated meter's V4 B blocks end with ``trailer`` instead of the guessed ``21 0D 0A 03``."""
+    original = model.frame
+
+    def frame(kind: BlockKind, *, reverse: bool = False) -> bytes:
+        raw = original(kind, reverse=reverse)
+        return seal(raw[:TRAILER_OFFSET] + trailer + raw[TRAILER_OFFSET + 4 :]) if kind is BlockKind.V4B else raw
+
+    model.frame = frame  # type: ignore[method-assign]
+
+
+async def test_a_b_block_without_the_guessed_trailer_is_delivered_flagged_counted_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    meter = v4(X)
+    _b_trailer(meter, b"\r\n\x03\x00")
+    async with rig([meter]) as r:
+        with caplog.at_level(logging.WARNING, logger="ekm_async.bus"):
+            reads = [await r.bus.v4(X).read() for _ in range(3)]
+        assert all(read.b is not None for read in reads)
+        (anomaly,) = reads[0].anomalies
+        assert (anomaly.kind, anomaly.what, anomaly.got) == (BlockKind.V4B, "trailer", b"\r\n\x03\x00")
+        assert "only a guess expects it" in str(anomaly)
+        assert r.bus.stats.anomalies == {"v4b trailer": 3}
+        assert r.bus.stats.rejected.total() == 0
+        logged = [rec for rec in caplog.records if "flagged" in rec.getMessage()]
+        assert len(logged) == 1
+        assert reads[0].b.raw.hex() in logged[0].getMessage()  # type: ignore[union-attr]
+
+
+async def test_strict_rejects_what_only_a_guess_expects() -> None:
+    meter = v4(X)
+    _b_trailer(meter, b"\r\n\x03\x00")
+    async with rig([meter], strict=True, retries=1, timeout_margin=0.05) as r:
+        with pytest.raises(FrameError, match="trailer 0d0a0300 at 249"):
+            await r.bus.v4(X).read()
+        assert r.bus.stats.rejected["trailer"] == 2
+
+
+async def test_an_a_block_where_b_was_asked_is_rejected_not_flagged() -> None:
+    meter = v4(X)
+    original = meter.frame
+    meter.frame = lambda kind, *, reverse=False: original(BlockKind.V4A if kind is BlockKind.V4B else kind)  # type: ignore[method-assign]
+    async with rig([meter], retries=0, timeout_margin=0.05) as r:
+        with pytest.raises(FrameError, match="request type 3030 at 247, expected 3031: a v4a block"):
+            await r.bus.v4(X).read()
+        assert r.bus.stats.anomalies == {}

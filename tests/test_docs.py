@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ekm_async.catalogue import SETTINGS
+from ekm_async.layouts import LAYOUTS
 from ekm_async.session import MEANING, TRANSITIONS, SessionEvent, State
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,3 +39,13 @@ def test_every_setting_is_documented_with_its_command_line_and_body() -> None:
     for spec in SETTINGS.values():
         assert f"`{spec.name}`: {spec.summary}" in text
         assert f"meter.{spec.method}(" in text
+
+
+def test_every_checked_constant_is_listed_with_its_evidence() -> None:
+    text = (ROOT / "docs" / "checks.md").read_text()
+    for layout in LAYOUTS.values():
+        for c in layout.constants:
+            assert (
+                f"| {layout.kind.value} | {c.offset}–{c.end - 1} | {c.what} `{c.value.hex(' ')}` | {c.evidence.value} |"
+                in text
+            )

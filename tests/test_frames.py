@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ekm_async import BlockKind, RejectReason, commands, decode, encode
+from ekm_async import BlockKind, FrameError, RejectReason, commands, decode, encode
 from ekm_async import frames as frames_module
-from ekm_async.commands import LiveRead, Reply, SettingsPage
+from ekm_async.commands import LiveRead, Reply
+from ekm_async.crc import crc16
 from ekm_async.frames import ACK, NAK, Ack, Event, Frame, FrameDecoder, Nak, Rejected
 from ekm_async.wire import TRAILER_OFFSET
 
@@ -169,23 +170,22 @@ def test_every_flip_of_any_frame_is_rejected(case: tuple[BlockKind, int, bytes])
     assert_every_flip_rejected(frame, Reply.LIVE if kind in LIVE_KINDS else Reply.BLOCK)
 
 
-def test_trailer_is_checked_as_it_arrives(frame_a: bytes) -> None:
+def test_what_a_frame_holds_is_left_to_decode_which_knows_the_evidence_of_each_byte(frame_a: bytes) -> None:
+    """The decoder takes any 255 bytes from STX whose CRC holds: a trailer or a request type is judged by
+    ``decode``, which rejects only what a captured frame contradicts (and flags what a guess expects)."""
+    odd = bytearray(frame_a)
+    odd[249:253] = b"0000"
+    odd[253:] = crc16(odd[1:253])
     decoder = FrameDecoder()
     decoder.sent(REQUEST_A)
-    bad = frame_a[:250] + b"X"
-    assert decoder.feed(bad[:200]) == []
-    assert decoder.feed(bad[200:]) == [Rejected(RejectReason.TRAILER, bad)]
-    assert decoder.buffered == b""
-    assert decoder.feed(frame_a) == [Frame(frame_a)]  # resynchronised at the next STX
-
-
-def test_a_settings_block_is_not_held_to_the_live_trailer(frame_a: bytes) -> None:
+    assert decoder.feed(bytes(odd)[:200]) + decoder.feed(bytes(odd)[200:]) == [Frame(bytes(odd))]
+    with pytest.raises(FrameError, match="trailer 30303030 at 249"):
+        decode(bytes(odd))  # the V4 A trailer is in both captured frames
     block = encode("holidays", {"Holiday_1_Mon": 1, "Holiday_1_Day": 1})
-    decoder = FrameDecoder()
-    decoder.sent(commands.settings_read(SettingsPage.HOLIDAYS))
-    assert decoder.feed(block) == [Frame(block)]
     decoder.sent(REQUEST_A)
-    assert decoder.feed(block)[0].reason is RejectReason.TRAILER  # type: ignore[union-attr]
+    assert decoder.feed(block) == [Frame(block)]  # a settings block where a live one was asked …
+    with pytest.raises(FrameError):
+        decode(block, "v4a")  # … is no V4 A block
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -248,6 +248,7 @@ async def test_meters_report_status_and_counters_of_each_meter_and_bus() -> None
             "down_reason": "",
             "frames_ok": stats.frames_ok,
             "rejected": dict(stats.rejected),
+            "anomalies": {},
             "timeouts": stats.timeouts,
             "retries": stats.retries,
             "reconnects": stats.reconnects,

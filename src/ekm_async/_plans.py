@@ -171,8 +171,8 @@ def shape(layout: Layout) -> Callable[[bytes], object]:
     byte[0] = re.escape(bytes([STX]))
     for f, first in _digit_spans(layout):
         byte[first : f.end] = [b"[0-9]"] * (f.end - first)
-    for offset, const, _ in layout.constants:
-        byte[offset : offset + len(const)] = [re.escape(bytes([c])) for c in const]
+    for const in layout.constants:
+        byte[const.offset : const.end] = [re.escape(bytes([c])) for c in const.value]
     if layout.kind is BlockKind.V4A:
         byte[KWH_SCALE_OFFSET] = b"[0-2]"
     runs = (b"(?:%s){%d}" % (b, len(list(same))) for b, same in itertools.groupby(byte))

@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, TypeVar
 
-from ._plans import DIGITS, KWH_SCALE_OFFSET, KWH_SCALES, MERGED_PLANS, PLANS, SHAPES, struct_of
+from ._plans import DIGITS, KWH_SCALE_OFFSET, KWH_SCALES, MERGED_PLANS, PLANS, SHAPES
 from .calculated import Value
 from .errors import FrameError, RejectReason
-from .layouts import ADDRESS_SPAN, LAYOUTS, REQUEST_TYPE_OFFSET, BlockKind, Layout
+from .layouts import ADDRESS_SPAN, LAYOUTS, REQUEST_TYPE_OFFSET, BlockKind, Evidence
 from .model import MonthDay, Period, Season, parse_meter_time
 from .wire import FRAME_LEN, STX, crc_fault
 
 __all__ = [
     "BLOCK_CLASS",
+    "Anomaly",
     "Block",
     "HolidaysBlock",
     "LiveBlock",
@@ -77,6 +78,11 @@ class Block(_Fields):
             fields = PLANS[self.kind, self.kwh_scale].fields(self.raw)
             object.__setattr__(self, "_fields", fields)
         return fields
+
+    @property
+    def anomalies(self) -> tuple[Anomaly, ...]:
+        """What this frame lacks that only a guess expects (see :func:`decode`); empty for most blocks."""
+        return ()
 
 
 class _Live(_Fields):
@@ -219,6 +225,24 @@ BLOCK_CLASS: dict[BlockKind, type[Block]] = {
 }
 
 
+def _flagged(cls: type[_B]) -> type[_B]:
+    """``cls`` with the anomalies of its frame (the blocks of frames that lack an unverified constant)."""
+
+    @dataclass(frozen=True, slots=True)
+    class Flagged(cls):  # type: ignore[valid-type,misc]
+        _anomalies: tuple[Anomaly, ...] = field(default=(), repr=False, compare=False)
+
+        @property
+        def anomalies(self) -> tuple[Anomaly, ...]:
+            return self._anomalies
+
+    Flagged.__name__ = Flagged.__qualname__ = cls.__name__
+    return Flagged
+
+
+_FLAGGED: dict[type[Block], type[Block]] = {cls: _flagged(cls) for cls in set(BLOCK_CLASS.values())}
+
+
 @dataclass(frozen=True, slots=True)
 class Read(_Live):
     """One full read of a meter: a V3 block, or a V4 A block merged with a B block.
@@ -264,6 +288,11 @@ class Read(_Live):
         return self.a.address
 
     @property
+    def anomalies(self) -> tuple[Anomaly, ...]:
+        """The anomalies of its blocks (see :func:`decode`)."""
+        return self.a.anomalies + (self.b.anomalies if self.b is not None else ())
+
+    @property
     def v3(self) -> bool:
         return self.a.kind is BlockKind.V3
 
@@ -291,22 +320,58 @@ def check_frame(raw: bytes) -> None:
 _AUTO_KIND = {b"00": BlockKind.V4A, b"01": BlockKind.V4B}
 
 
-class _Constants:
-    """A layout's constant bytes (trailer, request type), checked with one Struct."""
+_MARKS: dict[tuple[int, bytes], BlockKind] = {
+    (c.offset, c.value): layout.kind
+    for layout in LAYOUTS.values()
+    for c in layout.constants
+    if c.evidence is Evidence.CAPTURED
+}
+"""Bytes that verifiably mark a kind (a captured frame shows them): a frame that holds one where another
+kind was expected is of that kind — an A block where a B was asked is rejected, not flagged."""
+_CONSTANTS = {kind: sorted(layout.constants, key=lambda c: c.offset) for kind, layout in LAYOUTS.items()}
+_UNVERIFIED = {
+    Evidence.VENDOR: "only ekmmeters' code expects it: no captured frame shows it",
+    Evidence.GUESS: "only a guess expects it: no captured frame shows it",
+}
 
-    def __init__(self, layout: Layout) -> None:
-        self.spans = sorted(layout.constants)
-        self.unpack = struct_of([(o, o + len(c)) for o, c, _ in self.spans]).unpack
-        self.expected = tuple(c for _, c, _ in self.spans)
 
-    def fail(self, raw: bytes) -> None:
-        for offset, const, reason in self.spans:
-            got = raw[offset : offset + len(const)]
-            if got != const:
-                raise FrameError(reason, raw, f"{got.hex()} at {offset}, expected {const.hex()}")
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """A byte a frame lacks that only a guess (or only ekmmeters' code) expects: the block is delivered,
+    flagged. Send such a frame to the maintainers: it tells what the meter really sends."""
+
+    kind: BlockKind
+    what: str
+    """Which check: ``trailer``, ``request type``."""
+    offset: int
+    got: bytes
+    expected: bytes
+    evidence: Evidence
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kind.value} {self.what} {self.got.hex()} at {self.offset}, expected {self.expected.hex()} "
+            f"({_UNVERIFIED[self.evidence]})"
+        )
 
 
-_CONSTANTS = {kind: _Constants(layout) for kind, layout in LAYOUTS.items()}
+def _check_constants(raw: bytes, kind: BlockKind, strict: bool) -> tuple[Anomaly, ...]:
+    """The anomalies of ``raw`` as a ``kind`` block: constants it lacks that only a guess (or only the vendor's
+    code) backs. :class:`FrameError` for a missing captured constant, a frame of another kind, or any
+    missing constant when ``strict``."""
+    anomalies = []
+    for c in _CONSTANTS[kind]:
+        got = raw[c.offset : c.end]
+        if got == c.value:
+            continue
+        detail = f"{c.what} {got.hex()} at {c.offset}, expected {c.value.hex()}"
+        other = _MARKS.get((c.offset, got))
+        if other is not None:
+            raise FrameError(c.reason, raw, f"{detail}: a {other.value} block")
+        if c.evidence is Evidence.CAPTURED or strict:
+            raise FrameError(c.reason, raw, detail)
+        anomalies.append(Anomaly(kind, c.what, c.offset, got, c.value, c.evidence))
+    return tuple(anomalies)
 
 
 def _kind(raw: bytes, kind: BlockKind | str | None) -> BlockKind:
@@ -336,15 +401,15 @@ def kwh_scale_of(raw: bytes, kind: BlockKind, kwh_scale: int | None) -> int:
     return kwh_scale
 
 
-def _strict(raw: bytes, kind: BlockKind | str | None, kwh_scale: int | None) -> Block:
+def _strict(raw: bytes, kind: BlockKind | str | None, kwh_scale: int | None, strict: bool) -> Block:
     """:func:`decode`, checking one rule after another: the reason of the first that fails is raised."""
     check_frame(raw)
     k = _kind(raw, kind)
-    constants = _CONSTANTS[k]
-    if constants.unpack(raw) != constants.expected:
-        constants.fail(raw)
+    anomalies = _check_constants(raw, k, strict)
     scale = kwh_scale_of(raw, k, kwh_scale)
     DIGITS[k].check(raw)
+    if anomalies:
+        return _FLAGGED[BLOCK_CLASS[k]](k, raw, scale, _anomalies=anomalies)  # type: ignore[call-arg]
     return _block(BLOCK_CLASS[k], k, raw, scale)
 
 
@@ -352,7 +417,11 @@ _KINDS: dict[object, BlockKind] = {**{k: k for k in BlockKind}, **{k.value: k fo
 
 
 def decode(
-    frame: bytes | bytearray | memoryview, kind: BlockKind | str | None = None, kwh_scale: int | None = None
+    frame: bytes | bytearray | memoryview,
+    kind: BlockKind | str | None = None,
+    kwh_scale: int | None = None,
+    *,
+    strict: bool = False,
 ) -> Block:
     """Decode one 255-byte frame into a frozen block.
 
@@ -362,7 +431,10 @@ def decode(
     of a V4 meter take the A block's ``kWh_Scale`` (default 0); V3 blocks default to 1 (tenths,
     as ekmmeters). A V4 A block always uses its own ``kWh_Scale``.
 
-    Raises :class:`FrameError` (with ``.raw`` and ``.reason``) for a frame that is not valid.
+    Raises :class:`FrameError` (with ``.raw`` and ``.reason``) for a frame that is not valid. A frame
+    that is valid in every verified respect but lacks a byte only a guess (or only the vendor's code)
+    expects is decoded, and its block lists what it lacks in ``anomalies``; ``strict=True`` rejects it
+    instead (docs/protocol.md, "Bytes the decoder checks").
     """
     raw = frame if type(frame) is bytes else bytes(frame)
     # Fast path: one regular expression and the CRC accept a valid frame; anything else goes to
@@ -373,4 +445,4 @@ def decode(
         k = _KINDS.get(kind) if type(kind) is str or type(kind) is BlockKind else None
     if k is not None and SHAPES[k](raw) is not None and crc_fault(raw) is None:
         return _block(BLOCK_CLASS[k], k, raw, kwh_scale_of(raw, k, kwh_scale))
-    return _strict(raw, kind, kwh_scale)
+    return _strict(raw, kind, kwh_scale, strict)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from .wire import FRAME_LEN, char_time
 __all__ = ["Bus", "BusHealth", "BusOpening", "BusOptions", "Connector", "MeterStats", "WireStats", "open_bus"]
 
 T = TypeVar("T")
+log = logging.getLogger("ekm_async.bus")
 _READ_BYTES = 2 * (len(commands.live_read("0" * 12, LiveRead.V4A)) + FRAME_LEN) + len(CLOSE)
 """A full V4 read on the wire: A and B requests and replies, and the close string."""
 
@@ -75,6 +77,9 @@ class BusOptions:
     """First wait before reconnecting, doubled per failed attempt up to ``reconnect_max``."""
     reconnect_max: float = 30.0
     connect_timeout: float = 10.0
+    strict: bool = False
+    """Reject a frame that lacks a byte only a guess expects, instead of delivering it flagged
+    (``block.anomalies``, counted in ``stats.anomalies``, logged once per meter)."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -167,6 +172,8 @@ class Bus:
         """(loop time, wall time) the wire went away; None while it is there."""
         self._down_reason = ""
         self.timing = options.timing
+        self._flagged: set[tuple[str, BlockKind, str]] = set()
+        """(meter, kind, check) of the anomalies logged already."""
 
     # -----------------------------------------------------------------------------------------------
     # Lifecycle
@@ -233,6 +240,20 @@ class Bus:
     def v4(self, address: str, *, password: str = "00000000", b_every: int = 1) -> V4Meter:
         """A handle for the V4 meter ``address``; ``b_every=N`` reads the B block on every N-th read only."""
         return V4Meter(self, address, password=password, b_every=b_every)
+
+    def flagged(self, address: str, block: Block) -> None:
+        """A block of ``address`` came flagged: logged once per meter and check, with its frame."""
+        for anomaly in block.anomalies:
+            key = (address, anomaly.kind, anomaly.what)
+            if key not in self._flagged:
+                self._flagged.add(key)
+                log.warning(
+                    "meter %s: %s — the block is delivered, flagged (logged once); please send this frame to the "
+                    "maintainers, it tells what the meter really sends: %s",
+                    address,
+                    anomaly,
+                    block.raw.hex(),
+                )
 
     def readdress(self, old: str, new: str) -> None:
         """Meter ``old`` now answers at ``new`` (its address was changed): its health moves with it."""
@@ -407,7 +428,7 @@ class _Transaction:
         self.bus = bus
         self.protocol = protocol
         self.job = job
-        self.exchange = Exchange(job.address, bus.timing, bus.options.retries, bus.stats)
+        self.exchange = Exchange(job.address, bus.timing, bus.options.retries, bus.stats, strict=bus.options.strict)
 
     async def run(self) -> Any:
         self.bus.stats.transactions += 1
@@ -451,6 +472,8 @@ class _Transaction:
                 self.exchange.sent(loop.time())
                 deadline = loop.time() + decision.wait
             elif isinstance(decision, Accepted):
+                if decision.block is not None and decision.block.anomalies:
+                    self.bus.flagged(self.job.address, decision.block)
                 return decision.block
             elif isinstance(decision, Failed):
                 raise decision.error

@@ -18,8 +18,8 @@ __all__ = ["encode"]
 def _template(layout: Layout) -> bytearray:
     frame = bytearray(b"0" * FRAME_LEN)
     frame[0] = STX
-    for offset, const, _ in layout.constants:
-        frame[offset : offset + len(const)] = const
+    for const in layout.constants:
+        frame[const.offset : const.end] = const.value
     return frame
 
 

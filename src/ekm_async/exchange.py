@@ -70,6 +70,8 @@ class WireStats:
     """Blocks accepted: valid, from the meter asked, of the kind asked for."""
     rejected: Counter[str] = field(default_factory=Counter)
     """Rejected bytes by reason (``RejectReason`` values, and ``unexpected``/``field``)."""
+    anomalies: Counter[str] = field(default_factory=Counter)
+    """Blocks delivered flagged, by check (``v4b trailer``, …): a byte only a guess expects was not there."""
     timeouts: int = 0
     retries: int = 0
     reconnects: int = 0
@@ -200,8 +202,10 @@ class Exchange:
     :class:`Send` (ask again), which is sent as the first was. :meth:`close` ends the session.
     """
 
-    def __init__(self, address: str, timing: Timing, retries: int, stats: WireStats) -> None:
+    def __init__(self, address: str, timing: Timing, retries: int, stats: WireStats, *, strict: bool = False) -> None:
+        """``strict``: a frame that lacks a byte only a guess expects is rejected, not flagged."""
         self.address = address
+        self.strict = strict
         self.timing = timing
         self.retries = retries
         self.stats = stats
@@ -272,7 +276,7 @@ class Exchange:
         if isinstance(event, Rejected):
             return self._again(FrameError(event.reason, event.raw, f"reply to {step.request!r}"))
         try:
-            block = decode(event.raw, step.kind, step.kwh_scale)
+            block = decode(event.raw, step.kind, step.kwh_scale, strict=self.strict)
         except FrameError as exc:
             self.stats.rejected[exc.reason.value] += 1
             return self._again(exc)
@@ -282,6 +286,8 @@ class Exchange:
                 UnexpectedReply(self.address, f"{step.kind.value} block from meter {block.address}", event.raw)
             )
         self.stats.frames_ok += 1
+        for anomaly in block.anomalies:
+            self.stats.anomalies[f"{anomaly.kind.value} {anomaly.what}"] += 1
         self.stats.observe_exchange(at - self._sent_at)
         # After a timeout this may be the late reply: the one to the repeat may still follow.
         self._late = self._late or self._timed_out

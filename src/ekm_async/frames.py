@@ -2,8 +2,9 @@
 :class:`Rejected` events. No I/O: feed it what arrived, act on what it returns.
 
 What it checks as bytes arrive (protocol.md §3, §4): a frame starts at STX and is exactly 255 bytes;
-every byte is 7-bit; a live-data block has ``21 0D 0A 03`` at 249–252; the CRC is carried across
-chunks and compared when the 255th byte arrives. A rejected frame is reported with all its bytes and
+every byte is 7-bit; the CRC is carried across chunks and compared when the 255th byte arrives. What a
+frame holds besides (a trailer, a request type) is :func:`ekm_async.decode`'s to judge, with the evidence
+behind each such byte. A rejected frame is reported with all its bytes and
 decoding resumes at the next STX after them. Bytes outside a frame are reported as garbage in runs
 of at most ``max_garbage`` bytes. Every byte is looked at once: the work is O(bytes received).
 
@@ -21,7 +22,7 @@ from . import crc
 from .commands import Reply, expected_reply
 from .errors import RejectReason
 from .wire import ACK as _ACK
-from .wire import CRC_COVERED, FRAME_LEN, TRAILER, TRAILER_OFFSET
+from .wire import CRC_COVERED, FRAME_LEN
 from .wire import NAK as _NAK
 from .wire import STX as _STX
 
@@ -56,8 +57,6 @@ class Rejected:
 Event = Frame | Ack | Nak | Rejected
 ACK = Ack()
 NAK = Nak()
-
-_TRAILER_END = TRAILER_OFFSET + len(TRAILER)
 
 
 def _any_of(*bytes_: int) -> re.Pattern[bytes]:
@@ -190,17 +189,8 @@ class FrameDecoder:
         """Take the next bytes of the frame in progress; returns where the chunk continues."""
         have = len(self._frame)
         take = chunk[i : i + FRAME_LEN - have]
-        # The first fault decides, as if the bytes came one by one: check the trailer only up to a
-        # high bit, and reject for the high bit if the trailer holds up to it.
         high = None if take.isascii() else next(k for k, b in enumerate(take) if b & 0x80)
         end = have + (len(take) if high is None else high)
-        if self._awaited is Reply.LIVE and end > TRAILER_OFFSET and have < _TRAILER_END:
-            lo, hi = max(have, TRAILER_OFFSET), min(end, _TRAILER_END)
-            got, want = take[lo - have : hi - have], TRAILER[lo - TRAILER_OFFSET : hi - TRAILER_OFFSET]
-            if got != want:
-                k = lo - have + next(k for k, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
-                self._reject(RejectReason.TRAILER, take[: k + 1], events)
-                return i + k + 1
         if high is not None:
             self._reject(RejectReason.NOT_7BIT, take[: high + 1], events)
             return i + high + 1

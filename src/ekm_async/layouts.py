@@ -18,6 +18,8 @@ __all__ = [
     "LAYOUTS",
     "REQUEST_TYPE_OFFSET",
     "BlockKind",
+    "Constant",
+    "Evidence",
     "FieldSpec",
     "FieldType",
     "Layout",
@@ -84,26 +86,55 @@ class FieldSpec:
         return self.offset + self.width
 
 
+class Evidence(TableKey):
+    """What backs a check of a byte (docs/protocol.md, "Bytes the decoder checks")."""
+
+    CAPTURED = "captured"
+    """A frame captured from a real meter holds it: a frame without it is rejected."""
+    VENDOR = "vendor"
+    """The vendor's client checks it, but no captured frame shows it."""
+    GUESS = "guess"
+    """Inferred from the documents alone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Constant:
+    """Bytes every frame of a kind is expected to hold at ``offset``, and what backs that.
+
+    Only a :attr:`Evidence.CAPTURED` constant rejects a frame without it; any other, when missing from a
+    frame whose CRC, length, STX and fields hold, flags the block (``anomalies``) — unless the decoder
+    is strict.
+    """
+
+    offset: int
+    value: bytes
+    what: str
+    reason: RejectReason
+    evidence: Evidence
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.value)
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """One block kind: its fields and the constant bytes every valid frame of it carries."""
+    """One block kind: its fields and the constant bytes a frame of it is expected to carry."""
 
     kind: BlockKind
     fields: tuple[FieldSpec, ...]
     live: bool
-    """Live-data block: ends with :data:`TRAILER`, carries the meter address at 4–15."""
-    request_type: bytes | None = None
-    """V4 A/B: the request type echoed at offsets 247–248."""
+    """Live-data block: carries the meter address at 4–15 (and a trailer at 249–252)."""
+    constants: tuple[Constant, ...] = ()
+    """Checked bytes besides STX and the CRC, with their evidence."""
 
-    @property
-    def constants(self) -> tuple[tuple[int, bytes, RejectReason], ...]:
-        """(offset, bytes, reason if absent) every valid frame of this kind holds, besides STX and CRC."""
-        out: list[tuple[int, bytes, RejectReason]] = []
-        if self.request_type is not None:
-            out.append((REQUEST_TYPE_OFFSET, self.request_type, RejectReason.REQUEST_TYPE))
-        if self.live:
-            out.append((TRAILER_OFFSET, TRAILER, RejectReason.TRAILER))
-        return tuple(out)
+
+def _trailer(evidence: Evidence) -> Constant:
+    return Constant(TRAILER_OFFSET, TRAILER, "trailer", RejectReason.TRAILER, evidence)
+
+
+def _request_type(value: bytes, evidence: Evidence) -> Constant:
+    return Constant(REQUEST_TYPE_OFFSET, value, "request type", RejectReason.REQUEST_TYPE, evidence)
 
 
 INT, FLOAT, STR, HEX, PF = FieldType.INT, FieldType.FLOAT, FieldType.STR, FieldType.HEX, FieldType.PF
@@ -150,6 +181,7 @@ V3 = Layout(
         _f("Meter_Status_Code", 248, 1, HEX),
     ),
     live=True,
+    constants=(_trailer(Evidence.GUESS),),  # no V3 frame was ever captured
 )
 
 V4A = Layout(
@@ -177,7 +209,7 @@ V4A = Layout(
         _f("Meter_Time", 233, 14, STR),
     ),
     live=True,
-    request_type=b"00",
+    constants=(_request_type(b"00", Evidence.CAPTURED), _trailer(Evidence.CAPTURED)),  # both captured A frames
 )
 
 V4B = Layout(
@@ -201,7 +233,8 @@ V4B = Layout(
         _f("Meter_Time", 233, 14, STR),
     ),
     live=True,
-    request_type=b"01",
+    # ekmmeters' HEAD checks "01"; no B frame was ever captured, nor its trailer.
+    constants=(_request_type(b"01", Evidence.VENDOR), _trailer(Evidence.GUESS)),
 )
 
 
@@ -253,7 +286,7 @@ LAYOUTS: dict[BlockKind, Layout] = {
 def _check(layout: Layout) -> None:
     """Fields must not overlap each other, STX, the constants or the CRC (checked at import)."""
     taken = bytearray(FRAME_LEN)
-    spans = [(0, 1), (CRC_OFFSET, FRAME_LEN), *((o, o + len(b)) for o, b, _ in layout.constants)]
+    spans = [(0, 1), (CRC_OFFSET, FRAME_LEN), *((c.offset, c.end) for c in layout.constants)]
     spans += [(f.offset, f.end) for f in layout.fields]
     for lo, hi in spans:
         if hi > FRAME_LEN or any(taken[lo:hi]):

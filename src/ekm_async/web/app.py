@@ -200,6 +200,7 @@ async def meters(request: web.Request) -> web.Response:
             "down_reason": health.reason,
             "frames_ok": stats.frames_ok,
             "rejected": dict(stats.rejected),
+            "anomalies": dict(stats.anomalies),
             "timeouts": stats.timeouts,
             "retries": stats.retries,
             "reconnects": stats.reconnects,

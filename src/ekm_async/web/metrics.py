@@ -57,6 +57,15 @@ class EkmCollector(Collector):
             for reason, count in sorted(bus.stats.rejected.items()):
                 rejected.add_metric([bus.url, reason], count)
         yield rejected
+        anomalous = CounterMetricFamily(
+            "ekm_frames_anomalous",
+            "Blocks delivered flagged: a byte only a guess expects was not there (by check).",
+            labels=["bus", "check"],
+        )
+        for bus in buses:
+            for check, count in sorted(bus.stats.anomalies.items()):
+                anomalous.add_metric([bus.url, check], count)
+        yield anomalous
         connected = GaugeMetricFamily("ekm_bus_connected", "1 while the bus has its port or gateway.", labels=["bus"])
         down = GaugeMetricFamily(
             "ekm_bus_down_seconds", "Seconds since the bus lost its port or gateway (0 while up).", labels=["bus"]
