@@ -884,6 +884,27 @@ async def test_echo_on_a_paced_wire(transport: str) -> None:
             assert stats.rejected[reason] == 0, stats.rejected
 
 
+@pytest.mark.parametrize("echo", ["auto", "on"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_echoing_adapters_with_default_options_read_settings_and_keep_the_session_rule(
+    transport: str, echo: str
+) -> None:
+    """With an echoing adapter: the settings request's echo (STX at its 4th byte) opens no fake frame, and
+    a password whose CRC holds 06 is not acknowledged by its own echo: no write follows a password the
+    meter refused."""
+    options = {} if echo == "auto" else {"echo": "on"}
+    async with rig([v4(X)], transport, pace=9600, turnaround=0.002, sim_echo=True, timeout_margin=0.2, **options) as r:
+        settings = await r.bus.v4(X).read_settings()
+        assert settings.holidays.holidays() == tuple(r.model(X).holidays)
+        start = await r.mark()
+        with pytest.raises(Refused, match="password not acknowledged"):
+            await r.bus.v4(X).set_ct_ratio(800, password="00049865")  # wrong: the meter's is 00000000
+        kinds = [t.request.kind for t in r.sim.transactions[start:]]
+        assert RequestKind.WRITE not in kinds, kinds
+        assert r.model(X).ct_ratio != 800
+        assert r.bus.stats.rejected["crc"] == r.bus.stats.rejected["echo"] == 0
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_closed_bus_fails_queued_calls_with_bus_closed(transport: str) -> None:
     async with rig([v4(X), v3(Z)], transport, pace=9600, turnaround=0.005, timeout_margin=0.3) as r:

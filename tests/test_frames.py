@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from ekm_async import BlockKind, FrameError, RejectReason, commands, decode, encode
 from ekm_async import frames as frames_module
-from ekm_async.commands import LiveRead, Reply
+from ekm_async.commands import LiveRead, Reply, SettingsPage
 from ekm_async.crc import crc16
-from ekm_async.frames import ACK, NAK, Ack, Event, Frame, FrameDecoder, Nak, Rejected
+from ekm_async.frames import ACK, NAK, Ack, Echo, Event, Frame, FrameDecoder, Nak, Rejected
 from ekm_async.wire import TRAILER_OFFSET
 
 from .strategies import LIVE_KINDS, frames
@@ -280,24 +280,95 @@ def test_seven_bit_violation_rejected_at_once(frame_a: bytes) -> None:
     assert decoder.feed(bad + frame_a) == [Rejected(RejectReason.NOT_7BIT, bad), Frame(frame_a)]
 
 
-@given(st.lists(st.integers(0, 400), max_size=10))
-def test_local_echo_is_dropped_in_any_chunking(frame_a: bytes, cuts: list[int]) -> None:
-    decoder = FrameDecoder(echo=True)
+@pytest.mark.parametrize("echo", [Echo.AUTO, Echo.ON])
+@given(cuts=st.lists(st.integers(0, 400), max_size=10))
+def test_local_echo_is_dropped_in_any_chunking(frame_a: bytes, echo: Echo, cuts: list[int]) -> None:
+    decoder = FrameDecoder(echo=echo)
     decoder.sent(REQUEST_A)
     assert run(decoder, split(REQUEST_A + frame_a, cuts)) == [Frame(frame_a)]
+    assert decoder.echoes == 1
 
 
-def test_missing_echo_costs_nothing(frame_a: bytes) -> None:
-    decoder = FrameDecoder(echo=True)
+def test_auto_costs_nothing_without_an_echo(frame_a: bytes) -> None:
+    decoder = FrameDecoder()
+    assert decoder.echo is Echo.AUTO
     decoder.sent(REQUEST_A)
     assert decoder.feed(frame_a) == [Frame(frame_a)]
-    # A partial echo followed by something else is replayed as ordinary input.
     decoder.sent(commands.password("00000000"))
-    assert decoder.feed(b"\x01P1") == []
-    assert decoder.feed(b"\x06") == [Rejected(RejectReason.GARBAGE, b"\x01P1"), ACK]
+    assert decoder.feed(b"\x06") == [ACK]
+    assert decoder.echo is Echo.AUTO  # no echo came: none is assumed
 
 
-def test_without_echo_option_an_echo_is_garbage(frame_a: bytes) -> None:
+def test_auto_learns_that_the_line_echoes(frame_a: bytes) -> None:
     decoder = FrameDecoder()
+    decoder.sent(REQUEST_A)
+    assert decoder.feed(REQUEST_A + frame_a) == [Frame(frame_a)]
+    assert decoder.echo is Echo.ON  # from now on the first bytes after a request are its echo, whatever they hold
+
+
+def test_a_settings_request_echo_with_its_stx_is_no_frame() -> None:
+    """The settings request holds STX at its 4th byte: unless its echo is known as one, it opens a fake
+    frame that swallows the real reply."""
+    block = encode("holidays", {"Holiday_1_Mon": 12, "Holiday_1_Day": 25})
+    request = commands.settings_read(SettingsPage.HOLIDAYS)
+    assert request[3] == 0x02
+    for echo in (Echo.AUTO, Echo.ON):
+        decoder = FrameDecoder(echo=echo)
+        decoder.sent(request)
+        assert decoder.feed(request + block) == [Frame(block)]
+
+
+SIX = "00049865"
+"""A password whose request ends ``29 03 06 55``: an ACK byte in its own CRC."""
+
+
+@pytest.mark.parametrize("echo", [Echo.AUTO, Echo.ON])
+def test_a_password_echo_holding_an_ack_byte_is_no_acknowledgement(echo: Echo) -> None:
+    request = commands.password(SIX)
+    assert request.endswith(b")\x03\x06U")
+    decoder = FrameDecoder(echo=echo)
+    decoder.sent(request)
+    assert decoder.feed(request) == []  # the echo, and silence: no ACK
+    assert decoder.feed(b"\x15") == [NAK]
+    decoder.sent(request)
+    assert decoder.feed(request + b"\x06") == [ACK]  # the meter's ACK, after the echo
+
+
+@pytest.mark.parametrize("echo", [Echo.AUTO, Echo.ON])
+@pytest.mark.parametrize("damage", ["cut short", "a byte changed", "late"])
+def test_a_partial_damaged_or_late_echo_is_garbage_never_an_acknowledgement(echo: Echo, damage: str) -> None:
+    request = commands.password(SIX)
+    decoder = FrameDecoder(echo=echo)
+    decoder.sent(request)
+    if damage == "cut short":
+        events = decoder.feed(request[:-4] + request[-2:])  # two bytes lost, the 06 kept
+    elif damage == "a byte changed":
+        events = decoder.feed(request[:5] + b"X" + request[6:])
+    else:
+        events = decoder.feed(b"\x00\x7f" + request)  # noise first, then the echo
+    assert ACK not in events
+    events += decoder.flush()
+    assert ACK not in events
+    assert any(isinstance(e, Rejected) for e in events)
+
+
+@given(
+    password=st.text("0123456789", min_size=8, max_size=8),
+    cuts=st.lists(st.integers(0, 40), max_size=6),
+    answer=st.sampled_from([b"", b"\x06", b"\x15"]),
+    echo=st.sampled_from([Echo.AUTO, Echo.ON]),
+)
+def test_with_an_exact_echo_only_the_meters_answer_counts(
+    password: str, cuts: list[int], answer: bytes, echo: Echo
+) -> None:
+    request = commands.password(password)
+    decoder = FrameDecoder(echo=echo)
+    decoder.sent(request)
+    events = run(decoder, split(request + answer, cuts)) + decoder.flush()
+    assert events == ({b"\x06": [ACK], b"\x15": [NAK]}.get(answer, []))
+
+
+def test_off_takes_an_echo_as_it_comes(frame_a: bytes) -> None:
+    decoder = FrameDecoder(echo=Echo.OFF)
     decoder.sent(REQUEST_A)
     assert decoder.feed(REQUEST_A + frame_a) == [Rejected(RejectReason.GARBAGE, REQUEST_A), Frame(frame_a)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import commands
+from ._version import __version__
 from .blocks import Block, HolidaysBlock, LiveBlock, MonthsBlock, Read, SchedulesBlock, decode
 from .bus import Bus, BusOptions, open_bus
 from .crc import crc16
@@ -49,7 +50,6 @@ from .poller import BaseObserver, FailureEvent, Observer, Poller, ReadEvent, pol
 if TYPE_CHECKING:
     from .store import SqliteStore
 
-__version__ = "0.1.0"
 
 __all__ = [
     "BaseObserver",

@@ -10,6 +10,8 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from ._capture import Capture
+from .commands import redact
 from .errors import ConnectionLost, RejectReason
 from .exchange import WireStats
 from .frames import Event, FrameDecoder, Nak, Rejected
@@ -29,10 +31,19 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
     allocation of ``max_size`` bytes per receive); ``data_received`` for the others (serial ports).
     """
 
-    def __init__(self, stats: WireStats, *, echo: bool = False, on_lost: Callable[[str], None] | None = None) -> None:
-        """``on_lost(reason)`` is called when the connection ends, from ``connection_lost``."""
+    def __init__(
+        self,
+        stats: WireStats,
+        *,
+        echo: str | bool = "auto",
+        on_lost: Callable[[str], None] | None = None,
+        capture: Capture | None = None,
+    ) -> None:
+        """``on_lost(reason)`` is called when the connection ends, from ``connection_lost``; ``capture``
+        gets every byte both ways."""
         self.stats = stats
         self._on_lost = on_lost
+        self._capture = capture
         self._decoder = FrameDecoder(echo=echo)
         self._transport: asyncio.WriteTransport | None = None
         self._events: deque[Event] = deque()
@@ -63,6 +74,8 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
     def data_received(self, data: bytes | memoryview) -> None:
         self._last_rx = self._loop.time()
         self.stats.bytes_received += len(data)
+        if self._capture is not None:
+            self._capture.rx(data)
         if wire_log.isEnabledFor(logging.DEBUG):
             wire_log.debug("rx %s", data.hex(" "))
         self._take(self._decoder.feed(data))
@@ -100,8 +113,10 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         if self._events:
             self.stats.rejected["unexpected"] += len(self._events)
             self._events.clear()
+        if self._capture is not None:
+            self._capture.tx(request)
         if wire_log.isEnabledFor(logging.DEBUG):
-            wire_log.debug("tx %s", request.hex(" "))
+            wire_log.debug("tx %s", redact(request).hex(" "))  # never a password
         self.stats.bytes_sent += len(request)
         self._last_tx = self._loop.time()
         if soon:

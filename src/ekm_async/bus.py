@@ -29,8 +29,10 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from . import commands, exchange
+from ._capture import Capture
 from ._protocol import MeterProtocol
 from ._transport import BACKENDS, Connector, connector_for
+from ._version import __version__
 from .blocks import Block, LiveBlock
 from .commands import CLOSE, LiveRead, SettingsPage
 from .errors import BusClosed, ConnectionLost, EkmError, FrameError, MeterError, MeterUnavailable, Refused
@@ -64,8 +66,9 @@ class BusOptions:
     """Further attempts of a read after a timeout or a bad frame."""
     gap: float = 0.0
     """Idle seconds between transactions."""
-    echo: bool = False
-    """The adapter echoes what it sends: drop that echo."""
+    echo: str | bool = "auto"
+    """The adapter's local echo of what is sent: ``auto`` (dropped when it comes, and only then),
+    ``on`` (it always comes), ``off`` (never: bytes are taken as they come). True and False mean on, off."""
     backend: str = "pyserial"
     """Serial devices: ``pyserial`` (pyserial-asyncio) or ``serialx``."""
     quarantine_after: int = 3
@@ -77,6 +80,9 @@ class BusOptions:
     """First wait before reconnecting, doubled per failed attempt up to ``reconnect_max``."""
     reconnect_max: float = 30.0
     connect_timeout: float = 10.0
+    capture: str | None = None
+    """A file to write every byte both ways to, with timestamps (JSON lines, passwords redacted): for a
+    bug report, ``ekm-async decode --capture FILE`` replays it."""
     strict: bool = False
     """Reject a frame that lacks a byte only a guess expects, instead of delivering it flagged
     (``block.anomalies``, counted in ``stats.anomalies``, logged once per meter)."""
@@ -95,6 +101,10 @@ class BusOptions:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"{name} out of range: {getattr(self, name)!r}")
+        echo = {True: "on", False: "off"}.get(self.echo, self.echo) if isinstance(self.echo, bool) else self.echo
+        if echo not in ("auto", "on", "off"):
+            raise ValueError(f"echo must be auto, on or off; got {self.echo!r}")
+        object.__setattr__(self, "echo", echo)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
 
@@ -173,6 +183,11 @@ class Bus:
         self._down_reason = ""
         self.timing = options.timing
         self._flagged: set[tuple[str, BlockKind, str]] = set()
+        self._capture = (
+            Capture(options.capture, {"url": url, "baud": options.baud, "version": __version__})
+            if options.capture
+            else None
+        )
         """(meter, kind, check) of the anomalies logged already."""
 
     # -----------------------------------------------------------------------------------------------
@@ -204,6 +219,8 @@ class Bus:
             protocol.abort()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(protocol.closed), 5)
+        if self._capture is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._capture.close)
 
     async def __aenter__(self) -> Bus:
         return self
@@ -377,7 +394,7 @@ class Bus:
     # The connection
 
     async def _open(self) -> None:
-        protocol = MeterProtocol(self.stats, echo=self.options.echo, on_lost=self._lost)
+        protocol = MeterProtocol(self.stats, echo=self.options.echo, on_lost=self._lost, capture=self._capture)
         try:
             await self._connect(protocol)
         except (OSError, TimeoutError, EkmError) as exc:

@@ -6,6 +6,7 @@ exists. Templates are data: the frame families, the write registers and the sett
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,6 +53,7 @@ __all__ = [
     "password",
     "pulse_input_ratio",
     "pulse_output_ratio",
+    "redact",
     "relay",
     "schedule",
     "seasons",
@@ -96,6 +98,15 @@ _FAMILY_REPLY: dict[bytes, Reply] = {
 def expected_reply(request: bytes) -> Reply | None:
     """The reply ``request`` asks for, or None for bytes that are no known request."""
     return _FAMILY_REPLY.get(bytes(request[:2]))
+
+
+_SECRET = re.compile(rb"(\x01P1\x02\(|\x01W1\x020020\()(\d{8})(\)\x03)")
+"""A password request (R5) or a change of password (W15): the 8 digits are the secret."""
+
+
+def redact(data: bytes) -> bytes:
+    """``data`` with every password it holds (R5, W15) replaced by ``*``: for logs and captures."""
+    return _SECRET.sub(lambda m: m[1] + b"********" + m[3], bytes(data))
 
 
 class LiveRead(TableKey):

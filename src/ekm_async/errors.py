@@ -43,6 +43,8 @@ class RejectReason(TableKey):
     """No kind was given and the frame is not recognisably a V4 A or B block."""
     FIELD = "field"
     """A field holds characters its type does not allow (e.g. '?' in a number)."""
+    ECHO = "echo"
+    """The adapter's local echo of a request, but not exactly the request (damaged, or cut short)."""
 
 
 class EkmError(Exception):

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from . import crc
+from ._enum import TableKey
 from .commands import Reply, expected_reply
 from .errors import RejectReason
 from .wire import ACK as _ACK
@@ -26,7 +27,7 @@ from .wire import CRC_COVERED, FRAME_LEN
 from .wire import NAK as _NAK
 from .wire import STX as _STX
 
-__all__ = ["ACK", "NAK", "Ack", "Event", "Frame", "FrameDecoder", "Nak", "Rejected"]
+__all__ = ["ACK", "NAK", "Ack", "Echo", "Event", "Frame", "FrameDecoder", "Nak", "Rejected"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +76,31 @@ _SINGLE: dict[int, Event] = {_ACK: ACK, _NAK: NAK}
 _ECHO_MAX = 512
 
 
-class FrameDecoder:
-    """Turns a byte stream from meters into events; see the module documentation."""
+class Echo(TableKey):
+    """What the decoder expects of the adapter's local echo of what the host sends."""
 
-    def __init__(self, *, echo: bool = False, max_garbage: int = FRAME_LEN) -> None:
+    AUTO = "auto"
+    """An echo is dropped when it comes: the byte a request starts with (``/`` or SOH, never the start
+    of a reply) where a reply should start opens it. Once an echo came, the line is known to echo."""
+    ON = "on"
+    """The adapter always echoes: the first bytes after a request are its echo, whatever they hold."""
+    OFF = "off"
+    """No echo: bytes are taken as they come."""
+
+
+class FrameDecoder:
+    """Turns a byte stream from meters into events; see the module documentation.
+
+    ``echo`` (an :class:`Echo`, or its value; True and False mean on and off): an echo region is exactly
+    as long as what was sent. Its bytes are never a reply — an ACK byte inside it (a password whose CRC
+    holds 06) is not an acknowledgement — and an echo that is not exactly what was sent (damaged, cut
+    short) is reported as ``Rejected(ECHO, …)``.
+    """
+
+    def __init__(self, *, echo: Echo | str | bool = Echo.AUTO, max_garbage: int = FRAME_LEN) -> None:
         if max_garbage < 1:
             raise ValueError(f"max_garbage must be at least 1; got {max_garbage}")
-        self._echo_enabled = echo
+        self._echo_mode = _echo_mode(echo)
         self._max_garbage = max_garbage
         self._awaited: Reply | None = None
         self._sync = _SYNC[None]
@@ -89,12 +108,27 @@ class FrameDecoder:
         self._crc = crc.INIT
         self._garbage = bytearray()
         self._echo = b""
-        self._echo_pos = 0
+        """The echo expected of what was sent (empty: none)."""
+        self._echo_got = bytearray()
+        """The bytes of the echo region so far (its length: how far the region has come)."""
+        self._echo_start = 0
+        """Where the echo begins in the region (after noise that came first)."""
+        self._echo_open = False
+        self._echo_bad = False
+        self._heard = True
+        """Bytes were received since the last :meth:`sent`."""
+        self.echoes = 0
+        """Exact echoes dropped."""
 
     @property
     def awaited(self) -> Reply | None:
         """The reply awaited (from the last :meth:`sent`), None when anything may come."""
         return self._awaited
+
+    @property
+    def echo(self) -> Echo:
+        """The echo expected: :attr:`Echo.AUTO` becomes :attr:`Echo.ON` once an echo came."""
+        return self._echo_mode
 
     @property
     def buffered(self) -> bytes:
@@ -106,37 +140,57 @@ class FrameDecoder:
 
         Returns the events for what was held from before (a partial frame is TRUNCATED).
         """
-        pending = self._echo[self._echo_pos :]
-        events = self.flush()
+        if self._echo_open:  # an echo is coming: what is sent now is echoed after it
+            events = self._flush_held()
+            self._echo += data
+        else:
+            # An echo not yet begun (the close string's, sent in the same write) comes first.
+            before = self._echo if not self._heard else b""
+            events = self.flush()
+            if self._echo_mode is not Echo.OFF:
+                expected = before + bytes(data)
+                self._echo = expected if len(expected) <= _ECHO_MAX else bytes(data)
         self.expect(expected_reply(data))
-        if self._echo_enabled:
-            # An echo still on its way (the close string's, say) comes first; bounded by _ECHO_MAX.
-            self._echo, self._echo_pos = (pending + bytes(data))[-_ECHO_MAX:], 0
+        self._heard = False
         return events
 
     def expect(self, reply: Reply | None) -> None:
         """Await ``reply`` (None: anything) without a new exchange."""
         self._awaited = reply
-        self._sync = _SYNC[reply]
+        self._sync = _echo_sync(reply, self._echo[0]) if self._echo else _SYNC[reply]
 
     def flush(self) -> list[Event]:
         """Report what is held (end of stream, or a timeout) and start clean."""
+        events = self._flush_held()
+        if self._echo_got:  # an echo region cut short: part of an echo is never a reply
+            events.append(Rejected(RejectReason.ECHO, bytes(self._echo_got)))
+        self._echo, self._echo_open, self._echo_bad, self._echo_start = b"", False, False, 0
+        self._echo_got.clear()
+        self._sync = _SYNC[self._awaited]
+        return events
+
+    def _flush_held(self) -> list[Event]:
+        """A partial frame (TRUNCATED) and garbage held."""
         events: list[Event] = []
         if self._frame:
             events.append(Rejected(RejectReason.TRUNCATED, bytes(self._frame)))
             self._frame.clear()
         self._emit_garbage(events)
-        self._echo = b""
         return events
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Decode the next bytes received; returns the events they complete, in order."""
         chunk = bytes(data)
-        if self._echo:
-            chunk = self._strip_echo(chunk)
         events: list[Event] = []
         i, n = 0, len(chunk)
+        if n and not self._heard:
+            self._heard = True
+            if self._echo and self._echo_mode is Echo.ON and not self._frame:
+                self._echo_open = True  # the first bytes after a request are its echo, whatever they hold
         while i < n:
+            if self._echo_open:
+                i = self._feed_echo(chunk, i, events)
+                continue
             if self._frame:
                 i = self._feed_frame(chunk, i, events)
                 continue
@@ -148,6 +202,10 @@ class FrameDecoder:
                 break
             self._emit_garbage(events)
             byte = chunk[j]
+            if self._echo and byte == self._echo[0]:
+                self._echo_open = True  # an echo, where a reply should start
+                i = j
+                continue
             if byte == _STX:
                 self._frame.append(byte)
                 self._crc = crc.INIT
@@ -156,18 +214,42 @@ class FrameDecoder:
             i = j + 1
         return events
 
-    def _strip_echo(self, chunk: bytes) -> bytes:
-        """Drop the echo of the sent bytes from the start of the stream; replay it if it is not one."""
-        want = self._echo[self._echo_pos :]
-        if chunk.startswith(want):
+    def _feed_echo(self, chunk: bytes, i: int, events: list[Event]) -> int:
+        """Take the next bytes of the echo region; returns where the chunk continues.
+
+        The region ends once it holds as many bytes as were sent, counted from where the echo begins:
+        noise before the echo (an echo late behind it) moves that start to the request's first byte;
+        an echo that differs from what was sent (a byte changed, bytes lost) is taken whole, never
+        searched for a reply."""
+        echo = self._echo
+        take = chunk[i : i + self._echo_start + len(echo) - len(self._echo_got)]
+        self._echo_got += take
+        got = self._echo_got
+        if not self._echo_bad and not echo.startswith(got[self._echo_start :]):
+            later = next(
+                (p for p in range(self._echo_start + 1, len(got)) if got[p] == echo[0] and echo.startswith(got[p:])),
+                None,
+            )
+            if later is None:
+                self._echo_bad = True  # damaged: the region keeps its length
+            else:
+                self._echo_start = later  # noise came first: the echo begins here (and needs more bytes)
+        if len(got) - self._echo_start >= len(echo):
+            noise = bytes(got[: self._echo_start])
+            if noise:
+                events.append(Rejected(RejectReason.GARBAGE, noise))
+            if self._echo_bad:
+                events.append(Rejected(RejectReason.ECHO, bytes(got[self._echo_start :])))
+            else:
+                self.echoes += 1
+                if self._echo_mode is Echo.AUTO:
+                    self._echo_mode = Echo.ON  # the line echoes: the next echo is expected, whatever it holds
             self._echo = b""
-            return chunk[len(want) :]
-        if want.startswith(chunk):
-            self._echo_pos += len(chunk)
-            return b""
-        replay = self._echo[: self._echo_pos]  # what was taken for echo in earlier chunks
-        self._echo = b""
-        return replay + chunk
+            self._echo_got.clear()
+            self._echo_start = 0
+            self._echo_open = self._echo_bad = False
+            self._sync = _SYNC[self._awaited]
+        return i + len(take)
 
     def _add_garbage(self, data: bytes, events: list[Event]) -> None:
         self._garbage += data
@@ -205,3 +287,18 @@ class FrameDecoder:
             else:
                 self._reject(RejectReason.CRC, b"", events)
         return i + len(take)
+
+
+def _echo_mode(echo: Echo | str | bool) -> Echo:
+    if isinstance(echo, bool):
+        return Echo.ON if echo else Echo.OFF
+    try:
+        return Echo(echo)
+    except ValueError:
+        raise ValueError(f"echo must be auto, on or off; got {echo!r}") from None
+
+
+def _echo_sync(reply: Reply | None, first: int) -> re.Pattern[bytes]:
+    """The bytes that begin something while an echo starting with ``first`` may come."""
+    starts = {None: (_STX, _ACK, _NAK), Reply.LIVE: (_STX,), Reply.BLOCK: (_STX,), Reply.ACK: (_ACK, _NAK)}
+    return _any_of(*starts.get(reply, ()), first)

@@ -18,6 +18,8 @@ from .service import CommandError
 
 __all__ = [
     "add_bus_arguments",
+    "add_wire_options",
+    "bus_options",
     "check_bus_arguments",
     "meters_from_args",
     "open_meters",
@@ -48,19 +50,57 @@ def add_bus_arguments(p: argparse.ArgumentParser) -> None:
         dest="sim_baud",
         help="pace the simulated wire at 9600 baud (default) or not at all (0)",
     )
-    p.add_argument("--echo", action="store_true", help="the adapter echoes what it sends")
-    p.add_argument("--backend", choices=("pyserial", "serialx"), default="pyserial")
-    p.add_argument("--timeout-margin", type=float, default=0.5, dest="timeout_margin", metavar="S")
+    add_wire_options(p)
+
+
+def add_wire_options(p: argparse.ArgumentParser, *, hidden: bool = False) -> None:
+    """How the bus talks to the wire: the options every command that opens a bus takes. ``hidden``: again,
+    after a subcommand's arguments (not shown, and not reset when left out there)."""
+
+    def add(*names: str, help: str, **kwargs: Any) -> None:
+        if hidden:
+            kwargs["default"] = argparse.SUPPRESS
+        p.add_argument(*names, help=argparse.SUPPRESS if hidden else help, **kwargs)
+
+    add(
+        "--echo",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the adapter's local echo: auto (default: dropped when it comes), on (always comes), off",
+    )
+    add("--backend", choices=("pyserial", "serialx"), default="pyserial", help="serial devices: pyserial or serialx")
+    add(
+        "--timeout-margin",
+        type=float,
+        default=0.5,
+        dest="timeout_margin",
+        metavar="S",
+        help="seconds allowed beyond the wire time of each exchange (default 0.5)",
+    )
+    add("--capture", metavar="FILE", help="write every byte both ways to FILE (JSON lines, passwords redacted)")
+    add(
+        "--strict",
+        action="store_true",
+        default=False,
+        help="reject a frame that lacks a byte only a guess expects (default: deliver it flagged)",
+    )
+
+
+def bus_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :func:`~ekm_async.open_bus` options of the command line's wire options."""
+    return {
+        "echo": args.echo,
+        "backend": args.backend,
+        "timeout_margin": args.timeout_margin,
+        "capture": args.capture,
+        "strict": args.strict,
+    }
 
 
 def usage_error(command: str, message: str) -> SystemExit:
     """Bad input: said on stderr, exit status 2, nothing opened."""
     sys.stderr.write(f"ekm-async {command}: {message}\n")
     return SystemExit(2)
-
-
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"echo": args.echo, "backend": args.backend, "timeout_margin": args.timeout_margin}
 
 
 def check_bus_arguments(args: argparse.Namespace, command: str) -> None:
@@ -78,7 +118,7 @@ def check_bus_arguments(args: argparse.Namespace, command: str) -> None:
         for address in [*args.addresses, *args.v3]:
             require_address(address)
         if args.url:
-            open_bus(args.url, **_options(args))
+            open_bus(args.url, **bus_options(args))
     except ValueError as exc:
         raise usage_error(command, str(exc)) from None
 
@@ -94,14 +134,14 @@ def interval_of(args: argparse.Namespace) -> float:
 async def meters_from_args(args: argparse.Namespace) -> AsyncIterator[tuple[Bus, list[V3Meter | V4Meter]]]:
     """The bus (opened) and its meter handles: at URL, or N simulated meters on an in-process bus."""
     if args.simulate is None:
-        async with open_bus(args.url, **_options(args)) as bus:
+        async with open_bus(args.url, **bus_options(args)) as bus:
             yield bus, [*(bus.v4(a) for a in args.addresses), *(bus.v3(a) for a in args.v3)]
         return
     models = [MeterModel(f"{SIMULATED_FIRST + n:012d}", MeterType.V4, seed=n) for n in range(args.simulate)]
     turnaround = 0.02 if args.sim_baud else 0.001
     async with (
         SimServer(SimBus(models, baud=args.sim_baud, turnaround=turnaround)) as server,
-        open_bus("sim://memory", connect=server.memory_connector(), **_options(args)) as bus,
+        open_bus("sim://memory", connect=server.memory_connector(), **bus_options(args)) as bus,
     ):
         yield bus, [bus.v4(m.address) for m in models]
 

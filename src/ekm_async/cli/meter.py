@@ -15,6 +15,7 @@ from ..catalogue import SETTINGS, SettingSpec
 from ..errors import EkmError
 from ..meters import V3Meter, V4Meter
 from ..wire import require_address, require_password
+from .buses import add_wire_options, bus_options
 
 __all__ = ["add_meter_commands"]
 
@@ -27,16 +28,7 @@ def add_meter_commands(sub: Any) -> None:
     common.add_argument("url", metavar="URL", help="/dev/ttyUSB0, COM3, tcp://HOST:PORT, socket://…, rfc2217://…")
     common.add_argument("address", metavar="ADDRESS", help="the meter's 12-digit address")
     common.add_argument("--v3", action="store_true", help="a V3 meter (default V4)")
-    common.add_argument("--echo", action="store_true", help="the adapter echoes what it sends")
-    common.add_argument("--backend", choices=("pyserial", "serialx"), default="pyserial")
-    common.add_argument(
-        "--timeout-margin",
-        type=float,
-        default=0.5,
-        dest="timeout_margin",
-        metavar="S",
-        help="seconds allowed beyond the wire time of each exchange (default 0.5)",
-    )
+    add_wire_options(common)
 
     p = sub.add_parser("read", parents=[common], help="one full read of a meter")
     p.add_argument("--json", action="store_true", help="one JSON object: field → value")
@@ -81,22 +73,12 @@ def _setting_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("--password", default=argparse.SUPPRESS, help="the meter password (default 00000000)")
     options.add_argument("--v3", action="store_true", default=argparse.SUPPRESS, help="a V3 meter")
-    options.add_argument("--echo", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    options.add_argument(
-        "--backend", choices=("pyserial", "serialx"), default=argparse.SUPPRESS, help=argparse.SUPPRESS
-    )
-    options.add_argument(
-        "--timeout-margin", type=float, dest="timeout_margin", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-    )
+    add_wire_options(options, hidden=True)
     return options
 
 
 def _meter_of(bus: Bus, args: argparse.Namespace, password: str = "00000000") -> Meter:
     return bus.v3(args.address, password=password) if args.v3 else bus.v4(args.address, password=password)
-
-
-def _bus_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"echo": args.echo, "backend": args.backend, "timeout_margin": args.timeout_margin}
 
 
 def _print_fields(fields: dict[str, Value], out: TextIO) -> None:
@@ -126,7 +108,7 @@ def _opening(args: argparse.Namespace, command: str) -> BusOpening:
     """The bus to open, with the address, URL and options checked first (nothing opened yet)."""
     try:
         require_address(args.address)
-        return open_bus(args.url, **_bus_options(args))
+        return open_bus(args.url, **bus_options(args))
     except ValueError as exc:
         raise _usage_error(command, str(exc)) from None
 

@@ -1,0 +1,60 @@
+"""A capture of a bus's traffic for bug reports: every byte both ways, with the time it was sent or
+received, as JSON lines, passwords redacted (:func:`ekm_async.commands.redact`). A thread of its own
+opens and writes the file, so the event loop never waits on the disk.
+
+The first line describes the capture (``{"capture": "ekm-async", "version": …, "url": …, "baud": …}``);
+then one line per write or read: ``{"t": EPOCH_SECONDS, "dir": "tx" | "rx", "hex": "…"}`` (a redacted
+write also has ``"redacted": true``). ``ekm-async decode --capture FILE`` replays it through the decoder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from typing import Any
+
+from .commands import redact
+
+__all__ = ["Capture"]
+
+_END = object()
+
+
+class Capture:
+    """Write the traffic of one bus to ``path`` (created or appended to)."""
+
+    def __init__(self, path: str | os.PathLike[str], header: dict[str, Any]) -> None:
+        self.path = os.fspath(path)
+        self._lines: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._lines.put(json.dumps({"capture": "ekm-async", **header}))
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="ekm-capture", daemon=True)
+        self._thread.start()
+
+    def tx(self, data: bytes) -> None:
+        safe = redact(data)
+        line: dict[str, Any] = {"t": round(time.time(), 6), "dir": "tx", "hex": safe.hex()}
+        if safe != data:
+            line["redacted"] = True
+        self._lines.put(json.dumps(line))
+
+    def rx(self, data: bytes | memoryview) -> None:
+        self._lines.put(json.dumps({"t": round(time.time(), 6), "dir": "rx", "hex": bytes(data).hex()}))
+
+    def close(self, wait: float = 2.0) -> None:
+        """Write what is queued (for at most ``wait`` seconds) and close the file."""
+        self._lines.put(_END)
+        self._thread.join(wait)
+
+    def _run(self) -> None:
+        try:
+            with open(self.path, "a", encoding="ascii") as file:
+                while (line := self._lines.get()) is not _END:
+                    file.write(f"{line}\n")
+                    if self._lines.empty():
+                        file.flush()
+        except OSError as exc:  # a capture that cannot be written does not stop the bus
+            self.error = exc
