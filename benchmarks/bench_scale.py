@@ -34,8 +34,10 @@ What it measures. Simulated RS-485 gateways — one :class:`~ekm_async.sim.SimSe
 
 Writes ``--out``/``scale.json`` (every figure, every sample, the per-bus utilization) and
 ``--out``/``scale.png`` (matplotlib, Agg: the paced per-bus utilization with the 95 % line; the read
-latency CDFs with the wire time; resident memory over the unpaced reads), prints a summary with PASS /
-FAIL per target and a Markdown table (ekm-async, ekmmeters, the physical limit) for the README.
+latency CDFs with the wire time; resident memory over the unpaced reads) — ``--out`` is
+``benchmarks/results`` unless given, where git keeps the plot and ignores the JSON — and prints a
+summary with PASS / FAIL per target and a Markdown table (ekm-async, ekmmeters, the physical limit)
+for the README.
 
 The machine matters: the simulators need several times the poller's CPU. Unless ``--no-pin``, this
 process is pinned to the first CPU and the simulators to the others, so the poller's CPU per read is
