@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 
+from _harness import parser
 from ekm_async.sim import MeterModel, MeterType, SimBus, SimServer
 
 ADDRESS_BASE = 300_000_000_000
@@ -87,19 +88,19 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--first-bus", type=int, default=0, help="index of the first bus served (default 0)")
-    parser.add_argument("--buses", type=int, required=True, help="how many buses to serve")
-    parser.add_argument("--meters", type=int, default=10, help="V4 meters per bus (default 10)")
-    parser.add_argument("--baud", type=int, default=9600, help="wire speed for pacing; 0: unpaced (default 9600)")
-    parser.add_argument("--turnaround", type=float, default=0.02, help="meter turnaround, seconds (default 0.02)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--trim-every", type=float, default=1.0, help="seconds between clearing transaction records")
-    parser.add_argument("--pty", metavar="LINK", help="serve the first bus on a pty too, LINK a symlink to it")
-    parser.add_argument("--watch-stdin", action="store_true", help="stop when stdin reaches end of file")
-    args = parser.parse_args(argv)
+    options = parser(__doc__, json_help=None)
+    options.add_argument("--first-bus", type=int, default=0, help="index of the first bus served (default 0)")
+    options.add_argument("--buses", type=int, required=True, help="how many buses to serve")
+    options.add_argument("--meters", type=int, default=10, help="V4 meters per bus (default 10)")
+    options.add_argument("--baud", type=int, default=9600, help="wire speed for pacing; 0: unpaced (default 9600)")
+    options.add_argument("--turnaround", type=float, default=0.02, help="meter turnaround, seconds (default 0.02)")
+    options.add_argument("--seed", type=int, default=0)
+    options.add_argument("--trim-every", type=float, default=1.0, help="seconds between clearing transaction records")
+    options.add_argument("--pty", metavar="LINK", help="serve the first bus on a pty too, LINK a symlink to it")
+    options.add_argument("--watch-stdin", action="store_true", help="stop when stdin reaches end of file")
+    args = options.parse_args(argv)
     if args.buses < 1 or args.meters < 1 or args.meters > 1000 or args.first_bus < 0 or args.trim_every <= 0:
-        parser.error("--buses ≥ 1, 1 ≤ --meters ≤ 1000, --first-bus ≥ 0 and --trim-every > 0")
+        options.error("--buses ≥ 1, 1 ≤ --meters ≤ 1000, --first-bus ≥ 0 and --trim-every > 0")
     asyncio.run(serve(args))
     return 0
 

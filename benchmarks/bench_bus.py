@@ -12,7 +12,7 @@ replies share, paced at 9600 baud 7E1 — over TCP and over a pty at once. Then,
   queued while the other is on the wire: the wire is kept busy back to back. A read that raises
   counts as a failure.
 * **ekmmeters 0.2.5** — ``benchmarks/_vendor_poll.py`` in the vendor's own environment
-  (``benchmarks/.venv-ekmmeters``, made as ``bench_decode.py`` makes it: ``python -m venv`` and
+  (``benchmarks/.venv-ekmmeters``, made by ``_harness.vendor_python``: ``python -m venv`` and
   ``pip install ekmmeters==0.2.5 pyserial`` on the first run, PyPI reachable then): ``SerialPort(pty,
   9600)`` with the vendor's default ``force_wait`` (0.2 s; ``--vendor-force-wait`` to change it) and
   ``V4Meter.request()`` on the two meters in turn (A then B, no close string). ``request()`` must
@@ -41,120 +41,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import shutil
-import signal
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
-from bench_decode import VENDOR_VERSION, vendor_python
+from _harness import (
+    BAUD,
+    BYTE_TIME,
+    HERE,
+    READ_BYTES,
+    READ_WIRE,
+    TURNAROUND,
+    VENDOR_VERSION,
+    WIRE_LIMIT,
+    dump_json,
+    parser,
+    run,
+    simulator,
+    vendor_python,
+    vendor_report,
+)
 from ekm_async import EkmError, FrameDecoder, open_bus
 from ekm_async._transport import Connector, connector_for
 from ekm_async.commands import CLOSE, LiveRead, live_read
 from ekm_async.frames import Frame
-from ekm_async.wire import BITS_PER_CHAR, FRAME_LEN
 
-HERE = Path(__file__).resolve().parent
 VENDOR_SCRIPT = HERE / "_vendor_poll.py"
 ADDRESSES = ("000300001184", "000300001185")
-BAUD = 9600
-TURNAROUND = 0.02
 TARGET = 0.97
-START_TIMEOUT = 15.0  # seconds for the simulator to print its "ready" line
-STOP_TIMEOUT = 5.0  # seconds for a child process to exit after SIGTERM before it is killed
 
-BYTE_TIME = BITS_PER_CHAR / BAUD
 REQUEST_A = live_read(ADDRESSES[0], LiveRead.V4A)
 REQUEST_B = live_read(ADDRESSES[0], LiveRead.V4B)
-READ_BYTES = len(REQUEST_A) + FRAME_LEN + len(REQUEST_B) + FRAME_LEN + len(CLOSE)  # 553
-READ_WIRE = READ_BYTES * BYTE_TIME + 2 * TURNAROUND  # 0.616 s
-WIRE_LIMIT = 1 / READ_WIRE  # 1.623 reads/s
-
-
-class BenchError(Exception):
-    """The simulator or the vendor's run misbehaved."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# The simulator process
-
-
-@dataclass(frozen=True, slots=True)
-class Served:
-    url: str
-    pty: str
-
-
-def _simulate_command() -> list[str]:
-    """``ekm-async`` of this environment, or ``python -m ekm_async`` if its script is not installed."""
-    script = Path(sys.executable).parent / "ekm-async"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("ekm-async")
-    return [found] if found else [sys.executable, "-m", "ekm_async"]
-
-
-def _parse_ready(line: str) -> Served:
-    words = dict(word.split("=", 1) for word in line.split()[1:] if "=" in word)
-    host, _, port = words.get("tcp", "").rpartition(":")
-    if not line.startswith("ready ") or not port.isdigit() or "pty" not in words:
-        raise BenchError(f"unexpected line from the simulator: {line!r}")
-    return Served(f"tcp://{host}:{port}", words["pty"])
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    """Terminate ``process`` (kill it if it does not go) and reap it."""
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            async with asyncio.timeout(STOP_TIMEOUT):
-                await process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-
-
-@contextlib.asynccontextmanager
-async def simulator(tmp: Path) -> AsyncIterator[tuple[list[str], Served]]:
-    """``ekm-async simulate`` serving one bus over TCP and a pty; always terminated on the way out."""
-    argv = [*_simulate_command(), "simulate", "--tcp", "127.0.0.1:0", "--pty", str(tmp / "ttyEKM")]
-    for address in ADDRESSES:
-        argv += ["--meter", f"v4:{address}"]
-    argv += ["--baud", str(BAUD), "--turnaround", repr(TURNAROUND)]
-    errors = tmp / "simulator.stderr"
-    with errors.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=stderr
-        )
-    try:
-        assert process.stdout is not None
-        try:
-            async with asyncio.timeout(START_TIMEOUT):
-                line = (await process.stdout.readline()).decode(errors="replace").strip()
-        except TimeoutError:
-            raise BenchError(f"the simulator printed no 'ready' line in {START_TIMEOUT:g} s") from None
-        if not line:
-            status = await process.wait()
-            raise BenchError(f"the simulator exited (status {status}): {errors.read_text(errors='replace')}")
-        yield argv, _parse_ready(line)
-        if process.returncode is not None:
-            raise BenchError(f"the simulator exited during the run (status {process.returncode})")
-    finally:
-        await _stop(process)
-        text = errors.read_text(errors="replace").strip() if errors.exists() else ""
-        if text:
-            print(f"simulator stderr:\n{text}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -404,19 +328,7 @@ async def poll_vendor(python: Path, pty: str, seconds: float, force_wait: float 
     argv = [str(python), str(VENDOR_SCRIPT), pty, repr(seconds), *ADDRESSES]
     if force_wait is not None:
         argv += ["--force-wait", repr(force_wait)]
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        async with asyncio.timeout(60 + 2 * seconds):
-            out, err = await process.communicate()
-    except TimeoutError:
-        raise BenchError(f"the ekmmeters run did not finish: {' '.join(argv)}") from None
-    finally:
-        await _stop(process)
-    if process.returncode != 0:
-        raise BenchError(f"the ekmmeters run failed (exit {process.returncode}): {err.decode(errors='replace')}")
-    report: dict[str, Any] = json.loads(out)
+    report = await vendor_report(argv, 60 + 2 * seconds)
     name = f"ekmmeters {report['version']}"
     return _result(
         name, "pty", seconds=report["elapsed"], reads=report["reads"], errors=report["errors"], details=report
@@ -482,16 +394,11 @@ def print_report(command: list[str], ours: Result, vendor: Result | None, second
     )
 
 
-async def run(args: argparse.Namespace) -> tuple[list[str], Result, Result | None]:
-    loop = asyncio.get_running_loop()
-    main_task = asyncio.current_task()
-    assert main_task is not None
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        # Cancel (running every cleanup, the child processes' too) instead of dying where we stand.
-        loop.add_signal_handler(sig, main_task.cancel)
+async def measure(args: argparse.Namespace) -> tuple[list[str], Result, Result | None]:
     python = None if args.no_vendor else await asyncio.to_thread(vendor_python)
     with tempfile.TemporaryDirectory(prefix="ekm-bench-bus-") as tmp:
-        async with simulator(Path(tmp)) as (command, served):
+        async with simulator(ADDRESSES, pty=Path(tmp) / "ttyEKM") as (command, served):
+            assert served.pty is not None
             ours = await poll_ekm_async(served.url, args.seconds)
             vendor = None
             if python is not None:
@@ -500,31 +407,20 @@ async def run(args: argparse.Namespace) -> tuple[list[str], Result, Result | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=60.0, help="minimum time per client (default 60)")
-    parser.add_argument(
+    options = parser(__doc__)
+    options.add_argument("--seconds", type=float, default=60.0, help="minimum time per client (default 60)")
+    options.add_argument(
         "--vendor-force-wait",
         type=float,
         default=None,
         metavar="S",
         help="ekmmeters SerialPort force_wait (default: the vendor's own default, 0.2 s)",
     )
-    parser.add_argument("--no-vendor", action="store_true", help="skip the ekmmeters run")
-    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    args = parser.parse_args(argv)
+    options.add_argument("--no-vendor", action="store_true", help="skip the ekmmeters run")
+    args = options.parse_args(argv)
     if args.seconds <= 0 or (args.vendor_force_wait is not None and args.vendor_force_wait < 0):
-        parser.error("--seconds must be positive and --vendor-force-wait not negative")
-    try:
-        command, ours, vendor = asyncio.run(run(args))
-    except BenchError as exc:
-        print(f"bench_bus: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # the child processes were terminated on the way out
-        print("bench_bus: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
-    except asyncio.CancelledError:  # SIGTERM or SIGHUP, likewise
-        print("bench_bus: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        options.error("--seconds must be positive and --vendor-force-wait not negative")
+    command, ours, vendor = run("bench_bus", measure(args))
     passed = ours.of_wire_limit >= TARGET
     if args.json:
         figures = {
@@ -544,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             "target": TARGET,
             "pass": passed,
         }
-        print(json.dumps(figures, indent=2))
+        print(dump_json(figures))
     else:
         print_report(command, ours, vendor, args.seconds)
     return 0 if passed else 1

@@ -37,20 +37,16 @@ Run from the project root::
 
 from __future__ import annotations
 
-import argparse
+import asyncio
 import json
-import os
 import random
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _harness import HERE, ROOT, dump_json, parser, run, timed, vendor_python, vendor_report
 from ekm_async import BlockKind, FrameDecoder, Read, decode, encode
 from ekm_async.calculated import Value
 from ekm_async.commands import LiveRead, live_read
@@ -58,15 +54,9 @@ from ekm_async.frames import Frame
 from ekm_async.layouts import LAYOUTS
 from ekm_async.model import DirectionFlag
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 CAPTURED_A = ROOT / "examples" / "captured_v4a.hex"
-VENDOR_VENV = HERE / ".venv-ekmmeters"
 VENDOR_SCRIPT = HERE / "_vendor_parse.py"
-VENDOR_VERSION = "0.2.5"
-VENDOR_REQUIREMENTS = (f"ekmmeters=={VENDOR_VERSION}", "pyserial")
 TARGET_RATIO = 15.0
-SETUP_TIMEOUT = 900  # seconds for venv creation and pip install, each
 CALCULATED = frozenset(
     {
         *(f"Power_Factor_Ln_{n}" for n in (1, 2, 3)),
@@ -199,47 +189,6 @@ def expectations(pair: Pair) -> dict[str, Any]:
 # Timing
 
 
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """Timed rounds of equal work; the best round gives the rate (least disturbed by other load)."""
-
-    frames_per_round: int
-    rounds: tuple[float, ...]
-
-    @property
-    def frames_per_s(self) -> float:
-        return self.frames_per_round / min(self.rounds)
-
-    @property
-    def us_per_frame(self) -> float:
-        return min(self.rounds) / self.frames_per_round * 1e6
-
-    @property
-    def median_us_per_frame(self) -> float:
-        return statistics.median(self.rounds) / self.frames_per_round * 1e6
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "rounds": len(self.rounds),
-            "frames_per_round": self.frames_per_round,
-            "frames_per_s": self.frames_per_s,
-            "us_per_frame": self.us_per_frame,
-            "median_us_per_frame": self.median_us_per_frame,
-        }
-
-
-def timed(one_round: Callable[[], None], frames_per_round: int, seconds: float) -> Rate:
-    """Run ``one_round`` once to warm up, then repeatedly for at least ``seconds``, timing each round."""
-    one_round()
-    rounds: list[float] = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        one_round()
-        rounds.append(time.perf_counter() - t0)
-    return Rate(frames_per_round, tuple(rounds))
-
-
 def decode_round(pairs: list[Pair], *, both_blocks: bool = False, values: bool = True) -> Callable[[], None]:
     """Decode each pair and materialise every value of the merged read (``read.fields``).
 
@@ -296,41 +245,7 @@ def stream_round(pairs: list[Pair], chunk: int) -> Callable[[], None]:
 # The vendor's side
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _run(command: list[str], what: str) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(command, check=True, capture_output=True, text=True, timeout=SETUP_TIMEOUT)
-    except subprocess.CalledProcessError as exc:
-        _log(exc.stdout + exc.stderr)
-        raise SystemExit(f"{what} failed (exit {exc.returncode}): {' '.join(command)}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise SystemExit(f"{what} took more than {SETUP_TIMEOUT} s: {' '.join(command)}") from exc
-
-
-def vendor_python() -> Path:
-    """The Python of ``benchmarks/.venv-ekmmeters``, created and provisioned when needed."""
-    python = VENDOR_VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    if not python.exists():
-        _log(f"creating {VENDOR_VENV} …")
-        _run([sys.executable, "-m", "venv", str(VENDOR_VENV)], "python -m venv")
-    probe = subprocess.run(
-        [str(python), "-c", "import importlib.metadata as m, serial; print(m.version('ekmmeters'))"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if probe.returncode != 0 or probe.stdout.strip() != VENDOR_VERSION:
-        _log(f"installing {' '.join(VENDOR_REQUIREMENTS)} into {VENDOR_VENV} …")
-        pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", *VENDOR_REQUIREMENTS]
-        _run(pip, "pip install")
-    return python
-
-
-def run_vendor(python: Path, pairs: list[Pair], seconds: float) -> dict[str, Any]:
+async def run_vendor(python: Path, pairs: list[Pair], seconds: float) -> dict[str, Any]:
     """Time ekmmeters' ``request()`` over ``pairs`` in its own environment; its JSON report."""
     data = {
         "address": str(decode(pairs[0][0])["Meter_Address"]),
@@ -339,39 +254,29 @@ def run_vendor(python: Path, pairs: list[Pair], seconds: float) -> dict[str, Any
     with tempfile.TemporaryDirectory(prefix="bench-ekm-") as tmp:
         frames = Path(tmp) / "frames.json"
         frames.write_text(json.dumps(data))
-        command = [str(python), str(VENDOR_SCRIPT), str(frames), str(seconds)]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=60 + 20 * seconds, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise SystemExit(f"the ekmmeters run did not finish: {' '.join(command)}") from exc
-    if done.returncode != 0:
-        _log(done.stdout + done.stderr)
-        raise SystemExit(f"the ekmmeters run failed (exit {done.returncode})")
-    report: dict[str, Any] = json.loads(done.stdout)
-    return report
+        return await vendor_report([str(python), str(VENDOR_SCRIPT), str(frames), str(seconds)], 60 + 20 * seconds)
 
 
 # ---------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=3.0, help="minimum time per measurement (default 3)")
-    parser.add_argument("--pairs", type=int, default=200, help="distinct V4 A+B frame pairs (default 200)")
-    parser.add_argument("--chunk", type=int, default=255, help="bytes per FrameDecoder.feed() (default 255)")
-    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    args = parser.parse_args(argv)
+    options = parser(__doc__)
+    options.add_argument("--seconds", type=float, default=3.0, help="minimum time per measurement (default 3)")
+    options.add_argument("--pairs", type=int, default=200, help="distinct V4 A+B frame pairs (default 200)")
+    options.add_argument("--chunk", type=int, default=255, help="bytes per FrameDecoder.feed() (default 255)")
+    args = options.parse_args(argv)
     if args.seconds <= 0 or args.pairs < 1 or args.chunk < 1:
-        parser.error("--seconds, --pairs and --chunk must be positive")
+        options.error("--seconds, --pairs and --chunk must be positive")
 
     pairs = build_pairs(args.pairs)
     per_round = 2 * len(pairs)
-    python = vendor_python()
+    python = run("bench_decode", asyncio.to_thread(vendor_python))
     ours = timed(decode_round(pairs), per_round, args.seconds)
     stream = timed(stream_round(pairs, args.chunk), per_round, args.seconds)
     both = timed(decode_round(pairs, both_blocks=True), per_round, args.seconds)
     checked = timed(decode_round(pairs, values=False), per_round, args.seconds)
-    vendor = run_vendor(python, pairs, args.seconds)
+    vendor = run("bench_decode", run_vendor(python, pairs, args.seconds))
 
     ratio = ours.frames_per_s / vendor["frames_per_s"]
     stream_ratio = stream.frames_per_s / vendor["frames_per_s"]
@@ -396,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             "target_ratio": TARGET_RATIO,
             "pass": passed,
         }
-        print(json.dumps(figures, indent=2))
+        print(dump_json(figures))
         return 0
 
     vendor_name = f"ekmmeters {vendor['version']} request()"

@@ -15,11 +15,11 @@ Run from the project root::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
 
+from _harness import parser
 from ekm_async import Poller, commands, open_bus
 from ekm_async._protocol import MeterProtocol
 from ekm_async.commands import LiveRead
@@ -98,14 +98,14 @@ async def one_round(buses: int, meters: int, reads: int) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--buses", type=int, default=100)
-    parser.add_argument("--meters", type=int, default=10)
-    parser.add_argument("--reads", type=int, default=30_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args(argv)
+    options = parser(__doc__, json_help=None)
+    options.add_argument("--buses", type=int, default=100)
+    options.add_argument("--meters", type=int, default=10)
+    options.add_argument("--reads", type=int, default=30_000)
+    options.add_argument("--rounds", type=int, default=3)
+    args = options.parse_args(argv)
     if min(args.buses, args.meters, args.reads, args.rounds) < 1:
-        parser.error("every count must be ≥ 1")
+        options.error("every count must be ≥ 1")
     results = [asyncio.run(one_round(args.buses, args.meters, args.reads)) for _ in range(args.rounds)]
     for n, (cpu, rate) in enumerate(results, 1):
         print(f"round {n}: {cpu:.1f} µs CPU per read, {rate:,.0f} reads/s")

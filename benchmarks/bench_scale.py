@@ -27,15 +27,17 @@ What it measures. Simulated RS-485 gateways — one :class:`~ekm_async.sim.SimSe
    ``bus.meter_stats[address].last_latency``, and the poller's ask → read time, ``ReadEvent.latency``,
    which includes waiting behind the other worker's read) and this process's CPU per paced read.
 3. **Vendor** (unless ``--no-vendor``) — ekmmeters 0.2.5, the vendor client, in its own environment
-   (``benchmarks/.venv-ekmmeters``, made as ``bench_decode.py`` makes it) via
+   (``benchmarks/.venv-ekmmeters``, made by ``_harness.vendor_python``) via
    ``benchmarks/_scale_vendor.py`` (``_vendor_poll.py`` with its CPU time measured): one paced bus of
    ``--meters`` meters, served on a pty, for ``--vendor-seconds`` (30 s): reads/s, utilization and CPU
    per read. The vendor client is synchronous: one bus per process (or thread).
 
 Writes ``--out``/``scale.json`` (every figure, every sample, the per-bus utilization) and
 ``--out``/``scale.png`` (matplotlib, Agg: the paced per-bus utilization with the 95 % line; the read
-latency CDFs with the wire time; resident memory over the unpaced reads), prints a summary with PASS /
-FAIL per target and a Markdown table (ekm-async, ekmmeters, the physical limit) for the README.
+latency CDFs with the wire time; resident memory over the unpaced reads) — ``--out`` is
+``benchmarks/results`` unless given, where git keeps the plot and ignores the JSON — and prints a
+summary with PASS / FAIL per target and a Markdown table (ekm-async, ekmmeters, the physical limit)
+for the README.
 
 The machine matters: the simulators need several times the poller's CPU. Unless ``--no-pin``, this
 process is pinned to the first CPU and the simulators to the others, so the poller's CPU per read is
@@ -64,88 +66,52 @@ import json
 import math
 import os
 import platform
-import resource
-import signal
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from _harness import (
+    BAUD,
+    BYTE_TIME,
+    HERE,
+    READ_BYTES,
+    READ_WIRE,
+    RESULTS,
+    TURNAROUND,
+    WIRE_LIMIT,
+    children,
+    cpu_model,
+    dump_json,
+    log,
+    own_cpu,
+    own_rss,
+    parser,
+    proc_figures,
+    run,
+    vendor_python,
+    vendor_report,
+)
 from _scale_sim import meter_address
 from ekm_async import Bus, Poller, Read, ReadEvent, open_bus
-from ekm_async.commands import CLOSE, LiveRead, live_read
-from ekm_async.wire import BITS_PER_CHAR, FRAME_LEN
+from ekm_async.commands import CLOSE
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-HERE = Path(__file__).resolve().parent
 SIM_SCRIPT = HERE / "_scale_sim.py"
 VENDOR_SCRIPT = HERE / "_scale_vendor.py"
-DEFAULT_OUT = HERE / "results"
-
-BAUD = 9600
-TURNAROUND = 0.02
-BYTE_TIME = BITS_PER_CHAR / BAUD
-READ_BYTES = len(live_read("0" * 12, LiveRead.V4A)) + FRAME_LEN + len(live_read("0" * 12, LiveRead.V4B))
-READ_BYTES += FRAME_LEN + len(CLOSE)  # 553
-READ_WIRE = READ_BYTES * BYTE_TIME + 2 * TURNAROUND  # 0.616 s
-WIRE_LIMIT = 1 / READ_WIRE  # 1.623 reads/s per bus
 
 CPU_TARGET_US = 100.0
 UTILIZATION_TARGET = 0.95
 MEMORY_TOLERANCE = 0.05
-
-START_TIMEOUT = 30.0  # seconds for a simulator process to print its ports
-STOP_TIMEOUT = 5.0  # seconds for a child process to exit after SIGTERM before it is killed
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class BenchError(Exception):
-    """A simulator or the vendor's run misbehaved."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# Process figures
-
-
-def own_rss() -> int:
-    """This process's resident memory, bytes."""
-    with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[1]) * PAGE_SIZE
-
-
-def own_cpu() -> tuple[float, float]:
-    """This process's CPU seconds: (user + system, precise; system alone, from ``getrusage``)."""
-    return time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_stime
-
-
-def proc_figures(pid: int) -> tuple[float, int]:
-    """(user + system CPU seconds, resident bytes) of process ``pid``; (0, 0) if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            rest = f.read().rpartition(b")")[2].split()
-    except OSError:
-        return 0.0, 0
-    # After "pid (comm)": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime
-    # stime cutime cstime priority nice num_threads itrealvalue starttime vsize rss …
-    return (int(rest[11]) + int(rest[12])) / CLOCK_TICKS, int(rest[21]) * PAGE_SIZE
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -168,22 +134,6 @@ class Fleet:
         return sum(proc_figures(pid)[1] for pid in self.pids)
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    """Close its stdin, terminate it (kill it if it does not go) and reap it."""
-    if process.stdin is not None:
-        process.stdin.close()
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            async with asyncio.timeout(STOP_TIMEOUT):
-                await process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-
-
 def _split(total: int, parts: int) -> list[tuple[int, int]]:
     """(first, count) of ``parts`` nearly equal runs covering 0 … total-1 (no empty run)."""
     parts = max(1, min(parts, total))
@@ -198,7 +148,6 @@ def _split(total: int, parts: int) -> list[tuple[int, int]]:
 
 @contextlib.asynccontextmanager
 async def fleet(
-    tmp: Path,
     buses: int,
     meters: int,
     *,
@@ -209,48 +158,16 @@ async def fleet(
 ) -> AsyncIterator[Fleet]:
     """Simulator processes serving ``buses`` buses; every one stopped on the way out, however it ends.
     They run on :data:`SIM_CPUS` when the poller is pinned (see :func:`pin`)."""
-    started: list[tuple[asyncio.subprocess.Process, Path, list[str]]] = []
-    try:
-        for n, (first, count) in enumerate(_split(buses, processes)):
-            argv = [sys.executable, str(SIM_SCRIPT), "--first-bus", str(first), "--buses", str(count)]
-            argv += ["--meters", str(meters), "--baud", str(baud), "--turnaround", repr(turnaround), "--watch-stdin"]
-            if pty is not None and n == 0:
-                argv += ["--pty", str(pty)]
-            errors = tmp / f"sim-{baud}-{n}.stderr"
-            with errors.open("wb") as stderr:
-                process = await asyncio.create_subprocess_exec(
-                    *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr
-                )
-            if SIM_CPUS:
-                os.sched_setaffinity(process.pid, SIM_CPUS)
-            started.append((process, errors, argv))
-        urls: list[str] = []
-        pids: list[int] = []
-        served_pty: str | None = None
-        for process, errors, _ in started:
-            assert process.stdout is not None
-            try:
-                async with asyncio.timeout(START_TIMEOUT):
-                    line = await process.stdout.readline()
-            except TimeoutError:
-                raise BenchError(f"a simulator printed no ports in {START_TIMEOUT:g} s") from None
-            if not line:
-                status = await process.wait()
-                raise BenchError(f"a simulator exited (status {status}): {errors.read_text(errors='replace')}")
-            ready = json.loads(line)
-            urls += [f"tcp://127.0.0.1:{port}" for port in ready["ports"]]
-            pids.append(ready["pid"])
-            served_pty = served_pty or ready.get("pty")
-        yield Fleet(urls, pids, [argv for _, _, argv in started], served_pty)
-        for process, _, _ in started:
-            if process.returncode is not None:
-                raise BenchError(f"a simulator exited during the run (status {process.returncode})")
-    finally:
-        await asyncio.gather(*(_stop(process) for process, _, _ in started))
-        for _, errors, _ in started:
-            text = errors.read_text(errors="replace").strip() if errors.exists() else ""
-            if text:
-                print(f"simulator stderr ({errors.name}):\n{text}", file=sys.stderr)
+    commands: list[list[str]] = []
+    for n, (first, count) in enumerate(_split(buses, processes)):
+        argv = [sys.executable, str(SIM_SCRIPT), "--first-bus", str(first), "--buses", str(count)]
+        argv += ["--meters", str(meters), "--baud", str(baud), "--turnaround", repr(turnaround), "--watch-stdin"]
+        commands.append([*argv, "--pty", str(pty)] if pty is not None and n == 0 else argv)
+    async with children(commands, what="a simulator", stdin_pipe=True, cpus=SIM_CPUS) as lines:
+        ready = [json.loads(line) for line in lines]
+        urls = [f"tcp://127.0.0.1:{port}" for r in ready for port in r["ports"]]
+        served_pty = next((r["pty"] for r in ready if r.get("pty")), None)
+        yield Fleet(urls, [r["pid"] for r in ready], commands, served_pty)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -447,7 +364,7 @@ class Sampler:
         self._excluded += time.process_time() - cpu
 
 
-async def run_unpaced(args: argparse.Namespace, tmp: Path) -> Unpaced:
+async def run_unpaced(args: argparse.Namespace) -> Unpaced:
     result = Unpaced(args.buses, args.meters, args.sim_processes, args.unpaced_turnaround)
     result.warmup_reads = args.warmup_reads if args.warmup_reads is not None else args.reads // 10
     histogram = LogHistogram()
@@ -455,7 +372,7 @@ async def run_unpaced(args: argparse.Namespace, tmp: Path) -> Unpaced:
     profiler = cProfile.Profile() if args.cprofile else None
     async with (
         fleet(
-            tmp, args.buses, args.meters, baud=0, turnaround=args.unpaced_turnaround, processes=args.sim_processes
+            args.buses, args.meters, baud=0, turnaround=args.unpaced_turnaround, processes=args.sim_processes
         ) as sims,
         contextlib.AsyncExitStack() as stack,
     ):
@@ -572,13 +489,11 @@ class PacedLog:
     sim_cpu: list[float] = field(default_factory=list)
 
 
-async def run_paced(args: argparse.Namespace, tmp: Path) -> Paced:
+async def run_paced(args: argparse.Namespace) -> Paced:
     result = Paced(args.paced_buses, args.meters, args.sim_processes, args.paced_seconds, args.paced_warmup)
     loop = asyncio.get_running_loop()
     async with (
-        fleet(
-            tmp, args.paced_buses, args.meters, baud=BAUD, turnaround=TURNAROUND, processes=args.sim_processes
-        ) as sims,
+        fleet(args.paced_buses, args.meters, baud=BAUD, turnaround=TURNAROUND, processes=args.sim_processes) as sims,
         contextlib.AsyncExitStack() as stack,
     ):
         buses = [await stack.enter_async_context(open_bus(url, baud=BAUD)) for url in sims.urls]
@@ -643,27 +558,13 @@ def analyse_paced(result: Paced, log: PacedLog) -> None:
 
 
 async def run_vendor(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    from bench_decode import vendor_python  # noqa: PLC0415 — only when the vendor is run
-
     python = await asyncio.to_thread(vendor_python)
     addresses = [meter_address(0, m) for m in range(args.meters)]
     pty = tmp / "ttyEKM"
-    async with fleet(tmp, 1, args.meters, baud=BAUD, turnaround=TURNAROUND, processes=1, pty=pty) as sims:
+    async with fleet(1, args.meters, baud=BAUD, turnaround=TURNAROUND, processes=1, pty=pty) as sims:
         assert sims.pty is not None
         argv = [str(python), str(VENDOR_SCRIPT), sims.pty, repr(args.vendor_seconds), *addresses]
-        process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        try:
-            async with asyncio.timeout(60 + 2 * args.vendor_seconds):
-                out, err = await process.communicate()
-        except TimeoutError:
-            raise BenchError(f"the ekmmeters run did not finish: {' '.join(argv)}") from None
-        finally:
-            await _stop(process)
-    if process.returncode != 0:
-        raise BenchError(f"the ekmmeters run failed (exit {process.returncode}): {err.decode(errors='replace')}")
-    report: dict[str, Any] = json.loads(out)
+        report = await vendor_report(argv, 60 + 2 * args.vendor_seconds)
     report["utilization"] = report["reads_per_s"] / WIRE_LIMIT
     report["argv"] = argv
     return report
@@ -995,22 +896,15 @@ def figures_json(
 # Main
 
 
-async def run(args: argparse.Namespace) -> tuple[Unpaced | None, Paced | None, dict[str, Any] | None]:
-    loop = asyncio.get_running_loop()
-    main_task = asyncio.current_task()
-    assert main_task is not None
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        # Cancel (running every cleanup, the simulators' too) instead of dying where we stand.
-        loop.add_signal_handler(sig, main_task.cancel)
-    log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+async def measure(args: argparse.Namespace) -> tuple[Unpaced | None, Paced | None, dict[str, Any] | None]:
     with tempfile.TemporaryDirectory(prefix="ekm-bench-scale-") as tmp:
         unpaced = paced = vendor = None
         if not args.skip_unpaced:
             log(f"unpaced: {args.buses} buses × {args.meters} meters, {args.reads:,} reads …")
-            unpaced = await run_unpaced(args, Path(tmp))
+            unpaced = await run_unpaced(args)
         if not args.skip_paced:
             log(f"paced: {args.paced_buses} buses, {args.paced_warmup:g} + {args.paced_seconds:g} s …")
-            paced = await run_paced(args, Path(tmp))
+            paced = await run_paced(args)
         if not args.no_vendor:
             log(f"vendor: ekmmeters on 1 bus for {args.vendor_seconds:g} s …")
             vendor = await run_vendor(args, Path(tmp))
@@ -1037,50 +931,38 @@ def pin() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--buses", type=int, default=100, help="buses in the unpaced run (default 100)")
-    parser.add_argument("--meters", type=int, default=10, help="V4 meters per bus (default 10)")
-    parser.add_argument("--reads", type=int, default=100_000, help="reads in the unpaced run (default 100,000)")
-    parser.add_argument("--warmup-reads", type=int, default=None, help="unpaced reads not measured (default 10 %%)")
-    parser.add_argument("--sample-every", type=int, default=5000, help="reads between samples (default 5,000)")
-    parser.add_argument("--unpaced-turnaround", type=float, default=0.001, help="seconds (default 0.001)")
-    parser.add_argument("--paced-buses", type=int, default=100, help="buses in the paced run (default 100)")
-    parser.add_argument("--paced-seconds", type=float, default=60.0, help="paced window (default 60)")
-    parser.add_argument("--paced-warmup", type=float, default=5.0, help="seconds before the window (default 5)")
-    parser.add_argument("--sim-processes", type=int, default=4, help="simulator processes (default 4)")
-    parser.add_argument("--queue-size", type=int, default=10_000, help="the poller's event queue (default 10,000)")
-    parser.add_argument("--vendor-seconds", type=float, default=30.0, help="the ekmmeters run (default 30)")
-    parser.add_argument("--no-vendor", action="store_true", help="skip the ekmmeters run")
-    parser.add_argument("--skip-unpaced", action="store_true")
-    parser.add_argument("--skip-paced", action="store_true")
-    parser.add_argument("--cprofile", type=Path, metavar="FILE", help="cProfile the unpaced polling into FILE")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where scale.json and scale.png go")
-    parser.add_argument("--json", action="store_true", help="print the JSON figures instead of the report")
-    parser.add_argument("--no-pin", action="store_true", help="let the poller and the simulators share every CPU")
-    args = parser.parse_args(argv)
+    options = parser(__doc__, json_help="print the JSON figures instead of the report")
+    options.add_argument("--buses", type=int, default=100, help="buses in the unpaced run (default 100)")
+    options.add_argument("--meters", type=int, default=10, help="V4 meters per bus (default 10)")
+    options.add_argument("--reads", type=int, default=100_000, help="reads in the unpaced run (default 100,000)")
+    options.add_argument("--warmup-reads", type=int, default=None, help="unpaced reads not measured (default 10 %%)")
+    options.add_argument("--sample-every", type=int, default=5000, help="reads between samples (default 5,000)")
+    options.add_argument("--unpaced-turnaround", type=float, default=0.001, help="seconds (default 0.001)")
+    options.add_argument("--paced-buses", type=int, default=100, help="buses in the paced run (default 100)")
+    options.add_argument("--paced-seconds", type=float, default=60.0, help="paced window (default 60)")
+    options.add_argument("--paced-warmup", type=float, default=5.0, help="seconds before the window (default 5)")
+    options.add_argument("--sim-processes", type=int, default=4, help="simulator processes (default 4)")
+    options.add_argument("--queue-size", type=int, default=10_000, help="the poller's event queue (default 10,000)")
+    options.add_argument("--vendor-seconds", type=float, default=30.0, help="the ekmmeters run (default 30)")
+    options.add_argument("--no-vendor", action="store_true", help="skip the ekmmeters run")
+    options.add_argument("--skip-unpaced", action="store_true")
+    options.add_argument("--skip-paced", action="store_true")
+    options.add_argument("--cprofile", type=Path, metavar="FILE", help="cProfile the unpaced polling into FILE")
+    options.add_argument("--out", type=Path, default=RESULTS, help="where scale.json and scale.png go")
+    options.add_argument("--no-pin", action="store_true", help="let the poller and the simulators share every CPU")
+    args = options.parse_args(argv)
     if min(args.buses, args.meters, args.reads, args.sample_every, args.paced_buses, args.sim_processes) < 1:
-        parser.error("counts must be ≥ 1")
+        options.error("counts must be ≥ 1")
     if args.meters > 1000 or args.paced_seconds <= 0 or args.paced_warmup < 0 or args.vendor_seconds <= 0:
-        parser.error("--meters ≤ 1000, --paced-seconds and --vendor-seconds > 0, --paced-warmup ≥ 0")
+        options.error("--meters ≤ 1000, --paced-seconds and --vendor-seconds > 0, --paced-warmup ≥ 0")
     args.pinning = "not pinned (--no-pin)" if args.no_pin else pin()
     print(f"CPUs: {args.pinning}", file=sys.stderr)
-    try:
-        unpaced, paced, vendor = asyncio.run(run(args))
-    except BenchError as exc:
-        print(f"bench_scale: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # the simulators were stopped on the way out
-        print("bench_scale: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
-    except asyncio.CancelledError:  # SIGTERM or SIGHUP, likewise
-        print("bench_scale: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
+    unpaced, paced, vendor = run("bench_scale", measure(args))
     figures = figures_json(args, unpaced, paced, vendor)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scale.json").write_text(json.dumps(figures, indent=1) + "\n")
+    text = dump_json(figures, args.out / "scale.json")
     plotted = plot(args.out / "scale.png", unpaced, paced)
     if args.json:
-        print(json.dumps(figures, indent=1))
+        print(text)
     else:
         print_report(args, unpaced, paced, vendor)
         print(f"\nwrote {args.out / 'scale.json'}" + (f" and {args.out / 'scale.png'}" if plotted else ""))

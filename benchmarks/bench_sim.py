@@ -37,43 +37,32 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import json
 import os
-import shutil
-import signal
 import statistics
 import sys
 import tempfile
 import time
 import tty
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from _harness import BAUD, BYTE_TIME, EXCHANGE_BYTES, TURNAROUND, BenchError, dump_json, parser, run, simulator
 from ekm_async import BlockKind, FrameDecoder, LiveBlock, decode
 from ekm_async.commands import LiveRead, live_read
 from ekm_async.frames import Frame, Rejected
 from ekm_async.sim import MeterModel, SimBus, SimServer
-from ekm_async.wire import BITS_PER_CHAR, FRAME_LEN
+from ekm_async.wire import FRAME_LEN
 
 ADDRESS = "000300001184"
-BAUD = 9600
 TOLERANCE = 0.05
 REPLY_TIMEOUT = 5.0  # seconds to wait for a whole frame before giving up
-START_TIMEOUT = 15.0  # seconds for the simulator process to print its "ready" line
-STOP_TIMEOUT = 5.0  # seconds for it to exit after SIGTERM before it is killed
 TRANSPORTS = ("tcp", "memory", "pty")
 
 REQUEST_A = live_read(ADDRESS, LiveRead.V4A)
 REQUEST_B = live_read(ADDRESS, LiveRead.V4B)
-BYTE_TIME = BITS_PER_CHAR / BAUD
-WIRE_BYTES = len(REQUEST_A) + FRAME_LEN + len(REQUEST_B) + FRAME_LEN  # 19 + 255 + 19 + 255 = 548
+WIRE_BYTES = EXCHANGE_BYTES  # 19 + 255 + 19 + 255 = 548
 HALF_BYTES = len(REQUEST_A) + FRAME_LEN  # 274
-
-
-class BenchError(Exception):
-    """The simulator misbehaved (bad frame, wrong meter, no reply, did not start)."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -253,72 +242,6 @@ async def run_exchanges(link: Link, exchanges: int, warmup: int) -> list[Sample]
 # The simulator, in another process or in this one
 
 
-@dataclass(frozen=True, slots=True)
-class Served:
-    tcp: tuple[str, int]
-    pty: str | None
-
-
-def _simulate_command() -> list[str]:
-    """``ekm-async`` of this environment, or ``python -m ekm_async`` if its script is not installed."""
-    script = Path(sys.executable).parent / "ekm-async"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("ekm-async")
-    return [found] if found else [sys.executable, "-m", "ekm_async"]
-
-
-def _parse_ready(line: str) -> Served:
-    words = dict(word.split("=", 1) for word in line.split()[1:] if "=" in word)
-    host, _, port = words.get("tcp", "").rpartition(":")
-    if not line.startswith("ready ") or not port.isdigit():
-        raise BenchError(f"unexpected line from the simulator: {line!r}")
-    return Served((host, int(port)), words.get("pty"))
-
-
-@contextlib.asynccontextmanager
-async def simulator_process(turnaround: float, pty_link: Path | None) -> AsyncIterator[Served]:
-    """``ekm-async simulate`` in its own process; terminated (killed if need be) however the block ends."""
-    argv = [*_simulate_command(), "simulate", "--tcp", "127.0.0.1:0", "--meter", f"v4:{ADDRESS}"]
-    argv += ["--baud", str(BAUD), "--turnaround", repr(turnaround)]
-    if pty_link is not None:
-        argv += ["--pty", str(pty_link)]
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
-    )
-    try:
-        assert process.stdout is not None
-        try:
-            async with asyncio.timeout(START_TIMEOUT):
-                line = (await process.stdout.readline()).decode(errors="replace").strip()
-        except TimeoutError:
-            raise BenchError(f"the simulator printed no 'ready' line in {START_TIMEOUT:g} s") from None
-        if not line:
-            raise BenchError(f"the simulator exited (status {await process.wait()}) without a 'ready' line")
-        try:
-            yield _parse_ready(line)
-        except BenchError as exc:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.5):
-                    await process.wait()
-            if process.returncode is not None:  # 0: stopped by a SIGINT or SIGTERM from elsewhere
-                status = process.returncode
-                why = " (stopped by a signal from elsewhere)" if status == 0 else ""
-                raise BenchError(f"{exc}; the simulator process had exited, status {status}{why}") from None
-            raise
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            try:
-                async with asyncio.timeout(STOP_TIMEOUT):
-                    await process.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-
-
 async def bench_memory(exchanges: int, warmup: int, turnaround: float) -> list[Sample]:
     bus = SimBus([MeterModel(ADDRESS)], baud=BAUD, turnaround=turnaround)
     async with SimServer(bus) as server:
@@ -337,9 +260,9 @@ async def bench_process(
     out: dict[str, list[Sample]] = {}
     with tempfile.TemporaryDirectory(prefix="ekm-bench-sim-") as tmp:
         pty_link = Path(tmp) / "ttyEKM" if "pty" in transports else None
-        async with simulator_process(turnaround, pty_link) as served:
+        async with simulator([ADDRESS], turnaround=turnaround, pty=pty_link) as (_, served):
             if "tcp" in transports:
-                stream = await StreamLink.open(*served.tcp)
+                stream = await StreamLink.open(served.host, served.port)
                 try:
                     out["tcp"] = await run_exchanges(stream, exchanges, warmup)
                 finally:
@@ -415,13 +338,7 @@ def print_report(results: list[Result], turnaround: float, exchanges: int) -> No
     print(f"target: median within {TOLERANCE:.0%} of expected: {'PASS' if all(r.passed for r in results) else 'FAIL'}")
 
 
-async def run(args: argparse.Namespace) -> list[Result]:
-    loop = asyncio.get_running_loop()
-    main_task = asyncio.current_task()
-    assert main_task is not None
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        # Cancel (running every cleanup, the simulator process's too) instead of dying where we stand.
-        loop.add_signal_handler(sig, main_task.cancel)
+async def measure(args: argparse.Namespace) -> list[Result]:
     transports: list[str] = args.transport or list(TRANSPORTS)
     samples: dict[str, list[Sample]] = {}
     if "tcp" in transports or "pty" in transports:
@@ -432,28 +349,17 @@ async def run(args: argparse.Namespace) -> list[Result]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--exchanges", type=int, default=30, metavar="N", help="timed exchanges per transport (30)")
-    parser.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed exchanges first (1)")
-    parser.add_argument("--turnaround", type=float, default=0.02, metavar="S", help="meter turnaround (0.02 s)")
-    parser.add_argument(
+    options = parser(__doc__)
+    options.add_argument("--exchanges", type=int, default=30, metavar="N", help="timed exchanges per transport (30)")
+    options.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed exchanges first (1)")
+    options.add_argument("--turnaround", type=float, default=TURNAROUND, metavar="S", help="meter turnaround (0.02 s)")
+    options.add_argument(
         "--transport", action="append", choices=TRANSPORTS, help="tcp, memory, pty (repeatable; default all)"
     )
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = parser.parse_args(argv)
+    args = options.parse_args(argv)
     if args.exchanges < 1 or args.warmup < 0 or args.turnaround < 0:
-        parser.error("need --exchanges ≥ 1, --warmup ≥ 0, --turnaround ≥ 0")
-    try:
-        results = asyncio.run(run(args))
-    except BenchError as exc:
-        print(f"bench_sim: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # the simulator process was terminated on the way out
-        print("bench_sim: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
-    except asyncio.CancelledError:  # SIGTERM or SIGHUP, likewise
-        print("bench_sim: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        options.error("need --exchanges ≥ 1, --warmup ≥ 0, --turnaround ≥ 0")
+    results = run("bench_sim", measure(args))
     if args.json:
         figures = {
             "baud": BAUD,
@@ -464,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             "results": [asdict(r) for r in results],
             "passed": all(r.passed for r in results),
         }
-        print(json.dumps(figures, indent=2))
+        print(dump_json(figures))
     else:
         print_report(results, args.turnaround, args.exchanges)
     return 0 if all(r.passed for r in results) else 1

@@ -21,7 +21,7 @@ What it measures, in one run, on the same reads:
   rather than each in a tight loop (caches), and noise (the steps and the rounds are timed apart).
 * **ekmmeters 0.2.5 SqliteMeterDB** — the first ``--vendor-reads`` of the same reads (default 2,000):
   ``benchmarks/_vendor_store.py`` in the vendor's own environment (``benchmarks/.venv-ekmmeters``, made
-  as ``bench_decode.py`` makes it), a fresh ``SqliteMeterDB(connection_string=…)`` and ``dbCreate()``
+  by ``_harness.vendor_python``), a fresh ``SqliteMeterDB(connection_string=…)`` and ``dbCreate()``
   per round, then for each read ``V4Meter.request()`` (stub port returning the read's frames; not
   timed) and ``meter.insert(db)`` (timed). Best of ``--vendor-rounds`` (default 3). Each round is
   verified there (row count, raw frames in order, a few field values equal to ekm-async's).
@@ -50,7 +50,6 @@ import asyncio
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,13 +59,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench_decode import Rate, vendor_python
+from _harness import HERE, BenchError, Rate, dump_json, parser, run, vendor_python, vendor_report
 from ekm_async import BlockKind, Read, SqliteStore, decode
 from ekm_async.calculated import Value
 from ekm_async.sim import MeterModel
 from ekm_async.store import READ_COLUMNS, row_of
 
-HERE = Path(__file__).resolve().parent
 VENDOR_SCRIPT = HERE / "_vendor_store.py"
 TARGET_ROWS_PER_S = 20_000.0
 TARGET_RATIO = 25.0
@@ -76,10 +74,6 @@ STEP = 1.0  # seconds between two reads of a meter
 # Fields the vendor's check compares with ekm-async's values: carried by only one of the V4 blocks
 # (where both carry one, the vendor keeps B's value and ekm-async A's), and the address.
 VENDOR_CHECKED = ("Meter_Address", "kWh_Tot", "Line_Freq", "Pulse_Cnt_1", "kWh_Tariff_1", "CT_Ratio")
-
-
-class BenchError(Exception):
-    """A verification failed."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -257,22 +251,12 @@ def _vendor_reads(frames: Sequence[Frames]) -> list[dict[str, Any]]:
     return out
 
 
-def run_vendor(python: Path, frames: Sequence[Frames], rounds: int, workdir: Path) -> dict[str, Any]:
+async def run_vendor(python: Path, frames: Sequence[Frames], rounds: int, workdir: Path) -> dict[str, Any]:
     """ekmmeters' ``SqliteMeterDB`` inserts of ``frames`` in its own environment; its JSON report."""
     data = workdir / "vendor-reads.json"
     data.write_text(json.dumps({"reads": _vendor_reads(frames)}))
     command = [str(python), str(VENDOR_SCRIPT), str(data), str(workdir), str(rounds)]
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=120 + 0.2 * len(frames) * rounds, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise SystemExit(f"the ekmmeters run did not finish: {' '.join(command)}") from exc
-    if done.returncode != 0:
-        print(done.stdout + done.stderr, file=sys.stderr)
-        raise SystemExit(2)
-    report: dict[str, Any] = json.loads(done.stdout)
-    return report
+    return await vendor_report(command, 120 + 0.2 * len(frames) * rounds)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -319,31 +303,26 @@ def _positive(kind: type[int] | type[float]) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--reads", type=_positive(int), default=50_000, help="reads stored by ekm-async (50,000)")
-    parser.add_argument("--vendor-reads", type=_positive(int), default=2_000, help="reads stored by ekmmeters (2,000)")
-    parser.add_argument("--meters", type=_positive(int), default=5, help="simulated meters (5)")
-    parser.add_argument("--rounds", type=_positive(int), default=3, help="ekm-async rounds, best counts (3)")
-    parser.add_argument("--vendor-rounds", type=_positive(int), default=3, help="ekmmeters rounds, best counts (3)")
-    parser.add_argument("--batch-size", type=_positive(int), default=500, help="SqliteStore batch_size (500)")
-    parser.add_argument("--flush-interval", type=_positive(float), default=1.0, help="SqliteStore flush_interval (1)")
-    parser.add_argument("--synchronous", choices=("NORMAL", "FULL"), default="NORMAL", help="SqliteStore (NORMAL)")
-    parser.add_argument("--sample", type=_positive(int), default=500, help="rows compared per round (500)")
-    parser.add_argument("--tmp", type=Path, default=None, help="directory for the temporary files")
-    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    args = parser.parse_args(argv)
+    options = parser(__doc__)
+    options.add_argument("--reads", type=_positive(int), default=50_000, help="reads stored by ekm-async (50,000)")
+    options.add_argument("--vendor-reads", type=_positive(int), default=2_000, help="reads stored by ekmmeters (2,000)")
+    options.add_argument("--meters", type=_positive(int), default=5, help="simulated meters (5)")
+    options.add_argument("--rounds", type=_positive(int), default=3, help="ekm-async rounds, best counts (3)")
+    options.add_argument("--vendor-rounds", type=_positive(int), default=3, help="ekmmeters rounds, best counts (3)")
+    options.add_argument("--batch-size", type=_positive(int), default=500, help="SqliteStore batch_size (500)")
+    options.add_argument("--flush-interval", type=_positive(float), default=1.0, help="SqliteStore flush_interval (1)")
+    options.add_argument("--synchronous", choices=("NORMAL", "FULL"), default="NORMAL", help="SqliteStore (NORMAL)")
+    options.add_argument("--sample", type=_positive(int), default=500, help="rows compared per round (500)")
+    options.add_argument("--tmp", type=Path, default=None, help="directory for the temporary files")
+    args = options.parse_args(argv)
 
     settings = Settings(args.batch_size, args.flush_interval, args.synchronous)
-    python = vendor_python()
+    python = run("bench_store", asyncio.to_thread(vendor_python))
     frames = build_frames(max(args.reads, args.vendor_reads), args.meters)
     with tempfile.TemporaryDirectory(prefix="bench-store-", dir=args.tmp) as tmp:
         workdir = Path(tmp)
-        try:
-            results = asyncio.run(run_ours(workdir, frames[: args.reads], args, settings))
-        except BenchError as exc:
-            print(f"verification failed: {exc}", file=sys.stderr)
-            return 2
-        vendor = run_vendor(python, frames[: args.vendor_reads], args.vendor_rounds, workdir)
+        results = run("bench_store: verification failed", run_ours(workdir, frames[: args.reads], args, settings))
+        vendor = run("bench_store", run_vendor(python, frames[: args.vendor_reads], args.vendor_rounds, workdir))
 
     ours = results.ours
     ratio = ours.frames_per_s / vendor["rows_per_s"]
@@ -387,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             "target_ratio": TARGET_RATIO,
             "pass": passed,
         }
-        print(json.dumps(figures, indent=2))
+        print(dump_json(figures))
         return 0 if passed else 1
 
     print(

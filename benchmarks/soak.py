@@ -16,10 +16,8 @@ must all agree. Run: ``python benchmarks/soak.py --minutes 10``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import os
 import random
 import re
 import shutil
@@ -27,7 +25,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,7 +34,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-CLI = str(Path(sys.executable).parent / "ekm-async")
+from _harness import ekm_async_cli, parser, proc_figures
+
+CLI = ekm_async_cli()
 METERS = [f"{300001184 + n:012d}" for n in range(4)]
 
 
@@ -124,14 +123,6 @@ class Subscriber:
         self.client.disconnect()
 
 
-def sample(pid: int) -> tuple[float, float]:
-    """(RSS in MB, CPU seconds so far) of a running process."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss = int(re.search(r"VmRSS:\s+(\d+)", status)[1]) / 1024  # type: ignore[index]
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @contextlib.contextmanager
 def started(flapping: Flapping) -> Iterator[Flapping]:
     flapping.start()
@@ -142,10 +133,10 @@ def started(flapping: Flapping) -> Iterator[Flapping]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
+    options = parser(__doc__, json_help=None)
+    options.add_argument("--minutes", type=float, default=10.0)
+    options.add_argument("--seed", type=int, default=1)
+    args = options.parse_args()
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="ekm-soak-") as folder:
@@ -159,7 +150,7 @@ def main() -> None:
         meters = [arg for address in METERS for arg in ("--meter", f"v4:{address}")]
         gateway = Flapping(
             "gateway",
-            [CLI, "simulate", "--tcp", f"127.0.0.1:{gateway_port}", *meters, "--seed", str(args.seed)],
+            [*CLI, "simulate", "--tcp", f"127.0.0.1:{gateway_port}", *meters, "--seed", str(args.seed)],
             gateway_port,
             signal.SIGKILL,
             random.Random(rng.random()),
@@ -173,7 +164,7 @@ def main() -> None:
             err = (where / "stderr.txt").open("w")
             poll = subprocess.Popen(
                 [
-                    CLI,
+                    *CLI,
                     "poll",
                     f"tcp://127.0.0.1:{gateway_port}",
                     *METERS,
@@ -194,9 +185,9 @@ def main() -> None:
             began = time.monotonic()
             while (elapsed := time.monotonic() - began) < args.minutes * 60:
                 time.sleep(min(10.0, args.minutes * 60 - elapsed))
-                rss, cpu = sample(poll.pid)
-                samples.append((round(time.monotonic() - began), round(rss, 1), round(cpu, 2)))
-                print(f"{samples[-1][0]:5d} s  RSS {rss:6.1f} MB  CPU {cpu:7.2f} s", flush=True)
+                cpu, rss = proc_figures(poll.pid)
+                samples.append((round(time.monotonic() - began), round(rss / 2**20, 1), round(cpu, 2)))
+                print(f"{samples[-1][0]:5d} s  RSS {rss / 2**20:6.1f} MB  CPU {cpu:7.2f} s", flush=True)
             gateway.close()
             broker.close()
             if broker.process is None or broker.process.poll() is not None:

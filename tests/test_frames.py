@@ -13,7 +13,7 @@ from ekm_async import BlockKind, FrameError, RejectReason, commands, decode, enc
 from ekm_async import frames as frames_module
 from ekm_async.commands import LiveRead, Reply, SettingsPage
 from ekm_async.crc import crc16
-from ekm_async.frames import ACK, NAK, Ack, Echo, Event, Frame, FrameDecoder, Nak, Rejected
+from ekm_async.frames import ACK, NAK, Ack, Echo, Echoed, Event, Frame, FrameDecoder, Nak, Rejected
 from ekm_async.wire import TRAILER_OFFSET
 
 from .strategies import LIVE_KINDS, frames
@@ -285,7 +285,7 @@ def test_seven_bit_violation_rejected_at_once(frame_a: bytes) -> None:
 def test_local_echo_is_dropped_in_any_chunking(frame_a: bytes, echo: Echo, cuts: list[int]) -> None:
     decoder = FrameDecoder(echo=echo)
     decoder.sent(REQUEST_A)
-    assert run(decoder, split(REQUEST_A + frame_a, cuts)) == [Frame(frame_a)]
+    assert run(decoder, split(REQUEST_A + frame_a, cuts)) == [Echoed(REQUEST_A), Frame(frame_a)]
     assert decoder.echoes == 1
 
 
@@ -302,7 +302,7 @@ def test_auto_costs_nothing_without_an_echo(frame_a: bytes) -> None:
 def test_auto_learns_that_the_line_echoes(frame_a: bytes) -> None:
     decoder = FrameDecoder()
     decoder.sent(REQUEST_A)
-    assert decoder.feed(REQUEST_A + frame_a) == [Frame(frame_a)]
+    assert decoder.feed(REQUEST_A + frame_a) == [Echoed(REQUEST_A), Frame(frame_a)]
     assert decoder.echo is Echo.ON  # from now on the first bytes after a request are its echo, whatever they hold
 
 
@@ -315,7 +315,7 @@ def test_a_settings_request_echo_with_its_stx_is_no_frame() -> None:
     for echo in (Echo.AUTO, Echo.ON):
         decoder = FrameDecoder(echo=echo)
         decoder.sent(request)
-        assert decoder.feed(request + block) == [Frame(block)]
+        assert decoder.feed(request + block) == [Echoed(request), Frame(block)]
 
 
 SIX = "00049865"
@@ -328,10 +328,10 @@ def test_a_password_echo_holding_an_ack_byte_is_no_acknowledgement(echo: Echo) -
     assert request.endswith(b")\x03\x06U")
     decoder = FrameDecoder(echo=echo)
     decoder.sent(request)
-    assert decoder.feed(request) == []  # the echo, and silence: no ACK
+    assert decoder.feed(request) == [Echoed(request)]  # the echo, and silence: no ACK
     assert decoder.feed(b"\x15") == [NAK]
     decoder.sent(request)
-    assert decoder.feed(request + b"\x06") == [ACK]  # the meter's ACK, after the echo
+    assert decoder.feed(request + b"\x06") == [Echoed(request), ACK]  # the meter's ACK, after the echo
 
 
 @pytest.mark.parametrize("echo", [Echo.AUTO, Echo.ON])
@@ -365,7 +365,7 @@ def test_with_an_exact_echo_only_the_meters_answer_counts(
     decoder = FrameDecoder(echo=echo)
     decoder.sent(request)
     events = run(decoder, split(request + answer, cuts)) + decoder.flush()
-    assert events == ({b"\x06": [ACK], b"\x15": [NAK]}.get(answer, []))
+    assert events == [Echoed(request), *{b"\x06": [ACK], b"\x15": [NAK]}.get(answer, [])]
 
 
 def test_off_takes_an_echo_as_it_comes(frame_a: bytes) -> None:

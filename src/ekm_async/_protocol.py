@@ -14,9 +14,12 @@ from ._capture import Capture
 from .commands import redact
 from .errors import ConnectionLost, RejectReason
 from .exchange import WireStats
-from .frames import Event, FrameDecoder, Nak, Rejected
+from .frames import Echoed, Event, FrameDecoder, Nak, Rejected
 
 __all__ = ["MeterProtocol"]
+
+_UNDECISIVE = frozenset({RejectReason.GARBAGE, RejectReason.ECHO})
+"""Rejected bytes that decide no exchange: counted, and waited past (a reply may still come)."""
 
 wire_log = logging.getLogger("ekm_async.wire")
 
@@ -180,9 +183,12 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
 
     def _take(self, events: list[Event], *, queue: bool = True) -> None:
         for event in events:
+            if isinstance(event, Echoed):
+                self.stats.echoes += 1
+                continue  # the adapter hearing itself decides nothing
             if isinstance(event, Rejected):
                 self.stats.rejected[event.reason.value] += 1
-                if event.reason is RejectReason.GARBAGE:
+                if event.reason in _UNDECISIVE:
                     continue
             elif isinstance(event, Nak):
                 self.stats.naks += 1

@@ -76,6 +76,8 @@ class WireStats:
     retries: int = 0
     reconnects: int = 0
     naks: int = 0
+    echoes: int = 0
+    """The adapter's exact echoes of what was sent, dropped."""
     transactions: int = 0
     exchange_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     """Exchanges answered, by latency: one count per bucket of :data:`LATENCY_BUCKETS`, then the rest."""

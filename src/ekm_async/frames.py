@@ -27,7 +27,7 @@ from .wire import CRC_COVERED, FRAME_LEN
 from .wire import NAK as _NAK
 from .wire import STX as _STX
 
-__all__ = ["ACK", "NAK", "Ack", "Echo", "Event", "Frame", "FrameDecoder", "Nak", "Rejected"]
+__all__ = ["ACK", "NAK", "Ack", "Echo", "Echoed", "Event", "Frame", "FrameDecoder", "Nak", "Rejected"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,13 @@ class Nak:
 
 
 @dataclass(frozen=True, slots=True)
+class Echoed:
+    """The adapter's exact local echo of what was sent: dropped (it decides nothing)."""
+
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     """Bytes that are not a valid frame or reply; ``raw`` holds them all."""
 
@@ -55,7 +62,7 @@ class Rejected:
     raw: bytes
 
 
-Event = Frame | Ack | Nak | Rejected
+Event = Frame | Ack | Nak | Echoed | Rejected
 ACK = Ack()
 NAK = Nak()
 
@@ -132,15 +139,21 @@ class FrameDecoder:
 
     @property
     def buffered(self) -> bytes:
-        """Bytes held: a partial frame, or garbage not yet reported."""
-        return bytes(self._frame or self._garbage)
+        """Bytes held: a partial frame, garbage not yet reported, or an echo not yet whole."""
+        return bytes(self._frame or self._garbage or self._echo_got)
+
+    @property
+    def echo_awaited(self) -> bytes:
+        """The echo still expected of what was sent (empty: none)."""
+        return self._echo[len(self._echo_got) - self._echo_start :] if self._echo else b""
 
     def sent(self, data: bytes) -> list[Event]:
         """Note that ``data`` was just sent: a new exchange begins.
 
-        Returns the events for what was held from before (a partial frame is TRUNCATED).
+        Returns the events for what was held from before (a partial frame is TRUNCATED). An echo coming
+        now goes on, and the echo of ``data`` is expected after it.
         """
-        if self._echo_open:  # an echo is coming: what is sent now is echoed after it
+        if self._echo_open:  # an echo is coming (the close string's): what is sent now is echoed after it
             events = self._flush_held()
             self._echo += data
         else:
@@ -162,11 +175,7 @@ class FrameDecoder:
     def flush(self) -> list[Event]:
         """Report what is held (end of stream, or a timeout) and start clean."""
         events = self._flush_held()
-        if self._echo_got:  # an echo region cut short: part of an echo is never a reply
-            events.append(Rejected(RejectReason.ECHO, bytes(self._echo_got)))
-        self._echo, self._echo_open, self._echo_bad, self._echo_start = b"", False, False, 0
-        self._echo_got.clear()
-        self._sync = _SYNC[self._awaited]
+        self._end_echo(events, whole=False)
         return events
 
     def _flush_held(self) -> list[Event]:
@@ -235,21 +244,28 @@ class FrameDecoder:
             else:
                 self._echo_start = later  # noise came first: the echo begins here (and needs more bytes)
         if len(got) - self._echo_start >= len(echo):
-            noise = bytes(got[: self._echo_start])
-            if noise:
-                events.append(Rejected(RejectReason.GARBAGE, noise))
-            if self._echo_bad:
-                events.append(Rejected(RejectReason.ECHO, bytes(got[self._echo_start :])))
-            else:
+            self._end_echo(events, whole=True)
+        return i + len(take)
+
+    def _end_echo(self, events: list[Event], *, whole: bool) -> None:
+        """The echo region ends (``whole``: all of it came): noise before it is garbage; an exact echo is
+        :class:`Echoed`, any other (damaged, cut short) ``Rejected(ECHO)`` — never a reply."""
+        got, start = bytes(self._echo_got), self._echo_start
+        if got[:start]:
+            events.append(Rejected(RejectReason.GARBAGE, got[:start]))
+        if got[start:]:
+            if whole and not self._echo_bad:
+                events.append(Echoed(got[start:]))
                 self.echoes += 1
                 if self._echo_mode is Echo.AUTO:
                     self._echo_mode = Echo.ON  # the line echoes: the next echo is expected, whatever it holds
-            self._echo = b""
-            self._echo_got.clear()
-            self._echo_start = 0
-            self._echo_open = self._echo_bad = False
-            self._sync = _SYNC[self._awaited]
-        return i + len(take)
+            else:
+                events.append(Rejected(RejectReason.ECHO, got[start:]))
+        self._echo = b""
+        self._echo_got.clear()
+        self._echo_start = 0
+        self._echo_open = self._echo_bad = False
+        self._sync = _SYNC[self._awaited]
 
     def _add_garbage(self, data: bytes, events: list[Event]) -> None:
         self._garbage += data
