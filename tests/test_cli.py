@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import subprocess
@@ -9,9 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ekm_async import encode
+from ekm_async import Refused, encode, open_bus
 from ekm_async.cli import main
 from ekm_async.crc import crc16
+from ekm_async.sim import MeterModel, MeterType, SimBus, SimServer
+
+ADDRESS = "000300001184"
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,3 +90,77 @@ def test_console_script_decodes_the_readme_example() -> None:
     with (ROOT / "examples" / "captured_v4a.hex").open() as stdin:
         out = subprocess.run([str(exe), "decode"], stdin=stdin, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["fields"]["Meter_Address"] == "000300001184"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Captures for bug reports
+
+
+async def _captured_session(path: Path) -> None:
+    """An echoing simulated wire: a read, a settings read, a refused password whose CRC holds 06, a write."""
+    sim = SimBus([MeterModel(ADDRESS, MeterType.V4)], baud=0, turnaround=0.001, echo=True)
+    async with SimServer(sim) as server:
+        host, port = await server.start_tcp()
+        async with open_bus(f"tcp://{host}:{port}", timeout_margin=0.1, capture=str(path)) as bus:
+            meter = bus.v4(ADDRESS)
+            await meter.read()
+            await meter.read_settings()
+            with contextlib.suppress(Refused):
+                await meter.set_ct_ratio(800, password="00049865")
+            await meter.set_password("12345678")
+            await bus.v4(ADDRESS, password="12345678").set_password("00000000")
+            assert bus.stats.bytes_received == sum(len(rx) for rx in _lines(path, "rx"))
+            assert bus.stats.bytes_sent == sum(len(tx) for tx in _lines(path, "tx"))
+
+
+def _lines(path: Path, direction: str) -> list[bytes]:
+    out = []
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("dir") == direction:
+            out.append(bytes.fromhex(record["hex"]))
+    return out
+
+
+def test_a_capture_holds_every_byte_both_ways_and_no_password(tmp_path: Path) -> None:
+    path = tmp_path / "capture.jsonl"
+    asyncio.run(_captured_session(path))
+    header = json.loads(path.read_text().splitlines()[0])
+    assert header["capture"] == "ekm-async"
+    assert header["url"].startswith("tcp://")
+    everything = b"".join(_lines(path, "tx") + _lines(path, "rx"))
+    for password in (b"00049865", b"12345678"):
+        assert password not in everything
+    assert everything.count(b"(********)") >= 2 * 4  # four passwords sent, each echoed
+
+
+def test_decode_replays_a_capture_and_says_what_it_made_of_every_byte(tmp_path: Path) -> None:
+    path = tmp_path / "capture.jsonl"
+    asyncio.run(_captured_session(path))
+    result = cli("decode", "--capture", str(path))
+    assert result.returncode == 0, result.stdout[-2000:]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    frames = [r for r in records if r.get("event") == "frame"]
+    kinds = {r["kind"] for r in frames}
+    assert kinds == {"v4a", "v4b", "months", "schedules", "schedules_5_8", "holidays"}
+    assert all(r["fields"]["Meter_Address"] == ADDRESS for r in frames if r["kind"].startswith("v4"))
+    echoed = sum(len(bytes.fromhex(r["raw"])) for r in records if r.get("event") == "echo")
+    sent = sum(len(r["sent"].encode("latin-1")) for r in records if "sent" in r)
+    assert echoed in (sent, sent - 5)  # every byte sent was echoed (the last close string's may come after the end)
+    assert sum(r.get("event") == "ack" for r in records) == 4  # two passwords and two writes acknowledged
+    assert not any(r.get("event") == "rejected" for r in records)
+
+
+def test_decode_of_a_file_that_is_no_capture_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "other.jsonl"
+    path.write_text('{"hello": 1}\n')
+    result = cli("decode", "--capture", str(path))
+    assert result.returncode == 2
+    assert "not a line of an ekm-async capture" in result.stderr
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(list(args), stdout=out)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())

@@ -514,3 +514,23 @@ def test_bad_bus_option_is_a_usage_error() -> None:
     result = installed("read", f"tcp://127.0.0.1:{closed_port()}", "000300001184", "--timeout-margin", "0")
     assert "Traceback" not in result.stderr
     assert result.returncode == 2
+
+
+@pytest.mark.parametrize("command", ["read", "settings"])
+def test_capture_option_writes_what_decode_replays(url: str, v4: str, tmp_path: Path, command: str) -> None:
+    capture = tmp_path / f"{command}.jsonl"
+    ok(cli(command, url, v4, "--json", "--capture", str(capture)))
+    replayed = cli("decode", "--capture", str(capture))
+    assert replayed.returncode == 0, replayed.stdout
+    kinds = [json.loads(line).get("kind") for line in replayed.stdout.splitlines()]
+    assert "v4a" in kinds
+    assert command == "read" or "holidays" in kinds
+
+
+def test_set_capture_redacts_the_password(url: str, v4: str, tmp_path: Path) -> None:
+    capture = tmp_path / "set.jsonl"
+    ok(cli("set", url, v4, "ct-ratio", "400", "--password", "00000000", "--capture", str(capture)))
+    records = [json.loads(line) for line in capture.read_text().splitlines()[1:]]
+    sent = [bytes.fromhex(r["hex"]) for r in records if r["dir"] == "tx"]
+    assert any(b"(********)" in data for data in sent)  # the password request, redacted
+    assert not any(b"(00000000)" in data for data in sent)

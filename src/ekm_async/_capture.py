@@ -1,5 +1,7 @@
 """A capture of a bus's traffic for bug reports: every byte both ways, with the time it was sent or
-received, as JSON lines, passwords redacted (:func:`ekm_async.commands.redact`). A thread of its own
+received, as JSON lines, passwords redacted (:func:`ekm_async.commands.redact`) — also where an
+adapter echoes them back: received bytes from an SOH on are held until the next line, so that an
+echoed password cut across two reads is still found (their time is then that of the next line). A thread of its own
 opens and writes the file, so the event loop never waits on the disk.
 
 The first line describes the capture (``{"capture": "ekm-async", "version": …, "url": …, "baud": …}``);
@@ -17,10 +19,13 @@ import time
 from typing import Any
 
 from .commands import redact
+from .wire import SOH
 
 __all__ = ["Capture"]
 
 _END = object()
+_SECRET_SPAN = 21
+"""Bytes from SOH to the end of an echoed password (``01 W1 02 0020(`` 8 digits ``) 03``)."""
 
 
 class Capture:
@@ -31,10 +36,13 @@ class Capture:
         self._lines: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._lines.put(json.dumps({"capture": "ekm-async", **header}))
         self.error: OSError | None = None
+        self._held = bytearray()
+        """The bytes received from the last SOH on: an echoed password request may be coming."""
         self._thread = threading.Thread(target=self._run, name="ekm-capture", daemon=True)
         self._thread.start()
 
     def tx(self, data: bytes) -> None:
+        self._rx_rest()
         safe = redact(data)
         line: dict[str, Any] = {"t": round(time.time(), 6), "dir": "tx", "hex": safe.hex()}
         if safe != data:
@@ -42,10 +50,21 @@ class Capture:
         self._lines.put(json.dumps(line))
 
     def rx(self, data: bytes | memoryview) -> None:
-        self._lines.put(json.dumps({"t": round(time.time(), 6), "dir": "rx", "hex": bytes(data).hex()}))
+        self._held = bytearray(redact(bytes(self._held) + data))
+        soh = self._held.rfind(SOH, max(0, len(self._held) - _SECRET_SPAN))
+        cut = soh if soh >= 0 else len(self._held)  # what may still become an echoed password is kept
+        out, self._held = self._held[:cut], self._held[cut:]
+        if out:
+            self._lines.put(json.dumps({"t": round(time.time(), 6), "dir": "rx", "hex": bytes(out).hex()}))
+
+    def _rx_rest(self) -> None:
+        if self._held:
+            held, self._held = bytes(self._held), bytearray()
+            self._lines.put(json.dumps({"t": round(time.time(), 6), "dir": "rx", "hex": held.hex()}))
 
     def close(self, wait: float = 2.0) -> None:
         """Write what is queued (for at most ``wait`` seconds) and close the file."""
+        self._rx_rest()
         self._lines.put(_END)
         self._thread.join(wait)
 

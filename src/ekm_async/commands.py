@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from ._enum import TableKey
+from .layouts import BlockKind
 from .model import (
     CTRatio,
     LcdItem,
@@ -30,16 +31,19 @@ from .model import (
     require_month_day,
     require_range,
 )
-from .wire import ETX, SOH, command_frame, require_address, require_password
+from .wire import ADDRESS_DIGITS, ETX, SOH, command_frame, require_address, require_password
 
 __all__ = [
     "CLOSE",
+    "LIVE_BLOCK",
+    "PAGE_BLOCK",
     "SIGN_ON_END",
     "SIGN_ON_START",
     "LiveRead",
     "Register",
     "Reply",
     "SettingsPage",
+    "block_asked",
     "change_address",
     "change_password",
     "ct_ratio",
@@ -125,6 +129,31 @@ class SettingsPage(TableKey):
     SCHEDULES_1_4 = "0070"
     SCHEDULES_5_8 = "0071"
     HOLIDAYS = "00B0"
+
+
+LIVE_BLOCK: dict[LiveRead, BlockKind] = {
+    LiveRead.V3: BlockKind.V3,
+    LiveRead.V4A: BlockKind.V4A,
+    LiveRead.V4B: BlockKind.V4B,
+}
+"""The block each live-data read asks for."""
+PAGE_BLOCK: dict[SettingsPage, BlockKind] = {
+    SettingsPage.MONTHS_FORWARD: BlockKind.MONTHS,
+    SettingsPage.MONTHS_REVERSE: BlockKind.MONTHS,
+    SettingsPage.SCHEDULES_1_4: BlockKind.SCHEDULES,
+    SettingsPage.SCHEDULES_5_8: BlockKind.SCHEDULES_5_8,
+    SettingsPage.HOLIDAYS: BlockKind.HOLIDAYS,
+}
+"""The block each settings read asks for."""
+
+
+def block_asked(request: bytes) -> BlockKind | None:
+    """The kind of block ``request`` asks for (a live-data or a settings read), else None."""
+    request = bytes(request)
+    if request.startswith(SIGN_ON_START) and request.endswith(SIGN_ON_END):
+        suffix = request[len(SIGN_ON_START) + ADDRESS_DIGITS : -len(SIGN_ON_END)]
+        return next((kind for read, kind in LIVE_BLOCK.items() if read.value == suffix), None)
+    return next((kind for page, kind in PAGE_BLOCK.items() if request == settings_read(page)), None)
 
 
 class Register(TableKey):

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 from . import catalogue
 from .blocks import Block, HolidaysBlock, LiveBlock, MonthsBlock, Read, SchedulesBlock
 from .catalogue import Effect, SettingSpec
-from .commands import LiveRead, SettingsPage
+from .commands import PAGE_BLOCK, LiveRead, SettingsPage
 from .layouts import BlockKind
 from .model import (
     CTRatio,
@@ -93,13 +93,13 @@ class Settings:
         }
 
 
-# The settings pages, in the order ekmmeters reads them, with the block each returns.
+# The settings pages, in the order ekmmeters reads them (the block each returns: commands.PAGE_BLOCK).
 _PAGES = (
-    ("holidays", SettingsPage.HOLIDAYS, BlockKind.HOLIDAYS),
-    ("months_forward", SettingsPage.MONTHS_FORWARD, BlockKind.MONTHS),
-    ("months_reverse", SettingsPage.MONTHS_REVERSE, BlockKind.MONTHS),
-    ("schedules", SettingsPage.SCHEDULES_1_4, BlockKind.SCHEDULES),
-    ("schedules_5_8", SettingsPage.SCHEDULES_5_8, BlockKind.SCHEDULES_5_8),
+    ("holidays", SettingsPage.HOLIDAYS),
+    ("months_forward", SettingsPage.MONTHS_FORWARD),
+    ("months_reverse", SettingsPage.MONTHS_REVERSE),
+    ("schedules", SettingsPage.SCHEDULES_1_4),
+    ("schedules_5_8", SettingsPage.SCHEDULES_5_8),
 )
 
 
@@ -128,7 +128,7 @@ class _Meter:
 
         async def run(tx: Transaction) -> Settings:
             a = await self._sign_on(tx)
-            blocks = {name: await tx.settings(page, kind, a.kwh_scale) for name, page, kind in _PAGES}
+            blocks = {name: await tx.settings(page, PAGE_BLOCK[page], a.kwh_scale) for name, page in _PAGES}
             return Settings(Read.of(a, time=datetime.now(UTC)), **blocks)  # type: ignore[arg-type]
 
         return await self.bus.transact(self.address, run, idempotent=True)

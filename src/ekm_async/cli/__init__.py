@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
@@ -16,7 +18,9 @@ from ..sim.cli import run_simulator
 from ..wire import FRAME_LEN, crc_fault, require_address
 from .meter import add_meter_commands
 from .poll import add_poll_command
+from .replay import replay
 from .serve import add_serve_command
+from .service import CommandError
 
 __all__ = ["main"]
 
@@ -37,6 +41,8 @@ def _frame_report(text: str, kind: str | None, kwh_scale: int | None) -> tuple[d
 
 
 def _decode(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    if args.capture is not None:
+        return replay(args.capture, stdout, strict=args.strict)
     frames: Iterable[str] = [" ".join(args.hex)] if args.hex else (line for line in stdin if line.strip())
     ok = True
     for text in frames:
@@ -82,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("hex", nargs="*", metavar="HEX", help="the frame as hex")
+    p.add_argument(
+        "--capture",
+        metavar="FILE",
+        help="replay a capture (--capture of read, settings, set, poll, serve) through the decoder: "
+        "one JSON object per request sent and per event received",
+    )
+    p.add_argument("--strict", action="store_true", help="with --capture: reject what only a guess expects")
     p.add_argument(
         "--kind",
         choices=[k.value for k in BlockKind],
@@ -148,6 +161,13 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None, stdout:
         code: int = args.run(args, stdin or sys.stdin, stdout or sys.stdout)
     except KeyboardInterrupt:  # Ctrl-C before a command took over the signals: nothing to report
         return 130
+    except CommandError as exc:
+        sys.stderr.write(f"ekm-async {args.command}: {exc}\n")
+        return exc.status
+    except BrokenPipeError:  # whoever read our output stopped reading (`… | head`): so do we, quietly
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code
 
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from .. import session
 from ..calculated import Value
-from ..commands import SHAPE, LiveRead, Register, SettingsPage
+from ..commands import PAGE_BLOCK, SHAPE, LiveRead, Register, SettingsPage
 from ..encoding import encode
 from ..layouts import BlockKind
 from ..model import (
@@ -55,13 +55,7 @@ _SIGN_ON_BLOCK: dict[tuple[MeterType, LiveRead], BlockKind] = {
     (MeterType.V4, LiveRead.V4A): BlockKind.V4A,
     (MeterType.V4, LiveRead.V4B): BlockKind.V4B,
 }
-_PAGE_BLOCK = {
-    SettingsPage.MONTHS_FORWARD.value: BlockKind.MONTHS,
-    SettingsPage.MONTHS_REVERSE.value: BlockKind.MONTHS,
-    SettingsPage.SCHEDULES_1_4.value: BlockKind.SCHEDULES,
-    SettingsPage.SCHEDULES_5_8.value: BlockKind.SCHEDULES_5_8,
-    SettingsPage.HOLIDAYS.value: BlockKind.HOLIDAYS,
-}
+_PAGE_BLOCK = {page.value: kind for page, kind in PAGE_BLOCK.items()}
 _MODEL = {MeterType.V3: ("1012", "13"), MeterType.V4: ("1024", "14")}
 
 
