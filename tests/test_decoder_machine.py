@@ -15,7 +15,8 @@ Invariants, each stated once (checked after every step that could break it):
 
 1. Nothing raises, and ``feed()``, ``sent()`` and ``flush()`` return lists of Frame, Ack, Nak and
    Rejected.
-2. ``buffered`` is bytes, at most ``max(255, max_garbage)`` of them.
+2. ``buffered`` is bytes, at most ``max(255, max_garbage, 2 × ECHO_MAX)`` of them (an echo region holds
+   at most ``ECHO_MAX`` bytes of echo and as many of noise before it).
 3. Conservation: the event bytes (``Frame.raw``, ``Echoed.raw``, ``Rejected.raw``, 06 for Ack, 15 for
    Nak) are, in order, exactly the bytes fed, and the bytes fed and not yet reported are
    ``buffered``; in total, bytes fed = event bytes + buffered. An ``Echoed`` is an exact echo of what
@@ -27,7 +28,7 @@ Invariants, each stated once (checked after every step that could break it):
 7. A Frame is 255 7-bit bytes from STX whose CRC holds, by the pure-Python CRC table (independently
    of ``fastcrc``) and by ``check_frame``.
 8. A Rejected carries its bytes and a reason the stream decoder may give, of its shape: GARBAGE at
-   most ``max_garbage`` bytes, or noise before an echo (at most what was sent); ECHO an echo region
+   most ``max_garbage`` bytes (noise before an echo too); ECHO an echo region
    (at most what was sent); TRUNCATED, NOT_7BIT and CRC a frame's bytes from its STX, 7-bit up to the
    last, and ending at the fault (TRUNCATED: short of 255, all 7-bit; NOT_7BIT: the last byte has
    bit 7; CRC: 255 bytes whose CRC does not hold). A trailer or request type is ``decode()``'s to
@@ -72,7 +73,7 @@ from ekm_async import commands as cmd
 from ekm_async.blocks import BLOCK_CLASS, Block, HolidaysBlock, LiveBlock, MonthsBlock, SchedulesBlock, check_frame
 from ekm_async.calculated import Value
 from ekm_async.commands import Reply, expected_reply
-from ekm_async.frames import Ack, Echo, Echoed, Event, Frame, Nak, Rejected
+from ekm_async.frames import ECHO_MAX, Ack, Echo, Echoed, Event, Frame, Nak, Rejected
 from ekm_async.layouts import LAYOUTS, REQUEST_TYPE_OFFSET, Evidence, FieldSpec, FieldType, Scale
 from ekm_async.model import CTRatio, LcdItem, MaxDemandPeriod, MonthDay, Period, PulseOutputRatio, Season
 from ekm_async.wire import CRC_OFFSET, FRAME_LEN, STX
@@ -624,7 +625,7 @@ class DecoderMachine(RuleBasedStateMachine):
     def check_held(self) -> None:
         held = self.dec.buffered
         assert type(held) is bytes, f"buffered is a {type(held).__name__}"
-        assert len(held) <= max(FRAME_LEN, self.max_garbage), f"holds {len(held)} bytes"
+        assert len(held) <= max(FRAME_LEN, self.max_garbage, 2 * ECHO_MAX), f"holds {len(held)} bytes"
         assert held == self.pending, f"holds {held!r}, not the bytes fed and not reported {bytes(self.pending)!r}"
         total = self.reported + len(held)
         assert self.fed == total, f"fed {self.fed} != events + buffered {total}"
@@ -653,7 +654,7 @@ class DecoderMachine(RuleBasedStateMachine):
         from_stx = raw[0] == STX and n <= FRAME_LEN and raw[:-1].isascii()
         sent = len(self.sent_since_flush)
         shape = {
-            RejectReason.GARBAGE: lambda: n <= max(self.max_garbage, sent),
+            RejectReason.GARBAGE: lambda: n <= self.max_garbage,
             RejectReason.ECHO: lambda: n <= sent,
             RejectReason.TRUNCATED: lambda: from_stx and n < FRAME_LEN and raw.isascii(),
             RejectReason.NOT_7BIT: lambda: from_stx and raw[-1] >= 0x80,

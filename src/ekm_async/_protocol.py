@@ -179,6 +179,21 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
             self._write_held()
             self._transport.abort()
 
+    async def close(self, wait: float) -> None:
+        """Close the connection once what was sent reached the wire: what :meth:`send` holds is written,
+        the transport sends what it buffers (a serial transport writes from the loop, later) and then
+        closes; after ``wait`` seconds it is aborted. The close string sent last is not lost."""
+        transport = self._transport
+        if transport is None:
+            return
+        self._write_held()
+        transport.close()  # asyncio's transports flush their buffer first, then close
+        try:
+            async with asyncio.timeout(wait):
+                await asyncio.shield(self.closed)
+        except TimeoutError:
+            transport.abort()
+
     # Internals
 
     def _take(self, events: list[Event], *, queue: bool = True) -> None:

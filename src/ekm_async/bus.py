@@ -216,7 +216,8 @@ class Bus:
         protocol = self._protocol
         self._protocol = None
         if protocol is not None and protocol.connected:
-            protocol.abort()
+            # The close string the last transaction sent reaches the wire: at most its wire time and the margin.
+            await protocol.close(len(CLOSE) * self.options.byte_time + self.options.timeout_margin)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(protocol.closed), 5)
         if self._capture is not None:

@@ -27,7 +27,7 @@ from .wire import CRC_COVERED, FRAME_LEN
 from .wire import NAK as _NAK
 from .wire import STX as _STX
 
-__all__ = ["ACK", "NAK", "Ack", "Echo", "Echoed", "Event", "Frame", "FrameDecoder", "Nak", "Rejected"]
+__all__ = ["ACK", "ECHO_MAX", "NAK", "Ack", "Echo", "Echoed", "Event", "Frame", "FrameDecoder", "Nak", "Rejected"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +80,10 @@ _SYNC: dict[Reply | None, re.Pattern[bytes]] = {
     Reply.NONE: _any_of(),
 }
 _SINGLE: dict[int, Event] = {_ACK: ACK, _NAK: NAK}
-_ECHO_MAX = 512
+_REPLY_STARTS = frozenset({_STX, _ACK, _NAK})
+"""The bytes a reply starts with: no request does, so an echo is told apart by its first byte."""
+ECHO_MAX = 512
+"""The most bytes of echo awaited at once; an echo region holds at most twice as many (noise before it)."""
 
 
 class Echo(TableKey):
@@ -162,7 +165,7 @@ class FrameDecoder:
             events = self.flush()
             if self._echo_mode is not Echo.OFF:
                 expected = before + bytes(data)
-                self._echo = expected if len(expected) <= _ECHO_MAX else bytes(data)
+                self._echo = expected if len(expected) <= ECHO_MAX else bytes(data)
         self.expect(expected_reply(data))
         self._heard = False
         return events
@@ -170,7 +173,8 @@ class FrameDecoder:
     def expect(self, reply: Reply | None) -> None:
         """Await ``reply`` (None: anything) without a new exchange."""
         self._awaited = reply
-        self._sync = _echo_sync(reply, self._echo[0]) if self._echo else _SYNC[reply]
+        known = self._echo and self._echo[0] not in _REPLY_STARTS  # an echo that can be told from a reply
+        self._sync = _echo_sync(reply, self._echo[0]) if known else _SYNC[reply]
 
     def flush(self) -> list[Event]:
         """Report what is held (end of stream, or a timeout) and start clean."""
@@ -211,7 +215,7 @@ class FrameDecoder:
                 break
             self._emit_garbage(events)
             byte = chunk[j]
-            if self._echo and byte == self._echo[0]:
+            if self._echo and byte == self._echo[0] and byte not in _REPLY_STARTS:
                 self._echo_open = True  # an echo, where a reply should start
                 i = j
                 continue
@@ -229,30 +233,42 @@ class FrameDecoder:
         The region ends once it holds as many bytes as were sent, counted from where the echo begins:
         noise before the echo (an echo late behind it) moves that start to the request's first byte;
         an echo that differs from what was sent (a byte changed, bytes lost) is taken whole, never
-        searched for a reply."""
-        echo = self._echo
-        take = chunk[i : i + self._echo_start + len(echo) - len(self._echo_got)]
-        self._echo_got += take
-        got = self._echo_got
-        if not self._echo_bad and not echo.startswith(got[self._echo_start :]):
-            later = next(
-                (p for p in range(self._echo_start + 1, len(got)) if got[p] == echo[0] and echo.startswith(got[p:])),
-                None,
-            )
-            if later is None:
-                self._echo_bad = True  # damaged: the region keeps its length
-            else:
-                self._echo_start = later  # noise came first: the echo begins here (and needs more bytes)
+        searched for a reply. Decided byte by byte, so that the pieces bytes come in change nothing."""
+        echo, got = self._echo, self._echo_got
+        take = chunk[i : i + self._echo_start + len(echo) - len(got)]
+        at = len(got) - self._echo_start
+        if not self._echo_bad and take == echo[at : at + len(take)]:  # the common case: all as sent, at once
+            got += take
+            i += len(take)
+        else:
+            for byte in take:
+                got.append(byte)
+                i += 1
+                if self._echo_bad or echo[len(got) - 1 - self._echo_start] != byte:
+                    later = next(
+                        (
+                            p
+                            for p in range(self._echo_start + 1, min(len(got), ECHO_MAX))
+                            if got[p] == echo[0] and echo.startswith(got[p:])
+                        ),
+                        None,
+                    )
+                    if later is None:
+                        self._echo_bad = True  # damaged, so far: the region keeps its length
+                    else:  # noise came first: the echo begins here (and needs more bytes)
+                        self._echo_start, self._echo_bad = later, False
+                        break
         if len(got) - self._echo_start >= len(echo):
             self._end_echo(events, whole=True)
-        return i + len(take)
+        return i
 
     def _end_echo(self, events: list[Event], *, whole: bool) -> None:
         """The echo region ends (``whole``: all of it came): noise before it is garbage; an exact echo is
         :class:`Echoed`, any other (damaged, cut short) ``Rejected(ECHO)`` — never a reply."""
         got, start = bytes(self._echo_got), self._echo_start
-        if got[:start]:
-            events.append(Rejected(RejectReason.GARBAGE, got[:start]))
+        if got[:start]:  # noise before the echo: garbage, as any
+            self._add_garbage(got[:start], events)
+            self._emit_garbage(events)
         if got[start:]:
             if whole and not self._echo_bad:
                 events.append(Echoed(got[start:]))
