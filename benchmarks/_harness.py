@@ -191,15 +191,15 @@ def parse_ready(line: str) -> Served:
 
 @contextlib.asynccontextmanager
 async def simulator(
-    addresses: Sequence[str], *, turnaround: float = TURNAROUND, pty: Path | None = None
+    addresses: Sequence[str], *, turnaround: float = TURNAROUND, pty: Path | None = None, extra: Sequence[str] = ()
 ) -> AsyncIterator[tuple[list[str], Served]]:
     """``ekm-async simulate`` serving one paced bus of V4 meters over TCP (and a pty at ``pty``) in its
-    own process: (its command line, where it serves)."""
+    own process, with ``extra`` arguments (e.g. ``--arrival bytes``): (its command line, where it serves)."""
     argv = [*ekm_async_cli(), "simulate", "--tcp", "127.0.0.1:0"]
     argv += ["--pty", str(pty)] if pty is not None else []
     for address in addresses:
         argv += ["--meter", f"v4:{address}"]
-    argv += ["--baud", str(BAUD), "--turnaround", repr(turnaround)]
+    argv += ["--baud", str(BAUD), "--turnaround", repr(turnaround), *extra]
     async with children([argv]) as (line,):
         served = parse_ready(line)
         if pty is not None and served.pty is None:

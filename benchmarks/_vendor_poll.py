@@ -78,6 +78,7 @@ def main(argv: list[str]) -> int:
     good = 0
     errors: dict[str, int] = {}
     start = time.perf_counter()
+    cpu = time.process_time()
     end = start
     calls = 0
     try:
@@ -93,6 +94,7 @@ def main(argv: list[str]) -> int:
             else:
                 errors[why] = errors.get(why, 0) + 1
     finally:
+        cpu = time.process_time() - cpu
         port.closePort()
 
     elapsed = end - start
@@ -113,6 +115,7 @@ def main(argv: list[str]) -> int:
                 "failures": calls - good,
                 "errors": errors,
                 "elapsed": elapsed,
+                "cpu_s": cpu,
                 "reads_per_s": good / elapsed if elapsed > 0 else 0.0,
                 "median_request_s": statistics.median(durations) if durations else None,
                 "min_request_s": min(durations, default=None),

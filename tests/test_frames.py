@@ -352,6 +352,40 @@ def test_a_partial_damaged_or_late_echo_is_garbage_never_an_acknowledgement(echo
     assert any(isinstance(e, Rejected) for e in events)
 
 
+def test_auto_an_echo_whose_first_byte_is_damaged_gives_no_acknowledgement() -> None:
+    """Before any echo came, a password's echo whose SOH is damaged does not open an echo region: its
+    bytes are garbage, and the ACK byte its CRC holds is not the meter's answer (nor is an ACK behind it:
+    the exchange then fails, and the password is sent again)."""
+    request = commands.password(SIX)
+    decoder = FrameDecoder()
+    decoder.sent(request)
+    fed = b"\x03" + request[1:] + b"\x06"
+    events = decoder.feed(fed) + decoder.flush()
+    assert ACK not in events
+    assert all(isinstance(e, Rejected) and e.reason is RejectReason.GARBAGE for e in events)
+    assert b"".join(e.raw for e in events if isinstance(e, Rejected)) == fed
+
+
+def test_auto_noise_before_an_ack_counts_only_where_the_request_holds_no_ack_byte() -> None:
+    plain = commands.password("00000000")
+    assert b"\x06" not in plain
+    assert b"\x15" not in plain
+    decoder = FrameDecoder()
+    decoder.sent(plain)
+    assert decoder.feed(b"\x7f\x06") == [Rejected(RejectReason.GARBAGE, b"\x7f"), ACK]
+
+
+def test_auto_a_damaged_echo_that_came_whole_also_tells_the_line_echoes(frame_a: bytes) -> None:
+    damaged = REQUEST_A[:3] + b"X" + REQUEST_A[4:]
+    decoder = FrameDecoder()
+    decoder.sent(REQUEST_A)
+    assert decoder.feed(damaged + frame_a) == [Rejected(RejectReason.ECHO, damaged), Frame(frame_a)]
+    assert decoder.echo is Echo.ON
+    request = commands.password(SIX)
+    decoder.sent(request)
+    assert decoder.feed(b"\x03" + request[1:] + b"\x06") == [Rejected(RejectReason.ECHO, b"\x03" + request[1:]), ACK]
+
+
 @given(
     password=st.text("0123456789", min_size=8, max_size=8),
     cuts=st.lists(st.integers(0, 40), max_size=6),

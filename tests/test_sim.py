@@ -973,9 +973,12 @@ def test_baud_zero_means_no_byte_time() -> None:
     assert reply.end == reply.start
 
 
-@pytest.mark.parametrize("kwargs", [{"baud": -1}, {"turnaround": -0.1}])
-def test_bus_rejects_negative_timing(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="≥ 0"):
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"baud": -1}, "≥ 0"), ({"turnaround": -0.1}, "0 to 1.5 s"), ({"turnaround": 1.6}, "0 to 1.5 s")],
+)
+def test_bus_rejects_timing_out_of_range(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         SimBus([v4()], **kwargs)
 
 

@@ -25,6 +25,13 @@ wire_log = logging.getLogger("ekm_async.wire")
 
 
 _RX_BUFFER = 65536
+_PACED = 0.5
+"""A piece of a frame came at the wire's pace if it took at least this share of its wire time."""
+_COALESCE_MIN = 0.004
+"""Reading pauses only for at least this long: four characters at 9600 baud (a shorter pause saves
+less than it costs)."""
+_COALESCE_SLACK = 0.0005
+"""Reading resumes this long after the frame's last byte is due: the piece it comes in is then there."""
 
 
 class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
@@ -39,12 +46,21 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         stats: WireStats,
         *,
         echo: str | bool = "auto",
+        byte_time: float = 0.0,
         on_lost: Callable[[str], None] | None = None,
         capture: Capture | None = None,
     ) -> None:
-        """``on_lost(reason)`` is called when the connection ends, from ``connection_lost``; ``capture``
-        gets every byte both ways."""
+        """``byte_time``: a character's time on the line, to take a frame in few reads (0: read every
+        piece as it comes); ``on_lost(reason)`` is called when the connection ends, from
+        ``connection_lost``; ``capture`` gets every byte both ways."""
         self.stats = stats
+        self._byte_time = byte_time
+        self._paused = False
+        self._resume_timer: asyncio.TimerHandle | None = None
+        self._last_piece = 0.0
+        """Loop time of the last piece of the frame in progress (0: no frame in progress)."""
+        self._paced = False
+        """The last frame's pieces came at the wire's pace."""
         self._on_lost = on_lost
         self._capture = capture
         self._decoder = FrameDecoder(echo=echo)
@@ -82,8 +98,11 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         if wire_log.isEnabledFor(logging.DEBUG):
             wire_log.debug("rx %s", data.hex(" "))
         self._take(self._decoder.feed(data))
+        if self._byte_time:
+            self._coalesce(len(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_pause()
         self._lost = ConnectionLost(f"connection lost: {exc}" if exc else "connection closed")
         self._transport = None
         if not self.closed.done():
@@ -143,11 +162,19 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         Garbage does not decide anything: it is counted and waited past.
         """
         loop = self._loop
+        late = False
         while not self._events:
             if self._lost is not None:
                 raise self._lost
             if loop.time() >= deadline:
-                return None
+                if late or not self._paused:
+                    return None
+                # Reading was paused for a frame's last bytes: take what the transport holds first.
+                late = True
+                self._resume()
+                for _ in range(2):  # the read is scheduled in the next turn of the loop and done in it
+                    await asyncio.sleep(0)
+                continue
             waiter = self._waiter = loop.create_future()
             timer = loop.call_at(deadline, _release, waiter)  # lighter than asyncio.timeout_at, per exchange
             try:
@@ -167,6 +194,7 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         """
         loop = self._loop
         start = loop.time()
+        self._resume()
         while (wait := min(max(self._last_rx, self._last_tx) + quiet, start + limit) - loop.time()) > 0:
             await asyncio.sleep(wait)
         self._take(self._decoder.flush(), queue=False)
@@ -176,6 +204,7 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
     def abort(self) -> None:
         """Close the connection at once (what :meth:`send` holds for this turn is written first)."""
         if self._transport is not None:
+            self._stop_pause()
             self._write_held()
             self._transport.abort()
 
@@ -186,6 +215,7 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         transport = self._transport
         if transport is None:
             return
+        self._stop_pause()
         self._write_held()
         transport.close()  # asyncio's transports flush their buffer first, then close
         try:
@@ -193,6 +223,54 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
                 await asyncio.shield(self.closed)
         except TimeoutError:
             transport.abort()
+
+    # Coalesced reading
+
+    def _coalesce(self, piece: int) -> None:
+        """A frame's bytes are coming at the wire's pace: stop reading until the rest of it is there.
+
+        A paced line hands bytes over in pieces (one by one from an adapter in low-latency mode): each
+        read costs a wakeup of the process, a system call and a call of the decoder. Once a piece of a
+        frame came no faster than the wire carries it, the line is known to be paced: from then on, at
+        a frame's first piece, reading pauses for the wire time of the bytes the frame still needs, and
+        they are taken in one read — two wakeups per frame. A line seen to deliver faster (a buffered
+        gateway, an unpaced link) is read as it comes. Bytes that are not a frame's (an ACK, a NAK,
+        garbage) never pause reading: they are seen when they come.
+        """
+        pending = self._decoder.pending
+        now = self._loop.time()
+        last, self._last_piece = self._last_piece, now if pending else 0.0
+        if last:  # a later piece of a frame: did it come at the wire's pace?
+            self._paced = now - last >= _PACED * piece * self._byte_time
+        if not pending or not self._paced:
+            return  # no frame in progress, or a line not (yet) seen to deliver at the wire's pace
+        wait = pending * self._byte_time
+        transport = self._transport
+        if wait < _COALESCE_MIN or self._paused or not isinstance(transport, asyncio.ReadTransport):
+            return
+        try:
+            transport.pause_reading()
+        except NotImplementedError:
+            self._byte_time = 0.0  # a transport that cannot pause: read every piece
+            return
+        self._paused = True
+        self._resume_timer = self._loop.call_at(now + wait + _COALESCE_SLACK, self._resume)
+
+    def _resume(self) -> None:
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
+        if self._paused:
+            self._paused = False
+            transport = self._transport
+            if isinstance(transport, asyncio.ReadTransport) and not transport.is_closing():
+                transport.resume_reading()
+
+    def _stop_pause(self) -> None:
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
+        self._paused = False
 
     # Internals
 

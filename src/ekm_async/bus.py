@@ -395,7 +395,13 @@ class Bus:
     # The connection
 
     async def _open(self) -> None:
-        protocol = MeterProtocol(self.stats, echo=self.options.echo, on_lost=self._lost, capture=self._capture)
+        protocol = MeterProtocol(
+            self.stats,
+            echo=self.options.echo,
+            byte_time=self.options.byte_time,
+            on_lost=self._lost,
+            capture=self._capture,
+        )
         try:
             await self._connect(protocol)
         except (OSError, TimeoutError, EkmError) as exc:

@@ -91,7 +91,9 @@ class Echo(TableKey):
 
     AUTO = "auto"
     """An echo is dropped when it comes: the byte a request starts with (``/`` or SOH, never the start
-    of a reply) where a reply should start opens it. Once an echo came, the line is known to echo."""
+    of a reply) where a reply should start opens it. Once an echo came whole (exact or damaged), the
+    line is known to echo. Until then, an ACK or NAK byte that the request itself holds does not count
+    after garbage: it may be the request's own echo, its first byte damaged."""
     ON = "on"
     """The adapter always echoes: the first bytes after a request are its echo, whatever they hold."""
     OFF = "off"
@@ -127,6 +129,8 @@ class FrameDecoder:
         self._echo_bad = False
         self._heard = True
         """Bytes were received since the last :meth:`sent`."""
+        self._garbled = False
+        """Garbage was received since the last :meth:`sent`."""
         self.echoes = 0
         """Exact echoes dropped."""
 
@@ -144,6 +148,14 @@ class FrameDecoder:
     def buffered(self) -> bytes:
         """Bytes held: a partial frame, garbage not yet reported, or an echo not yet whole."""
         return bytes(self._frame or self._garbage or self._echo_got)
+
+    @property
+    def pending(self) -> int:
+        """Bytes that must still come before the frame in progress can be decided (0: no frame begun).
+
+        What a reader may wait for and take in one go: nothing is decided before they are all there
+        (unless a byte breaks the frame, and the rest of it is then still on the wire)."""
+        return FRAME_LEN - len(self._frame) if self._frame else 0
 
     @property
     def echo_awaited(self) -> bytes:
@@ -167,7 +179,7 @@ class FrameDecoder:
                 expected = before + bytes(data)
                 self._echo = expected if len(expected) <= ECHO_MAX else bytes(data)
         self.expect(expected_reply(data))
-        self._heard = False
+        self._heard = self._garbled = False
         return events
 
     def expect(self, reply: Reply | None) -> None:
@@ -222,6 +234,8 @@ class FrameDecoder:
             if byte == _STX:
                 self._frame.append(byte)
                 self._crc = crc.INIT
+            elif self._garbled and self._echo_mode is Echo.AUTO and byte in self._echo:
+                self._add_garbage(chunk[j : j + 1], events)  # maybe its own echo, its first byte damaged
             else:
                 events.append(_SINGLE[byte])
             i = j + 1
@@ -273,10 +287,10 @@ class FrameDecoder:
             if whole and not self._echo_bad:
                 events.append(Echoed(got[start:]))
                 self.echoes += 1
-                if self._echo_mode is Echo.AUTO:
-                    self._echo_mode = Echo.ON  # the line echoes: the next echo is expected, whatever it holds
             else:
                 events.append(Rejected(RejectReason.ECHO, got[start:]))
+            if whole and self._echo_mode is Echo.AUTO:
+                self._echo_mode = Echo.ON  # the line echoes: the next echo is expected, whatever it holds
         self._echo = b""
         self._echo_got.clear()
         self._echo_start = 0
@@ -284,6 +298,7 @@ class FrameDecoder:
         self._sync = _SYNC[self._awaited]
 
     def _add_garbage(self, data: bytes, events: list[Event]) -> None:
+        self._garbled = True
         self._garbage += data
         limit = self._max_garbage
         while len(self._garbage) >= limit:

@@ -142,7 +142,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="KIND[=P][:SECONDS][@ADDRESS][#N,…]; kinds: crc drop truncate garbage delay wrong-address dead",
     )
-    p.add_argument("--echo", action="store_true", help="echo the host's bytes back (RS-485 adapters that do)")
+    p.add_argument(
+        "--echo",
+        nargs="?",
+        const="exact",
+        default="off",
+        choices=("off", "exact", "delayed", "damaged"),
+        help="echo the host's bytes back, as RS-485 adapters that hear themselves do (--echo: exact)",
+    )
+    p.add_argument(
+        "--arrival",
+        default=None,
+        metavar="POLICY",
+        help="how the host receives the line's bytes: bytes, slices (default), ftdi, ser2net, idle[:N] (docs/wire.md)",
+    )
     p.add_argument(
         "--time-scale",
         type=float,

@@ -8,17 +8,44 @@ request goes out when the wire is free, the meter answers ``turnaround`` seconds
 
 from __future__ import annotations
 
+import enum
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..layouts import ADDRESS_SPAN
 from ..wire import CRC_COVERED, FRAME_LEN, char_time, seal
+from .arrival import ARRIVALS, Arrival, pieces
 from .faults import FRAME_ONLY, Fault, FaultKind
 from .meter import MeterModel
 from .wire import Request, RequestKind, RequestParser
 
-__all__ = ["Emission", "SimBus", "Transaction"]
+__all__ = ["MAX_TURNAROUND", "Emission", "LocalEcho", "SimBus", "Transaction"]
+
+MAX_TURNAROUND = 1.5
+"""The longest meter turnaround the simulator takes (seconds)."""
+
+
+class LocalEcho(enum.Enum):
+    """What the host's adapter makes of its own request: RS-485 adapters that hear themselves."""
+
+    OFF = "off"
+    """No echo."""
+    EXACT = "exact"
+    """Every byte sent comes back as it goes out on the line."""
+    DELAYED = "delayed"
+    """The echo is handed over late, all at once, just before the reply (a buffering adapter)."""
+    DAMAGED = "damaged"
+    """As exact, with one bit of one byte changed (the driver enabling while the first bit goes out)."""
+
+    @classmethod
+    def of(cls, value: LocalEcho | str | bool) -> LocalEcho:
+        if isinstance(value, bool):
+            return cls.EXACT if value else cls.OFF
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"echo must be one of {', '.join(m.value for m in cls)}; got {value!r}") from None
 
 
 def _collide(replies: list[bytes]) -> bytes:
@@ -79,8 +106,11 @@ class SimBus:
     """Wire speed for pacing; 0 sends everything at once."""
     turnaround: float = 0.02
     """Seconds between the end of a request and the start of the reply."""
-    echo: bool = False
-    """Send the host its own bytes back, as an RS-485 adapter that hears itself does."""
+    echo: LocalEcho | str | bool = LocalEcho.OFF
+    """Send the host its own bytes back, as an RS-485 adapter that hears itself does (True: exact)."""
+    arrival: Arrival | None = None
+    """How the host receives the line's bytes (:mod:`ekm_async.sim.arrival`); None: 5 ms slices on a
+    paced bus, each emission whole on an unpaced one."""
     faults: list[Fault] = field(default_factory=list)
     seed: int = 0
     history: int | None = 1000
@@ -92,8 +122,11 @@ class SimBus:
     """Transactions served in all."""
 
     def __post_init__(self) -> None:
-        if self.baud < 0 or self.turnaround < 0:
-            raise ValueError("baud and turnaround must be ≥ 0")
+        if self.baud < 0:
+            raise ValueError("baud must be ≥ 0")
+        if not 0 <= self.turnaround <= MAX_TURNAROUND:
+            raise ValueError(f"turnaround must be 0 to {MAX_TURNAROUND} s; got {self.turnaround}")
+        self.echo = LocalEcho.of(self.echo)
         if self.history is not None and self.history < 1:
             raise ValueError("history must be ≥ 1 (or None: keep everything)")
         self._parser = RequestParser()
@@ -118,11 +151,22 @@ class SimBus:
             out += self._serve(request, now)
         return out
 
+    def deliveries(self, emissions: list[Emission]) -> list[tuple[float, bytes]]:
+        """The pieces the host receives of ``emissions`` (in order), as (time, bytes), under ``arrival``."""
+        arrival = self.arrival
+        if arrival is None:
+            if not self.baud:
+                return [(e.start, e.data) for e in emissions]
+            arrival = ARRIVALS["slices"]
+        timeline = ((e.start + (i + 1) * e.byte_time, b) for e in emissions for i, b in enumerate(e.data))
+        return pieces(arrival, timeline, self.byte_time)
+
     def _serve(self, request: Request, now: float) -> list[Emission]:
         bt = self.byte_time
         start = max(now, self._free_at)
         end = start + len(request.raw) * bt
-        out = [Emission(start, request.raw, bt)] if self.echo else []
+        echo = self._echo(request.raw, start, end)
+        out = [echo] if echo is not None else []
         deaf = self._deaf()
         answers: list[tuple[str, bytes]] = []
         for m in self.meters:
@@ -144,8 +188,19 @@ class SimBus:
             emission = Emission(end + self.turnaround + delay, reply, bt)
             out.append(emission)
             self._free_at = emission.end
+        if echo is not None and self.echo is LocalEcho.DELAYED:  # handed over just before the reply
+            out[0] = Emission(out[1].start if len(out) > 1 else end + self.turnaround, echo.data, 0.0)
         self._record(Transaction(self.served, end, request, meter, reply, tuple(applied)))
         return out
+
+    def _echo(self, raw: bytes, start: float, end: float) -> Emission | None:
+        """The adapter's echo of a request on the line from ``start`` to ``end``."""
+        if self.echo is LocalEcho.OFF:
+            return None
+        if self.echo is LocalEcho.DAMAGED:
+            at = self._rng.randrange(len(raw))
+            raw = raw[:at] + bytes([raw[at] ^ (1 << self._rng.randrange(7))]) + raw[at + 1 :]
+        return Emission(start, raw, self.byte_time)
 
     def _record(self, transaction: Transaction) -> None:
         self.served += 1

@@ -8,7 +8,8 @@ import contextlib
 import signal
 from typing import TextIO
 
-from .bus import SimBus
+from .arrival import Arrival
+from .bus import LocalEcho, SimBus
 from .faults import Fault
 from .meter import MeterModel, MeterType
 from .servers import SimServer
@@ -25,7 +26,15 @@ def build_bus(args: argparse.Namespace) -> SimBus:
         for kind, address in (args.meter or DEFAULT_METERS)
     ]
     faults = [Fault.parse(spec) for spec in args.fault]
-    return SimBus(meters, baud=args.baud, turnaround=args.turnaround, echo=args.echo, faults=faults, seed=args.seed)
+    return SimBus(
+        meters,
+        baud=args.baud,
+        turnaround=args.turnaround,
+        echo=args.echo,
+        arrival=Arrival.parse(args.arrival) if args.arrival else None,
+        faults=faults,
+        seed=args.seed,
+    )
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -46,7 +55,11 @@ async def _serve(bus: SimBus, args: argparse.Namespace, out: TextIO) -> None:
         if args.pty:
             where.append(f"pty={await server.start_pty(args.pty)}")
         meters = ",".join(f"{m.type.value}:{m.address}" for m in bus.meters)
-        out.write(f"ready {' '.join(where)} meters={meters} baud={bus.baud} seed={bus.seed}\n")
+        arrival = bus.arrival.name if bus.arrival else "default"
+        out.write(
+            f"ready {' '.join(where)} meters={meters} baud={bus.baud} seed={bus.seed} arrival={arrival}"
+            f" echo={LocalEcho.of(bus.echo).value}\n"
+        )
         out.flush()
         await stop.wait()
     for sig in signals:

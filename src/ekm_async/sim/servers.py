@@ -13,13 +13,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .bus import Emission, SimBus
+from .bus import SimBus
 
 __all__ = ["MemoryTransport", "SimServer"]
 
 Sink = Callable[[bytes], None]
-_PACE_SLICE = 0.005
-"""Paced replies are written in slices of about this many seconds of wire time."""
 
 
 class SimServer:
@@ -31,7 +29,7 @@ class SimServer:
 
     def __init__(self, bus: SimBus) -> None:
         self.bus = bus
-        self._queue: asyncio.Queue[tuple[Emission, Sink]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[list[tuple[float, bytes]], Sink]] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
         self._tcp: asyncio.Server | None = None
         self._tcp_address: tuple[str, int] | None = None
@@ -60,29 +58,19 @@ class SimServer:
         if self._closed:
             return  # a client still talking to a server that is gone: the bus hears nothing
         self._ensure_pump()
-        for emission in self.bus.receive(data, asyncio.get_running_loop().time()):
-            self._queue.put_nowait((emission, sink))
+        emissions = self.bus.receive(data, asyncio.get_running_loop().time())
+        if emissions:
+            self._queue.put_nowait((self.bus.deliveries(emissions), sink))
 
     async def _run_pump(self) -> None:
+        """Hand every piece over at its time, in order (one write each: a late piece is not merged)."""
         loop = asyncio.get_running_loop()
         while True:
-            emission, sink = await self._queue.get()
-            data, bt = emission.data, emission.byte_time
-            await asyncio.sleep(max(0.0, emission.start - loop.time()))
-            if bt == 0:
+            deliveries, sink = await self._queue.get()
+            for at, data in deliveries:
+                if (wait := at - loop.time()) > 0:
+                    await asyncio.sleep(wait)
                 _deliver(sink, data)
-                continue
-            step = max(1, round(_PACE_SLICE / bt))
-            sent = 0
-            while sent < len(data):
-                due = min(len(data), int((loop.time() - emission.start) / bt))
-                if due > sent:
-                    _deliver(sink, data[sent:due])
-                    sent = due
-                if sent < len(data):
-                    # The first byte as soon as it is complete, then slices of ``step`` bytes.
-                    until = emission.start + min(len(data), sent + (step if sent else 1)) * bt
-                    await asyncio.sleep(max(0.0, until - loop.time()))
 
     # -----------------------------------------------------------------------------------------------
     # TCP
@@ -185,6 +173,9 @@ class MemoryTransport(asyncio.Transport):
         self._server = server
         self._protocol = protocol
         self._closing = False
+        self._paused = False
+        self._held = bytearray()
+        """What arrived while reading was paused (a socket's receive buffer)."""
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing:
@@ -192,8 +183,29 @@ class MemoryTransport(asyncio.Transport):
         self._server.receive(bytes(data), self._deliver)
 
     def _deliver(self, data: bytes) -> None:
-        if not self._closing:
+        if self._closing:
+            return
+        if self._paused or self._held:  # behind what is held, in order
+            self._held += data
+        else:
             self._protocol.data_received(data)
+
+    def is_reading(self) -> bool:
+        return not self._paused and not self._closing
+
+    def pause_reading(self) -> None:
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        """Reading goes on: what arrived meanwhile comes in one piece, in the next turn of the loop."""
+        if self._paused:
+            self._paused = False
+            asyncio.get_running_loop().call_soon(self._release)
+
+    def _release(self) -> None:
+        if self._held and not self._paused:
+            held, self._held = bytes(self._held), bytearray()
+            self._deliver(held)
 
     def is_closing(self) -> bool:
         return self._closing
