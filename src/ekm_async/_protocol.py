@@ -59,6 +59,8 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         self._resume_timer: asyncio.TimerHandle | None = None
         self._last_piece = 0.0
         """Loop time of the last piece of the frame in progress (0: no frame in progress)."""
+        self._due = 0.0
+        """Loop time at which the frame in progress is whole on the line, reckoned at its first piece."""
         self._paced = False
         """The last frame's pieces came at the wire's pace."""
         self._on_lost = on_lost
@@ -93,6 +95,7 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
     def data_received(self, data: bytes | memoryview) -> None:
         self._last_rx = self._loop.time()
         self.stats.bytes_received += len(data)
+        self.stats.reads += 1
         if self._capture is not None:
             self._capture.rx(data)
         if wire_log.isEnabledFor(logging.DEBUG):
@@ -236,15 +239,20 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         they are taken in one read — two wakeups per frame. A line seen to deliver faster (a buffered
         gateway, an unpaced link) is read as it comes. Bytes that are not a frame's (an ACK, a NAK,
         garbage) never pause reading: they are seen when they come.
+
+        The frame is due whole at the time reckoned at its first piece; a piece that comes after that
+        (a gateway holding bytes back, a slower line than the bus was told) pauses nothing more.
         """
         pending = self._decoder.pending
         now = self._loop.time()
         last, self._last_piece = self._last_piece, now if pending else 0.0
         if last:  # a later piece of a frame: did it come at the wire's pace?
             self._paced = now - last >= _PACED * piece * self._byte_time
+        elif pending:  # a frame's first piece: when will the rest of it be on the line?
+            self._due = now + pending * self._byte_time
         if not pending or not self._paced:
             return  # no frame in progress, or a line not (yet) seen to deliver at the wire's pace
-        wait = pending * self._byte_time
+        wait = self._due - now
         transport = self._transport
         if wait < _COALESCE_MIN or self._paused or not isinstance(transport, asyncio.ReadTransport):
             return
@@ -254,7 +262,7 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
             self._byte_time = 0.0  # a transport that cannot pause: read every piece
             return
         self._paused = True
-        self._resume_timer = self._loop.call_at(now + wait + _COALESCE_SLACK, self._resume)
+        self._resume_timer = self._loop.call_at(self._due + _COALESCE_SLACK, self._resume)
 
     def _resume(self) -> None:
         if self._resume_timer is not None:

@@ -434,7 +434,7 @@ def decode(
     Raises :class:`FrameError` (with ``.raw`` and ``.reason``) for a frame that is not valid. A frame
     that is valid in every verified respect but lacks a byte only a guess (or only the vendor's code)
     expects is decoded, and its block lists what it lacks in ``anomalies``; ``strict=True`` rejects it
-    instead (docs/protocol.md, "Bytes the decoder checks").
+    instead (docs/checks.md).
     """
     raw = frame if type(frame) is bytes else bytes(frame)
     # Fast path: one regular expression and the CRC accept a valid frame; anything else goes to

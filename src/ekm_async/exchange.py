@@ -66,6 +66,9 @@ class WireStats:
 
     bytes_sent: int = 0
     bytes_received: int = 0
+    reads: int = 0
+    """Pieces the host took from the line (one wakeup each): a paced reply is read in a few
+    (docs/wire.md, "Reading a reply without waking for every byte")."""
     frames_ok: int = 0
     """Blocks accepted: valid, from the meter asked, of the kind asked for."""
     rejected: Counter[str] = field(default_factory=Counter)

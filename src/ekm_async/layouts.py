@@ -87,7 +87,7 @@ class FieldSpec:
 
 
 class Evidence(TableKey):
-    """What backs a check of a byte (docs/protocol.md, "Bytes the decoder checks")."""
+    """What backs a check of a byte (docs/checks.md)."""
 
     CAPTURED = "captured"
     """A frame captured from a real meter holds it: a frame without it is rejected."""
