@@ -29,7 +29,7 @@ import signal
 import sys
 
 from _harness import parser
-from ekm_async.sim import MeterModel, MeterType, SimBus, SimServer
+from ekm_async.sim import Arrival, MeterModel, MeterType, SimBus, SimServer
 
 ADDRESS_BASE = 300_000_000_000
 
@@ -39,14 +39,17 @@ def meter_address(bus: int, meter: int) -> str:
     return f"{ADDRESS_BASE + bus * 1000 + meter:012d}"
 
 
-def build_buses(first: int, count: int, *, meters: int, baud: int, turnaround: float, seed: int) -> list[SimBus]:
-    """Buses ``first`` … ``first + count - 1``, each with ``meters`` V4 meters."""
+def build_buses(
+    first: int, count: int, *, meters: int, baud: int, turnaround: float, seed: int, arrival: Arrival | None = None
+) -> list[SimBus]:
+    """Buses ``first`` … ``first + count - 1``, each with ``meters`` V4 meters, handing bytes over as ``arrival``."""
     return [
         SimBus(
             [MeterModel(meter_address(b, m), MeterType.V4, seed=seed) for m in range(meters)],
             baud=baud,
             turnaround=turnaround,
             seed=seed,
+            arrival=arrival,
         )
         for b in range(first, first + count)
     ]
@@ -72,7 +75,13 @@ async def serve(args: argparse.Namespace) -> None:
 
         loop.add_reader(fd, readable)
     buses = build_buses(
-        args.first_bus, args.buses, meters=args.meters, baud=args.baud, turnaround=args.turnaround, seed=args.seed
+        args.first_bus,
+        args.buses,
+        meters=args.meters,
+        baud=args.baud,
+        turnaround=args.turnaround,
+        seed=args.seed,
+        arrival=Arrival.parse(args.arrival) if args.arrival else None,
     )
     async with contextlib.AsyncExitStack() as stack:
         servers = [await stack.enter_async_context(SimServer(bus)) for bus in buses]
@@ -95,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     options.add_argument("--baud", type=int, default=9600, help="wire speed for pacing; 0: unpaced (default 9600)")
     options.add_argument("--turnaround", type=float, default=0.02, help="meter turnaround, seconds (default 0.02)")
     options.add_argument("--seed", type=int, default=0)
+    options.add_argument("--arrival", help="how the buses hand over bytes: bytes, slices (default), ftdi, …")
     options.add_argument("--trim-every", type=float, default=1.0, help="seconds between clearing transaction records")
     options.add_argument("--pty", metavar="LINK", help="serve the first bus on a pty too, LINK a symlink to it")
     options.add_argument("--watch-stdin", action="store_true", help="stop when stdin reaches end of file")

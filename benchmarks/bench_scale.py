@@ -155,6 +155,7 @@ async def fleet(
     turnaround: float,
     processes: int,
     pty: Path | None = None,
+    arrival: str | None = None,
 ) -> AsyncIterator[Fleet]:
     """Simulator processes serving ``buses`` buses; every one stopped on the way out, however it ends.
     They run on :data:`SIM_CPUS` when the poller is pinned (see :func:`pin`)."""
@@ -162,6 +163,7 @@ async def fleet(
     for n, (first, count) in enumerate(_split(buses, processes)):
         argv = [sys.executable, str(SIM_SCRIPT), "--first-bus", str(first), "--buses", str(count)]
         argv += ["--meters", str(meters), "--baud", str(baud), "--turnaround", repr(turnaround), "--watch-stdin"]
+        argv += ["--arrival", arrival] if arrival else []
         commands.append([*argv, "--pty", str(pty)] if pty is not None and n == 0 else argv)
     async with children(commands, what="a simulator", stdin_pipe=True, cpus=SIM_CPUS) as lines:
         ready = [json.loads(line) for line in lines]
@@ -447,6 +449,8 @@ class Paced:
     sim_processes: int
     seconds: float
     warmup_s: float
+    arrival: str = "slices"
+    """How the simulated buses handed over bytes (docs/wire.md)."""
     reads: int = 0
     """Completed in the window, all buses."""
     failures: int = 0
@@ -490,10 +494,18 @@ class PacedLog:
 
 
 async def run_paced(args: argparse.Namespace) -> Paced:
-    result = Paced(args.paced_buses, args.meters, args.sim_processes, args.paced_seconds, args.paced_warmup)
+    arrival = args.arrival or "slices"
+    result = Paced(args.paced_buses, args.meters, args.sim_processes, args.paced_seconds, args.paced_warmup, arrival)
     loop = asyncio.get_running_loop()
     async with (
-        fleet(args.paced_buses, args.meters, baud=BAUD, turnaround=TURNAROUND, processes=args.sim_processes) as sims,
+        fleet(
+            args.paced_buses,
+            args.meters,
+            baud=BAUD,
+            turnaround=TURNAROUND,
+            processes=args.sim_processes,
+            arrival=args.arrival,
+        ) as sims,
         contextlib.AsyncExitStack() as stack,
     ):
         buses = [await stack.enter_async_context(open_bus(url, baud=BAUD)) for url in sims.urls]
@@ -721,6 +733,7 @@ def print_report(
         p = paced
         print(
             f"\npaced: {p.buses} buses × {p.meters_per_bus} meters at {BAUD} baud, turnaround {TURNAROUND * 1e3:g} ms,"
+            f" arrival {p.arrival},"
             f" {p.warmup_s:g} s warm-up + {p.seconds:g} s window: {p.reads:,} reads, {p.failures} failures,"
             f" {p.dropped} events dropped"
         )
@@ -947,6 +960,9 @@ def main(argv: list[str] | None = None) -> int:
     options.add_argument("--no-vendor", action="store_true", help="skip the ekmmeters run")
     options.add_argument("--skip-unpaced", action="store_true")
     options.add_argument("--skip-paced", action="store_true")
+    options.add_argument(
+        "--arrival", help="how the paced buses hand over bytes: bytes, slices (default), ftdi, … (docs/wire.md)"
+    )
     options.add_argument("--cprofile", type=Path, metavar="FILE", help="cProfile the unpaced polling into FILE")
     options.add_argument("--out", type=Path, default=RESULTS, help="where scale.json and scale.png go")
     options.add_argument("--no-pin", action="store_true", help="let the poller and the simulators share every CPU")

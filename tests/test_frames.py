@@ -375,15 +375,48 @@ def test_auto_noise_before_an_ack_counts_only_where_the_request_holds_no_ack_byt
     assert decoder.feed(b"\x7f\x06") == [Rejected(RejectReason.GARBAGE, b"\x7f"), ACK]
 
 
-def test_auto_a_damaged_echo_that_came_whole_also_tells_the_line_echoes(frame_a: bytes) -> None:
+def test_auto_a_damaged_echo_does_not_tell_the_line_echoes(frame_a: bytes) -> None:
+    """Only an exact echo tells that the line echoes: garbage that happens to start as a request does
+    (a damaged echo looks the same) must not make the decoder take every reply's first bytes for one."""
     damaged = REQUEST_A[:3] + b"X" + REQUEST_A[4:]
     decoder = FrameDecoder()
     decoder.sent(REQUEST_A)
     assert decoder.feed(damaged + frame_a) == [Rejected(RejectReason.ECHO, damaged), Frame(frame_a)]
-    assert decoder.echo is Echo.ON
-    request = commands.password(SIX)
+    assert decoder.echo is Echo.AUTO
+    for _ in range(3):
+        decoder.sent(REQUEST_A)
+        assert decoder.feed(frame_a) == [Frame(frame_a)]
+
+
+@pytest.mark.parametrize("noise", [b"/", b"/x", b"\x01", b"\x01\x7f", b"\x01\x01"])
+def test_auto_garbage_that_starts_as_the_request_does_never_swallows_the_reply(frame_a: bytes, noise: bytes) -> None:
+    """On a line that does not echo, garbage holding the request's first byte opens an echo region; the
+    first byte that differs from the request (before two matched) ends it as garbage and is looked at
+    again: the reply behind it is decoded, and the line is not taken to echo."""
+    for request in (REQUEST_A, commands.password("00000000")):
+        if not request.startswith(noise[:1]):
+            continue
+        decoder = FrameDecoder()
+        decoder.sent(request)
+        reply = frame_a if request is REQUEST_A else b"\x06"
+        events = decoder.feed(noise + reply)
+        assert events[-1] == (Frame(frame_a) if request is REQUEST_A else ACK), events
+        assert all(isinstance(e, Rejected) and e.reason is RejectReason.GARBAGE for e in events[:-1])
+        assert decoder.echo is Echo.AUTO
+
+
+@pytest.mark.parametrize("echo", [Echo.AUTO, Echo.ON])
+@pytest.mark.parametrize("at", [2, 5, 9, 15])
+def test_a_byte_of_an_echo_damaged_into_the_requests_first_byte_keeps_the_echo_its_length(echo: Echo, at: int) -> None:
+    """Once its first bytes matched, an echo begins where it began: a later byte damaged into SOH is
+    damage, not an echo beginning there — which would swallow the meter's answer behind it."""
+    request = commands.password("00000000")
+    damaged = request[:at] + b"\x01" + request[at + 1 :]
+    decoder = FrameDecoder(echo=echo)
+    decoder.sent(REQUEST_A)
+    assert decoder.feed(REQUEST_A) == [Echoed(REQUEST_A)]  # the line echoes
     decoder.sent(request)
-    assert decoder.feed(b"\x03" + request[1:] + b"\x06") == [Rejected(RejectReason.ECHO, b"\x03" + request[1:]), ACK]
+    assert decoder.feed(damaged + b"\x06") == [Rejected(RejectReason.ECHO, damaged), ACK]
 
 
 @given(

@@ -84,6 +84,13 @@ _REPLY_STARTS = frozenset({_STX, _ACK, _NAK})
 """The bytes a reply starts with: no request does, so an echo is told apart by its first byte."""
 ECHO_MAX = 512
 """The most bytes of echo awaited at once; an echo region holds at most twice as many (noise before it)."""
+ECHO_FIRM = 2
+"""On a line known to echo: bytes of an echo that, once they match what was sent, fix where it begins; a
+later byte that differs is damage (the region keeps its length), not the sign of an echo beginning
+further on."""
+ECHO_DAMAGE_MAX = 2
+"""Before a line is known to echo: bytes of what looks like an echo that may differ from what was sent,
+in place, for it to be taken as a damaged echo; one more, and it was garbage that began like one."""
 
 
 class Echo(TableKey):
@@ -91,9 +98,11 @@ class Echo(TableKey):
 
     AUTO = "auto"
     """An echo is dropped when it comes: the byte a request starts with (``/`` or SOH, never the start
-    of a reply) where a reply should start opens it. Once an echo came whole (exact or damaged), the
-    line is known to echo. Until then, an ACK or NAK byte that the request itself holds does not count
-    after garbage: it may be the request's own echo, its first byte damaged."""
+    of a reply) where a reply should start opens it. Once an exact echo came, the line is known to echo
+    (as ``ON``). Until then, bytes that open an echo but differ from the request in more than
+    :data:`ECHO_DAMAGE_MAX` places were garbage: looked at again after their first byte, so garbage that
+    happens to hold SOH never swallows the reply behind it. After garbage, an ACK or NAK byte that the
+    request itself holds does not count: it may be of the request's own echo, damaged."""
     ON = "on"
     """The adapter always echoes: the first bytes after a request are its echo, whatever they hold."""
     OFF = "off"
@@ -127,6 +136,14 @@ class FrameDecoder:
         """Where the echo begins in the region (after noise that came first)."""
         self._echo_open = False
         self._echo_bad = False
+        self._echo_firm = False
+        """The echo's first :data:`ECHO_FIRM` bytes matched where it begins: it begins there."""
+        self._echo_misses = 0
+        """Bytes of the region that differ from what was sent, in place (``AUTO``)."""
+        self._again = b""
+        """Bytes taken into an echo region that was none, to be looked at again."""
+        self._sent = b""
+        """What was sent last: after garbage, an ACK or NAK byte it holds may be its own echo."""
         self._heard = True
         """Bytes were received since the last :meth:`sent`."""
         self._garbled = False
@@ -179,6 +196,7 @@ class FrameDecoder:
                 expected = before + bytes(data)
                 self._echo = expected if len(expected) <= ECHO_MAX else bytes(data)
         self.expect(expected_reply(data))
+        self._sent = bytes(data)
         self._heard = self._garbled = False
         return events
 
@@ -215,6 +233,9 @@ class FrameDecoder:
         while i < n:
             if self._echo_open:
                 i = self._feed_echo(chunk, i, events)
+                if self._again:  # an echo region that was none: what it took is looked at again
+                    chunk, i, self._again = self._again + chunk[i:], 0, b""
+                    n = len(chunk)
                 continue
             if self._frame:
                 i = self._feed_frame(chunk, i, events)
@@ -234,8 +255,8 @@ class FrameDecoder:
             if byte == _STX:
                 self._frame.append(byte)
                 self._crc = crc.INIT
-            elif self._garbled and self._echo_mode is Echo.AUTO and byte in self._echo:
-                self._add_garbage(chunk[j : j + 1], events)  # maybe its own echo, its first byte damaged
+            elif self._garbled and self._echo_mode is not Echo.OFF and byte in self._sent:
+                self._add_garbage(chunk[j : j + 1], events)  # maybe of the request's echo, damaged
             else:
                 events.append(_SINGLE[byte])
             i = j + 1
@@ -244,34 +265,61 @@ class FrameDecoder:
     def _feed_echo(self, chunk: bytes, i: int, events: list[Event]) -> int:
         """Take the next bytes of the echo region; returns where the chunk continues.
 
-        The region ends once it holds as many bytes as were sent, counted from where the echo begins:
-        noise before the echo (an echo late behind it) moves that start to the request's first byte;
-        an echo that differs from what was sent (a byte changed, bytes lost) is taken whole, never
-        searched for a reply. Decided byte by byte, so that the pieces bytes come in change nothing."""
+        The region ends once it holds as many bytes as were sent, counted from where the echo begins.
+        Decided byte by byte, so that the pieces bytes come in change nothing.
+
+        * On a line known to echo (``ON``) the first bytes after a request are its echo: noise before
+          it moves its start to where :data:`ECHO_FIRM` bytes of the echo begin, until that many
+          matched from the start; an echo that differs from what was sent after that (a byte changed,
+          bytes lost) is damaged and taken whole, never searched for a reply.
+        * In ``AUTO`` the region was opened by the request's first byte: it is the echo, damaged, if at
+          most :data:`ECHO_DAMAGE_MAX` of its bytes differ in place from what was sent, none of them
+          into the start of a reply (STX, ACK, NAK). Else it was none: its first byte is garbage and the
+          bytes after it are looked at again (a reply, or the echo itself, may be among them).
+        """
         echo, got = self._echo, self._echo_got
         take = chunk[i : i + self._echo_start + len(echo) - len(got)]
         at = len(got) - self._echo_start
-        if not self._echo_bad and take == echo[at : at + len(take)]:  # the common case: all as sent, at once
+        auto = self._echo_mode is Echo.AUTO
+        if (auto or not self._echo_bad) and take == echo[at : at + len(take)]:  # the common case: as sent
             got += take
             i += len(take)
+        elif auto:
+            for byte in take:
+                got.append(byte)
+                i += 1
+                if echo[len(got) - 1] == byte:
+                    continue
+                self._echo_bad = True
+                self._echo_misses += 1
+                if self._echo_misses > ECHO_DAMAGE_MAX or byte in _REPLY_STARTS:  # no echo: its first byte was garbage
+                    self._again = bytes(got[1:])
+                    self._not_echo(got[:1], events)
+                    return i
         else:
             for byte in take:
                 got.append(byte)
                 i += 1
-                if self._echo_bad or echo[len(got) - 1 - self._echo_start] != byte:
-                    later = next(
-                        (
-                            p
-                            for p in range(self._echo_start + 1, min(len(got), ECHO_MAX))
-                            if got[p] == echo[0] and echo.startswith(got[p:])
-                        ),
-                        None,
-                    )
-                    if later is None:
-                        self._echo_bad = True  # damaged, so far: the region keeps its length
-                    else:  # noise came first: the echo begins here (and needs more bytes)
-                        self._echo_start, self._echo_bad = later, False
-                        break
+                if not self._echo_bad and echo[len(got) - 1 - self._echo_start] == byte:
+                    self._echo_firm = self._echo_firm or len(got) - self._echo_start >= ECHO_FIRM
+                    continue
+                if self._echo_firm:
+                    self._echo_bad = True  # damaged: the region keeps its length
+                    continue
+                later = next(  # where ECHO_FIRM bytes or more of the echo begin, after noise
+                    (
+                        p
+                        for p in range(self._echo_start + 1, min(len(got) - ECHO_FIRM + 1, ECHO_MAX))
+                        if got[p] == echo[0] and echo.startswith(got[p:])
+                    ),
+                    None,
+                )
+                if later is not None:  # noise came first: the echo begins here (and needs more bytes)
+                    self._echo_start, self._echo_bad, self._echo_firm = later, False, True
+                    break
+                self._echo_bad = True  # damaged, so far: the region keeps its length
+        if not self._echo_bad and len(got) - self._echo_start >= ECHO_FIRM:
+            self._echo_firm = True
         if len(got) - self._echo_start >= len(echo):
             self._end_echo(events, whole=True)
         return i
@@ -287,15 +335,24 @@ class FrameDecoder:
             if whole and not self._echo_bad:
                 events.append(Echoed(got[start:]))
                 self.echoes += 1
+                if self._echo_mode is Echo.AUTO:
+                    self._echo_mode = Echo.ON  # the line echoes: the next echo is expected, whatever it holds
             else:
-                events.append(Rejected(RejectReason.ECHO, got[start:]))
-            if whole and self._echo_mode is Echo.AUTO:
-                self._echo_mode = Echo.ON  # the line echoes: the next echo is expected, whatever it holds
+                events.append(Rejected(RejectReason.ECHO, got[start:]))  # accounted for: what follows counts
         self._echo = b""
+        self._clear_region()
+        self._sync = _SYNC[self._awaited]
+
+    def _not_echo(self, garbage: bytes | bytearray, events: list[Event]) -> None:
+        """What opened an echo region was no echo: ``garbage`` is; the echo is still awaited."""
+        self._add_garbage(bytes(garbage), events)
+        self._clear_region()
+
+    def _clear_region(self) -> None:
         self._echo_got.clear()
         self._echo_start = 0
-        self._echo_open = self._echo_bad = False
-        self._sync = _SYNC[self._awaited]
+        self._echo_open = self._echo_bad = self._echo_firm = False
+        self._echo_misses = 0
 
     def _add_garbage(self, data: bytes, events: list[Event]) -> None:
         self._garbled = True
