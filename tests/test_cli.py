@@ -8,10 +8,13 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ekm_async import Refused, encode, open_bus
+import pytest
+
+from ekm_async import Refused, commands, encode, open_bus
 from ekm_async.cli import main
 from ekm_async.crc import crc16
 from ekm_async.sim import MeterModel, MeterType, SimBus, SimServer
@@ -164,3 +167,32 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     with contextlib.redirect_stderr(err):
         code = main(list(args), stdout=out)
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda echo: b"\x03" + echo[1:],  # its SOH: the echo no longer looks like a request
+        lambda echo: echo[:8] + b"7" + echo[9:],  # a digit of the password
+        lambda echo: echo[:4] + b"*" + echo[5:],  # its opening parenthesis
+    ],
+)
+def test_a_capture_redacts_a_damaged_echo_of_a_password_and_nothing_of_a_frame(
+    tmp_path: Path, frame_a: bytes, damage: Callable[[bytes], bytes]
+) -> None:
+    from ekm_async._capture import Capture  # noqa: PLC0415
+
+    secret = b"00049865"
+    request = commands.password(secret.decode())
+    path = tmp_path / "capture.jsonl"
+    capture = Capture(path, {"url": "test"})
+    capture.tx(request)
+    echo = damage(request)
+    for i in range(0, len(echo), 3):  # cut across reads
+        capture.rx(echo[i : i + 3])
+    capture.rx(frame_a)
+    capture.close()
+    received = b"".join(_lines(path, "rx"))
+    assert secret[:7] not in received
+    assert secret[1:] not in received
+    assert received.endswith(frame_a)  # a frame's digits are left alone

@@ -354,25 +354,51 @@ def test_a_partial_damaged_or_late_echo_is_garbage_never_an_acknowledgement(echo
 
 def test_auto_an_echo_whose_first_byte_is_damaged_gives_no_acknowledgement() -> None:
     """Before any echo came, a password's echo whose SOH is damaged does not open an echo region: its
-    bytes are garbage, and the ACK byte its CRC holds is not the meter's answer (nor is an ACK behind it:
-    the exchange then fails, and the password is sent again)."""
+    bytes are garbage, and neither its STX nor the ACK byte its CRC holds counts (each follows two bytes
+    of the request: of its echo). The meter's ACK behind it does."""
     request = commands.password(SIX)
     decoder = FrameDecoder()
     decoder.sent(request)
-    fed = b"\x03" + request[1:] + b"\x06"
-    events = decoder.feed(fed) + decoder.flush()
+    echo = b"\x03" + request[1:]
+    events = decoder.feed(echo)
     assert ACK not in events
+    more = decoder.feed(b"\x06")
+    assert more[-1] == ACK
+    events += more[:-1] + decoder.flush()
     assert all(isinstance(e, Rejected) and e.reason is RejectReason.GARBAGE for e in events)
-    assert b"".join(e.raw for e in events if isinstance(e, Rejected)) == fed
+    assert b"".join(e.raw for e in events if isinstance(e, Rejected)) == echo
 
 
-def test_auto_noise_before_an_ack_counts_only_where_the_request_holds_no_ack_byte() -> None:
-    plain = commands.password("00000000")
-    assert b"\x06" not in plain
-    assert b"\x15" not in plain
+@pytest.mark.parametrize("echo", [Echo.AUTO, Echo.ON])
+@pytest.mark.parametrize(
+    ("request_", "at", "into"),
+    [
+        (commands.password(SIX), 16, 0x15),  # its last byte into NAK
+        (commands.password(SIX), 3, 0x06),  # its STX into ACK
+        (commands.password(SIX), 14, 0x02),  # the byte before its ACK byte: the two before it no longer as sent
+        (commands.password(SIX), 0, 0x03),  # its SOH: no echo region, its bytes garbage
+        (commands.ct_ratio(800), 3, 0x06),  # a write's STX into ACK: no acknowledgement of the write
+    ],
+)
+def test_an_echo_damaged_into_an_ack_or_nak_is_no_answer(echo: Echo, request_: bytes, at: int, into: int) -> None:
+    damaged = request_[:at] + bytes([into]) + request_[at + 1 :]
+    reply = b"\x15"
+    decoder = FrameDecoder(echo=echo)
+    decoder.sent(request_)
+    events = decoder.feed(damaged + reply)
+    assert all(isinstance(e, Rejected) and e.reason in {RejectReason.ECHO, RejectReason.GARBAGE} for e in events[:-1])
+    assert events[-1] == NAK, events
+
+
+def test_auto_noise_before_an_ack_counts_unless_it_continues_the_request() -> None:
+    request = commands.password(SIX)
     decoder = FrameDecoder()
-    decoder.sent(plain)
+    decoder.sent(request)
     assert decoder.feed(b"\x7f\x06") == [Rejected(RejectReason.GARBAGE, b"\x7f"), ACK]
+    decoder.sent(request)
+    events = decoder.feed(b"\x7f)\x03\x06") + decoder.flush()  # the 06 follows ")\x03" as in the echo
+    assert ACK not in events
+    assert b"".join(e.raw for e in events if isinstance(e, Rejected)) == b"\x7f)\x03\x06"
 
 
 def test_auto_a_damaged_echo_does_not_tell_the_line_echoes(frame_a: bytes) -> None:

@@ -101,8 +101,14 @@ class Echo(TableKey):
     of a reply) where a reply should start opens it. Once an exact echo came, the line is known to echo
     (as ``ON``). Until then, bytes that open an echo but differ from the request in more than
     :data:`ECHO_DAMAGE_MAX` places were garbage: looked at again after their first byte, so garbage that
-    happens to hold SOH never swallows the reply behind it. After garbage, an ACK or NAK byte that the
-    request itself holds does not count: it may be of the request's own echo, damaged."""
+    happens to hold SOH never swallows the reply behind it.
+
+    In every mode but ``OFF``, an ACK or NAK received since the request is taken for a byte of its echo
+    (garbage) where the request holds that byte at that place (counted in bytes since it was sent), or
+    right after two bytes that, in what was sent, another byte follows: an echo whose first byte was
+    damaged, or that was damaged into an ACK or NAK or next to one, gives no acknowledgement. (An STX
+    there still opens a frame: a frame's CRC guards it, and an echo cut short may be followed by the
+    reply.)"""
     ON = "on"
     """The adapter always echoes: the first bytes after a request are its echo, whatever they hold."""
     OFF = "off"
@@ -142,12 +148,23 @@ class FrameDecoder:
         """Bytes of the region that differ from what was sent, in place (``AUTO``)."""
         self._again = b""
         """Bytes taken into an echo region that was none, to be looked at again."""
-        self._sent = b""
-        """What was sent last: after garbage, an ACK or NAK byte it holds may be its own echo."""
+        self._again_prev = b""
+        """The two bytes received before :attr:`_again`."""
+        self._pairs = frozenset[bytes]()
+        """Each two bytes of the echo awaited that another byte of it follows: an ACK or NAK right
+        after two such bytes is taken for a byte of the echo (damaged, or not taken as one)."""
+        self._prev = b""
+        """The last two bytes received since :meth:`sent`, before the present :meth:`feed`."""
+        self._echoed = b""
+        """The echo awaited when the request was sent."""
+        self._received = 0
+        """Bytes received since :meth:`sent`, before the present :meth:`feed`."""
+        self._region_at = 0
+        """Where (bytes since :meth:`sent`) the echo region began."""
+        self._region_prev = b""
+        """The two bytes received before the echo region began."""
         self._heard = True
         """Bytes were received since the last :meth:`sent`."""
-        self._garbled = False
-        """Garbage was received since the last :meth:`sent`."""
         self.echoes = 0
         """Exact echoes dropped."""
 
@@ -196,8 +213,9 @@ class FrameDecoder:
                 expected = before + bytes(data)
                 self._echo = expected if len(expected) <= ECHO_MAX else bytes(data)
         self.expect(expected_reply(data))
-        self._sent = bytes(data)
-        self._heard = self._garbled = False
+        echo = self._echoed = self._echo
+        self._pairs = frozenset(echo[k : k + 2] for k in range(len(echo) - 2))
+        self._heard, self._prev, self._received = False, b"", 0
         return events
 
     def expect(self, reply: Reply | None) -> None:
@@ -210,6 +228,7 @@ class FrameDecoder:
         """Report what is held (end of stream, or a timeout) and start clean."""
         events = self._flush_held()
         self._end_echo(events, whole=False)
+        self._prev, self._received, self._echoed, self._pairs = b"", 0, b"", frozenset()
         return events
 
     def _flush_held(self) -> list[Event]:
@@ -225,16 +244,34 @@ class FrameDecoder:
         """Decode the next bytes received; returns the events they complete, in order."""
         chunk = bytes(data)
         events: list[Event] = []
-        i, n = 0, len(chunk)
-        if n and not self._heard:
+        if chunk and not self._heard:
             self._heard = True
             if self._echo and self._echo_mode is Echo.ON and not self._frame:
                 self._echo_open = True  # the first bytes after a request are its echo, whatever they hold
-        while i < n:
+        self._scan(chunk, self._prev, self._received, events)
+        self._prev = (self._prev + chunk)[-2:]
+        self._received += len(chunk)
+        return events
+
+    def _scan(self, chunk: bytes, prev: bytes, at: int, events: list[Event]) -> None:
+        """Decode ``chunk`` (``prev``: the two bytes received before it; ``at``: bytes received since the
+        request before it). Bytes an echo region took that were no echo are looked at again before the
+        chunk goes on."""
+        returns: list[tuple[bytes, bytes, int, int]] = []
+        i, n = 0, len(chunk)
+        while True:
+            if i >= n:
+                if not returns:
+                    return
+                chunk, prev, at, i = returns.pop()
+                n = len(chunk)
+                continue
             if self._echo_open:
                 i = self._feed_echo(chunk, i, events)
-                if self._again:  # an echo region that was none: what it took is looked at again
-                    chunk, i, self._again = self._again + chunk[i:], 0, b""
+                if self._again:  # an echo region that was none: what it took is looked at again first
+                    returns.append((chunk, prev, at, i))
+                    chunk, prev, at, i = self._again, self._again_prev, self._region_at + 1, 0
+                    self._again = b""
                     n = len(chunk)
                 continue
             if self._frame:
@@ -245,22 +282,24 @@ class FrameDecoder:
             if j > i:
                 self._add_garbage(chunk[i:j], events)
             if j == n:
-                break
+                i = n
+                continue
             self._emit_garbage(events)
             byte = chunk[j]
+            before = (prev + chunk[max(0, j - 2) : j])[-2:]
             if self._echo and byte == self._echo[0] and byte not in _REPLY_STARTS:
                 self._echo_open = True  # an echo, where a reply should start
+                self._region_prev, self._region_at = before, at + j
                 i = j
                 continue
-            if byte == _STX:
+            if byte != _STX and (before in self._pairs or self._echoed[at + j : at + j + 1] == chunk[j : j + 1]):
+                self._add_garbage(chunk[j : j + 1], events)  # where the request holds it, or continuing it: echo
+            elif byte == _STX:
                 self._frame.append(byte)
                 self._crc = crc.INIT
-            elif self._garbled and self._echo_mode is not Echo.OFF and byte in self._sent:
-                self._add_garbage(chunk[j : j + 1], events)  # maybe of the request's echo, damaged
             else:
                 events.append(_SINGLE[byte])
             i = j + 1
-        return events
 
     def _feed_echo(self, chunk: bytes, i: int, events: list[Event]) -> int:
         """Take the next bytes of the echo region; returns where the chunk continues.
@@ -293,7 +332,7 @@ class FrameDecoder:
                 self._echo_bad = True
                 self._echo_misses += 1
                 if self._echo_misses > ECHO_DAMAGE_MAX or byte in _REPLY_STARTS:  # no echo: its first byte was garbage
-                    self._again = bytes(got[1:])
+                    self._again, self._again_prev = bytes(got[1:]), (self._region_prev + got[:1])[-2:]
                     self._not_echo(got[:1], events)
                     return i
         else:
@@ -355,7 +394,6 @@ class FrameDecoder:
         self._echo_misses = 0
 
     def _add_garbage(self, data: bytes, events: list[Event]) -> None:
-        self._garbled = True
         self._garbage += data
         limit = self._max_garbage
         while len(self._garbage) >= limit:
