@@ -15,6 +15,7 @@ drops an exact local echo of the sent bytes (RS-485 adapters that hear themselve
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -150,13 +151,11 @@ class FrameDecoder:
         """Bytes taken into an echo region that was none, to be looked at again."""
         self._again_prev = b""
         """The two bytes received before :attr:`_again`."""
-        self._pairs = frozenset[bytes]()
-        """Each two bytes of the echo awaited that another byte of it follows: an ACK or NAK right
-        after two such bytes is taken for a byte of the echo (damaged, or not taken as one)."""
         self._prev = b""
         """The last two bytes received since :meth:`sent`, before the present :meth:`feed`."""
         self._echoed = b""
-        """The echo awaited when the request was sent."""
+        """The echo awaited when the request was sent: an ACK or NAK where it holds one, or right after
+        two bytes of it that another byte of it follows, is taken for a byte of the echo."""
         self._received = 0
         """Bytes received since :meth:`sent`, before the present :meth:`feed`."""
         self._region_at = 0
@@ -213,8 +212,7 @@ class FrameDecoder:
                 expected = before + bytes(data)
                 self._echo = expected if len(expected) <= ECHO_MAX else bytes(data)
         self.expect(expected_reply(data))
-        echo = self._echoed = self._echo
-        self._pairs = frozenset(echo[k : k + 2] for k in range(len(echo) - 2))
+        self._echoed = self._echo
         self._heard, self._prev, self._received = False, b"", 0
         return events
 
@@ -228,7 +226,7 @@ class FrameDecoder:
         """Report what is held (end of stream, or a timeout) and start clean."""
         events = self._flush_held()
         self._end_echo(events, whole=False)
-        self._prev, self._received, self._echoed, self._pairs = b"", 0, b"", frozenset()
+        self._prev, self._received, self._echoed = b"", 0, b""
         return events
 
     def _flush_held(self) -> list[Event]:
@@ -292,7 +290,7 @@ class FrameDecoder:
                 self._region_prev, self._region_at = before, at + j
                 i = j
                 continue
-            if byte != _STX and (before in self._pairs or self._echoed[at + j : at + j + 1] == chunk[j : j + 1]):
+            if byte != _STX and self._of_echo(byte, before, at + j):
                 self._add_garbage(chunk[j : j + 1], events)  # where the request holds it, or continuing it: echo
             elif byte == _STX:
                 self._frame.append(byte)
@@ -300,6 +298,12 @@ class FrameDecoder:
             else:
                 events.append(_SINGLE[byte])
             i = j + 1
+
+    def _of_echo(self, byte: int, before: bytes, at: int) -> bool:
+        """Whether ``byte`` (an ACK or NAK ``at`` bytes after the request, after ``before``) may be a byte
+        of the request's echo: the request holds it there, or the two bytes before it continue it."""
+        echo = self._echoed
+        return (at < len(echo) and echo[at] == byte) or (len(before) == 2 and before in echo[:-1])
 
     def _feed_echo(self, chunk: bytes, i: int, events: list[Event]) -> int:
         """Take the next bytes of the echo region; returns where the chunk continues.
@@ -366,6 +370,11 @@ class FrameDecoder:
     def _end_echo(self, events: list[Event], *, whole: bool) -> None:
         """The echo region ends (``whole``: all of it came): noise before it is garbage; an exact echo is
         :class:`Echoed`, any other (damaged, cut short) ``Rejected(ECHO)`` — never a reply."""
+        if not self._echo_got:  # no region (the common case after an exchange): nothing to report
+            self._echo = b""
+            self._echo_open = False
+            self._sync = _SYNC[self._awaited]
+            return
         got, start = bytes(self._echo_got), self._echo_start
         if got[:start]:  # noise before the echo: garbage, as any
             self._add_garbage(got[:start], events)
@@ -440,6 +449,7 @@ def _echo_mode(echo: Echo | str | bool) -> Echo:
         raise ValueError(f"echo must be auto, on or off; got {echo!r}") from None
 
 
+@functools.cache
 def _echo_sync(reply: Reply | None, first: int) -> re.Pattern[bytes]:
     """The bytes that begin something while an echo starting with ``first`` may come."""
     starts = {None: (_STX, _ACK, _NAK), Reply.LIVE: (_STX,), Reply.BLOCK: (_STX,), Reply.ACK: (_ACK, _NAK)}
