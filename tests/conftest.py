@@ -64,5 +64,8 @@ class EarlyRuns:
 def early_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EarlyRuns]:
     selected = {item.module.__name__ for item in request.session.items if item.module is not None}
     chosen = {name: scenario for name, (module, scenario) in _EARLY.items() if module in selected}
+    # The session's base temporary directory is made lazily and not thread-safely: make it before the
+    # threads start, or a thread's mktemp and a test's tmp_path may each make one (and the first fails).
+    tmp_path_factory.getbasetemp()
     with ThreadPoolExecutor(max_workers=max(1, len(chosen)), thread_name_prefix="early") as pool:
         yield EarlyRuns({name: pool.submit(scenario, tmp_path_factory) for name, scenario in chosen.items()})

@@ -112,8 +112,10 @@ async def _captured_session(path: Path) -> None:
                 await meter.set_ct_ratio(800, password="00049865")
             await meter.set_password("12345678")
             await bus.v4(ADDRESS, password="12345678").set_password("00000000")
-            assert bus.stats.bytes_received == sum(len(rx) for rx in _lines(path, "rx"))
-            assert bus.stats.bytes_sent == sum(len(tx) for tx in _lines(path, "tx"))
+        # Once the bus is closed (and its capture with it): what a capture holds back for redaction,
+        # and what its thread has not yet written, is in the file.
+        assert bus.stats.bytes_received == sum(len(rx) for rx in _lines(path, "rx"))
+        assert bus.stats.bytes_sent == sum(len(tx) for tx in _lines(path, "tx"))
 
 
 def _lines(path: Path, direction: str) -> list[bytes]:
