@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ekm_async import commands, open_bus
-from ekm_async._protocol import MeterProtocol
+from ekm_async._protocol import _COALESCE_SLACK, MeterProtocol
 from ekm_async.commands import LiveRead
 from ekm_async.exchange import WireStats
 from ekm_async.sim import ARRIVALS, MeterModel, SimBus, SimServer
@@ -106,7 +106,7 @@ async def test_a_paced_frame_pauses_reading_until_its_last_byte_is_due(frame_a: 
     arrive(protocol, clock, frame_a[1:2], after=BT)  # a byte a character time later: the line is paced
     assert line.paused
     due = clock.timers[-1][0]
-    assert due == pytest.approx(clock.now - BT + (FRAME_LEN - 1) * BT + 0.0005)  # reckoned at the first piece
+    assert due == pytest.approx(clock.now - BT + (FRAME_LEN - 1) * BT + _COALESCE_SLACK)  # reckoned at the first piece
     clock.advance(due - clock.now - 1e-6)
     assert line.paused
     clock.advance(2e-6)
