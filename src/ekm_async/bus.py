@@ -398,7 +398,9 @@ class Bus:
         protocol = MeterProtocol(
             self.stats,
             echo=self.options.echo,
-            byte_time=self.options.byte_time,
+            # Coalesced reading is off in this build: with it, a reply held back by a pause could
+            # answer the next request after a gateway restart (docs/wire.md). 0: read every piece.
+            byte_time=0.0,
             on_lost=self._lost,
             capture=self._capture,
         )
