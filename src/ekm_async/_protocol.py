@@ -201,11 +201,10 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         """
         loop = self._loop
         start = loop.time()
-        # Bytes held back for a frame's end (reading paused, or resumed a moment ago) are the line's
-        # too: take them before the line is judged quiet.
-        self._resume()
-        for _ in range(2):  # a read is scheduled in the next turn of the loop and done in it
-            await asyncio.sleep(0)
+        if self._paused:  # bytes held back for a frame's end are the line's too: take them first
+            self._resume()
+            for _ in range(2):  # the read is scheduled in the next turn of the loop and done in it
+                await asyncio.sleep(0)
         while (wait := min(max(self._last_rx, self._last_tx) + quiet, start + limit) - loop.time()) > 0:
             await asyncio.sleep(wait)
         self._take(self._decoder.flush(), queue=False)
