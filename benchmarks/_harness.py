@@ -28,6 +28,7 @@ import platform
 import resource
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -321,6 +322,13 @@ def own_rss() -> int:
     """This process's resident memory, bytes."""
     with open("/proc/self/statm", "rb") as f:
         return int(f.read().split()[1]) * PAGE_SIZE
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def own_cpu() -> tuple[float, float]:

@@ -56,6 +56,7 @@ from _harness import (
     children,
     cpu_model,
     dump_json,
+    free_port,
     log,
     own_cpu,
     parser,
@@ -196,7 +197,7 @@ async def real_ser2net(pty: str, tmp: Path) -> AsyncIterator[str]:
     binary = shutil.which("ser2net")
     if binary is None:
         raise BenchError("ser2net is not installed (apt-get install ser2net)")
-    port = _free_port()
+    port = free_port()
     config = tmp / "ser2net.yaml"
     config.write_text(
         "connection: &ekm\n"
@@ -208,15 +209,6 @@ async def real_ser2net(pty: str, tmp: Path) -> AsyncIterator[str]:
     async with children([argv], what="ser2net"):
         await _wait_port(port)
         yield f"tcp://127.0.0.1:{port}"
-
-
-def _free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def _wait_port(port: int) -> None:

@@ -34,16 +34,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from _harness import ekm_async_cli, parser, proc_figures
+from _harness import ekm_async_cli, free_port, parser, proc_figures
 
 CLI = ekm_async_cli()
 METERS = [f"{300001184 + n:012d}" for n in range(4)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, limit: float = 15.0) -> None:

@@ -272,14 +272,11 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         self._resume_timer = self._loop.call_at(self._due + _COALESCE_SLACK, self._resume)
 
     def _resume(self) -> None:
-        if self._resume_timer is not None:
-            self._resume_timer.cancel()
-            self._resume_timer = None
-        if self._paused:
-            self._paused = False
-            transport = self._transport
-            if isinstance(transport, asyncio.ReadTransport) and not transport.is_closing():
-                transport.resume_reading()
+        paused = self._paused
+        self._stop_pause()
+        transport = self._transport
+        if paused and isinstance(transport, asyncio.ReadTransport) and not transport.is_closing():
+            transport.resume_reading()
 
     def _stop_pause(self) -> None:
         if self._resume_timer is not None:
