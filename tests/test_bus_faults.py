@@ -327,6 +327,27 @@ async def test_a_late_settings_block_is_not_taken_for_the_next_page() -> None:
         assert s.schedules.seasons() == tuple(model.seasons)
 
 
+async def test_replies_later_than_the_settle_put_no_later_exchange_one_behind() -> None:
+    """The A block's reply is 0.08 s late and its repeat's 0.15 s (deadlines ≈ 0.05 s). The first reply
+    answers the repeat; the repeat's own comes after the bus has settled and sent the B request, which
+    timed out and was sent again. Taken as a wrong reply and asked again at once, every later request
+    would be answered by the reply to the one before (the fault matrix's gateway restarts did that).
+    It is the owed late reply: dropped, counted ``late``, and the B block that follows it answers."""
+    async with rig([v4(X), v4(Y)], faults=[Fault.parse("delay:0.08#1"), Fault.parse("delay:0.15#2")], **FAST) as r:
+        reads = [await r.bus.v4(address).read() for address in (X, Y, X, Y, X)]
+        assert [read.address for read in reads] == [X, Y, X, Y, X]
+        sent = {(t.request.address, t.request.read, t.reply) for t in r.sim.transactions if t.reply}
+        for read in reads:
+            assert read.b is not None
+            assert (read.address, LiveRead.V4A, read.a.raw) in sent
+            assert (read.address, LiveRead.V4B, read.b.raw) in sent
+        wire = r.bus.stats
+        assert wire.rejected["late"] >= 1
+        assert wire.rejected["request-type"] == 0
+        assert wire.retries == wire.timeouts  # asked again only where a wait ran out
+        assert wire.frames_ok == 2 * len(reads)
+
+
 class _Wire(asyncio.WriteTransport):
     """A transport that keeps what is written."""
 

@@ -166,7 +166,6 @@ async def test_a_transport_that_cannot_pause_reads_every_piece(frame_a: bytes) -
     assert protocol._decoder.pending == 0
 
 
-@pytest.mark.xfail(strict=True, reason="coalesced reading is switched off in the bus in this build (docs/wire.md)")
 @pytest.mark.parametrize("arrival", ["bytes", "ftdi"])
 async def test_the_bus_reads_a_paced_reply_in_few_pieces(arrival: str) -> None:
     """A full V4 read (A, B, close) on a 9600-baud line that hands over bytes one by one (or as an FTDI

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from ._capture import Capture
 from .commands import redact
 from .errors import ConnectionLost, RejectReason
-from .exchange import WireStats
+from .exchange import Line, WireStats
 from .frames import Echoed, Event, FrameDecoder, Nak, Rejected
 
 __all__ = ["MeterProtocol"]
@@ -58,6 +58,8 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         piece as it comes); ``on_lost(reason)`` is called when the connection ends, from
         ``connection_lost``; ``capture`` gets every byte both ways."""
         self.stats = stats
+        self.line = Line()
+        """What this connection's exchanges leave for the next: replies still owed."""
         self._byte_time = byte_time
         self._paused = False
         self._resume_timer: asyncio.TimerHandle | None = None

@@ -36,7 +36,7 @@ from ._version import __version__
 from .blocks import Block, LiveBlock
 from .commands import CLOSE, LiveRead, SettingsPage
 from .errors import BusClosed, ConnectionLost, EkmError, FrameError, MeterError, MeterUnavailable, Refused
-from .exchange import Accepted, Decision, Exchange, Failed, Send, Step, Timing, WireStats
+from .exchange import Accepted, Decision, Exchange, Failed, Send, Step, Timing, Waiting, WireStats
 from .layouts import BlockKind
 from .meters import Transaction, V3Meter, V4Meter
 from .wire import FRAME_LEN, char_time
@@ -183,12 +183,12 @@ class Bus:
         self._down_reason = ""
         self.timing = options.timing
         self._flagged: set[tuple[str, BlockKind, str]] = set()
+        """(meter, kind, check) of the anomalies logged already."""
         self._capture = (
             Capture(options.capture, {"url": url, "baud": options.baud, "version": __version__})
             if options.capture
             else None
         )
-        """(meter, kind, check) of the anomalies logged already."""
 
     # -----------------------------------------------------------------------------------------------
     # Lifecycle
@@ -398,9 +398,7 @@ class Bus:
         protocol = MeterProtocol(
             self.stats,
             echo=self.options.echo,
-            # Coalesced reading is off in this build: with it, a reply held back by a pause could
-            # answer the next request after a gateway restart (docs/wire.md). 0: read every piece.
-            byte_time=0.0,
+            byte_time=self.options.byte_time,
             on_lost=self._lost,
             capture=self._capture,
         )
@@ -454,7 +452,9 @@ class _Transaction:
         self.bus = bus
         self.protocol = protocol
         self.job = job
-        self.exchange = Exchange(job.address, bus.timing, bus.options.retries, bus.stats, strict=bus.options.strict)
+        self.exchange = Exchange(
+            job.address, bus.timing, bus.options.retries, bus.stats, strict=bus.options.strict, line=protocol.line
+        )
 
     async def run(self) -> Any:
         self.bus.stats.transactions += 1
@@ -509,6 +509,8 @@ class _Transaction:
             )
             if isinstance(decision, Send):
                 self._check_caller()  # a read asked again: only while its caller waits
+            elif isinstance(decision, Waiting) and decision.wait is not None:
+                deadline = max(deadline, loop.time() + decision.wait)
 
     def _check_caller(self) -> None:
         if self.job.future.done():

@@ -14,8 +14,14 @@ The rules it keeps, each stated here once:
   password or a write, a NAK or silence refuses it; anything else is counted as unexpected.
 * **Retries**: reads are asked again after a timeout or a bad reply, ``retries`` times; a password or
   a write is never repeated.
-* **Late replies**: after a wait ran out a reply may still come; the next request is sent only once the
-  line was quiet for ``margin`` seconds (at most a block's wire time plus ``margin``).
+* **Late replies**: after a wait ran out its reply may still come (a slow gateway, a line still busy
+  with a reply nobody read). The connection's :class:`Line` counts such replies; while one is owed, the
+  next request is sent only once the line was quiet for ``margin`` seconds (at most a block's wire
+  time plus ``margin``), and a whole frame (its CRC good) that does not answer the request — another
+  kind, another meter — is taken for the owed reply: dropped, counted ``late``, and the wait for the
+  request's own reply goes on for a block's wire time more. Without it, one reply late by more than
+  the quiet time would answer the next request, whose repeat is answered by the reply to the request
+  before, and so on: every later exchange one reply behind.
 * **Timing**: a reply may take the wire time of the request and the reply at the line speed, plus
   ``margin`` (the meter's turnaround and the adapter's or gateway's latency).
 
@@ -44,6 +50,7 @@ __all__ = [
     "BlockStep",
     "Exchange",
     "Failed",
+    "Line",
     "Send",
     "Step",
     "Timing",
@@ -110,6 +117,14 @@ class Timing:
     def settle_limit(self) -> float:
         """The longest wait for a quiet line before the next request: a block's wire time and the margin."""
         return FRAME_LEN * self.byte_time + self.margin
+
+
+@dataclass
+class Line:
+    """What one connection's exchanges leave for the next ones (the bus keeps one per connection)."""
+
+    owed: int = 0
+    """Requests whose wait ran out: their replies may still arrive (see the module documentation)."""
 
 
 # What a transaction asks for (tables of requests, replies and session events, not branches).
@@ -179,7 +194,10 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
-    """Nothing decided yet: keep waiting for the reply."""
+    """Nothing decided yet: keep waiting for the reply — at least ``wait`` seconds more, if given (a
+    late reply to an earlier request took the line; the one awaited follows it)."""
+
+    wait: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,8 +225,18 @@ class Exchange:
     :class:`Send` (ask again), which is sent as the first was. :meth:`close` ends the session.
     """
 
-    def __init__(self, address: str, timing: Timing, retries: int, stats: WireStats, *, strict: bool = False) -> None:
-        """``strict``: a frame that lacks a byte only a guess expects is rejected, not flagged."""
+    def __init__(
+        self,
+        address: str,
+        timing: Timing,
+        retries: int,
+        stats: WireStats,
+        *,
+        strict: bool = False,
+        line: Line | None = None,
+    ) -> None:
+        """``strict``: a frame that lacks a byte only a guess expects is rejected, not flagged. ``line``:
+        the connection's, shared with the exchanges before and after this one."""
         self.address = address
         self.strict = strict
         self.timing = timing
@@ -217,10 +245,10 @@ class Exchange:
         self.state = State.IDLE
         self._step: Step | None = None
         self._attempt = 0
+        self.line = line if line is not None else Line()
         self._timed_out = False
-        """The current step's wait ran out once: a reply may be the late one."""
-        self._late = False
-        """A wait ran out: a late reply may still come before the next request."""
+        """The current step's wait ran out once, or took a late reply: the reply it accepts may be an
+        earlier request's, and its own may still come."""
         self._error: MeterError | FrameError | None = None
         self._sent_at = 0.0
 
@@ -257,7 +285,8 @@ class Exchange:
         step = self._step
         assert step is not None, "no step in progress"
         self.stats.timeouts += 1
-        self._late = self._timed_out = True
+        self._timed_out = True
+        self.line.owed = min(self.line.owed + 1, self.retries + 1)
         if isinstance(step, AckStep):
             return self._refused(step)
         return self._again(ReplyTimeout(self.address, f"no {step.kind.value} block in time", buffered))
@@ -274,8 +303,7 @@ class Exchange:
         step = self._step
         assert step is not None
         reply = FRAME_LEN if isinstance(step, BlockStep) else 1
-        settle, self._late = self._late, False
-        return Send(step.request, self.timing.wait(len(step.request), reply), settle)
+        return Send(step.request, self.timing.wait(len(step.request), reply), self.line.owed > 0)
 
     def _block(self, step: BlockStep, event: Frame | Rejected, at: float) -> Decision:
         if isinstance(event, Rejected):
@@ -283,21 +311,30 @@ class Exchange:
         try:
             block = decode(event.raw, step.kind, step.kwh_scale, strict=self.strict)
         except FrameError as exc:
-            self.stats.rejected[exc.reason.value] += 1
-            return self._again(exc)
+            return self._other(exc.reason.value, exc)
         if isinstance(block, LiveBlock) and block.address != self.address:
-            self.stats.rejected["unexpected"] += 1
-            return self._again(
-                UnexpectedReply(self.address, f"{step.kind.value} block from meter {block.address}", event.raw)
-            )
+            error = UnexpectedReply(self.address, f"{step.kind.value} block from meter {block.address}", event.raw)
+            return self._other("unexpected", error)
         self.stats.frames_ok += 1
         for anomaly in block.anomalies:
             self.stats.anomalies[f"{anomaly.kind.value} {anomaly.what}"] += 1
         self.stats.observe_exchange(at - self._sent_at)
-        # After a timeout this may be the late reply: the one to the repeat may still follow.
-        self._late = self._late or self._timed_out
+        if not self._timed_out:
+            self.line.owed = 0  # answered in time: nothing earlier is still on its way
+        # else this may be the late reply, and the repeat's may still follow: it stays owed
         self._done(step.event)
         return Accepted(block)
+
+    def _other(self, reason: str, error: MeterError | FrameError) -> Decision:
+        """A whole frame that does not answer the request: while a reply is owed, it is that one (the
+        request's own follows it); else it is counted as ``reason`` and the read is asked again."""
+        if self.line.owed:
+            self.line.owed -= 1
+            self._timed_out = True
+            self.stats.rejected["late"] += 1
+            return Waiting(self.timing.settle_limit)
+        self.stats.rejected[reason] += 1
+        return self._again(error)
 
     def _again(self, error: MeterError | FrameError) -> Send | Failed:
         """A read not answered as asked: ask again while retries are left, else fail with ``error``."""

@@ -5,7 +5,9 @@ in between. Each :class:`Arrival` is the packing rule of one kind of device, wit
 defaults (docs/wire.md names the sources):
 
 * ``bytes``: every byte as it comes — a USB adapter in low-latency mode, a hardware UART.
-* ``slices``: a piece every 5 ms of wire time (the simulator's own pace before arrival policies).
+* ``slices``: a piece every 5 ms of wire time, and what is left once the line has been quiet for 1.5
+  character times (the simulator's own pace before arrival policies, which handed the last byte over
+  as it was complete: no device can know sooner that a reply has ended).
 * ``ftdi``: an FTDI USB adapter: a packet of 62 data bytes when its buffer is full, else what it holds
   when its 16 ms latency timer expires (FTDI application note AN232B-04).
 * ``ser2net``: Debian's ser2net with its defaults: what it read is sent once the line has been quiet
@@ -83,7 +85,7 @@ ARRIVALS: dict[str, Arrival] = {
     policy.name: policy
     for policy in (
         Arrival("bytes", packet=1),
-        Arrival("slices", hold_max=0.005),
+        Arrival("slices", idle_chars=1.5, hold_max=0.005),
         Arrival("ftdi", packet=62, tick=0.016),
         Arrival("ser2net", packet=64, idle_chars=2.0, idle_min=0.001, hold_max=0.020),
         Arrival("idle", packet=_IDLE_BUFFER, idle_chars=4.0),
