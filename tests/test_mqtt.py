@@ -610,7 +610,7 @@ async def test_relay_commands_from_mqtt_reach_the_meter_and_show_in_its_next_sta
     meter, v3_meter = models = [v4(), v3()]
     async with asyncio.timeout(GUARD), simulated(*models) as bus, subscriber(broker) as sub:
         poller = Poller([bus.v4(X), bus.v3(Y)], interval=0.05)
-        async with running(MqttBridge(poller, broker.url)) as bridge, poller:
+        async with running(MqttBridge(poller, broker.url, commands=True)) as bridge, poller:
             await until(lambda: bool(sub.states(X) and sub.states(Y)), "states", bridge=bridge)
 
             async def command(address: str, relay: int | str, payload: str) -> Msg:

@@ -224,7 +224,7 @@ async def test_meters_report_status_and_counters_of_each_meter_and_bus() -> None
     for address, meter in by_address.items():
         s = status[address]
         assert meter["kind"] == ("v3" if address == C else "v4")
-        assert meter["bus"] == "memory://web"
+        assert meter["bus"] == "bus1"  # its name: the URL is for the token's holder only
         assert meter["interval"] == 0.0
         assert (meter["ok"], meter["errors"], meter["last_error"]) == (s.ok, s.errors, s.last_error)
     assert by_address[A]["last_read"] == status[A].last_read.time.isoformat()  # type: ignore[union-attr]
@@ -240,7 +240,7 @@ async def test_meters_report_status_and_counters_of_each_meter_and_bus() -> None
     assert 0 < dead["backoff_seconds"] <= left + 0.2  # seconds left, not the loop's clock
     stats = r.bus.stats
     assert answer["buses"] == {
-        "memory://web": {
+        "bus1": {
             "connected": True,
             "outage": False,
             "down_since": None,
@@ -518,7 +518,7 @@ async def test_metrics_match_the_bus_and_poller_counters() -> None:
     assert answer.status == 200
     assert answer.headers["Content-Type"] == CONTENT_TYPE_LATEST
     samples = scrape(answer.body.decode())
-    bus = frozenset({("bus", "memory://web")})
+    bus = frozenset({("bus", "bus1")})
     stats = r.bus.stats
     for attribute in ("frames_ok", "timeouts", "retries", "reconnects", "naks", "transactions"):
         assert samples[f"ekm_{attribute}_total", bus] == getattr(stats, attribute), attribute
@@ -538,7 +538,7 @@ async def test_metrics_match_the_bus_and_poller_counters() -> None:
     assert samples["ekm_exchange_latency_seconds_count", bus] == sum(stats.exchange_buckets) > 0
     assert samples["ekm_exchange_latency_seconds_sum", bus] == pytest.approx(stats.exchange_seconds)
     for address, s in status.items():
-        labels = frozenset({("meter", address), ("bus", "memory://web")})
+        labels = frozenset({("meter", address), ("bus", "bus1")})
         assert samples["ekm_reads_total", labels] == s.ok
         assert samples["ekm_read_errors_total", labels] == s.errors
         assert samples["ekm_meter_available", labels] == (0 if address == B else 1)
@@ -1026,7 +1026,7 @@ async def test_serve_runs_the_service_on_localhost_and_stops_on_sigterm(tmp_path
                 await asyncio.sleep(0.01)
             async with http.get("metrics") as metrics:
                 samples = scrape(await metrics.text())
-                assert samples["ekm_reads_total", frozenset({("meter", addresses[0]), ("bus", "sim://memory")})] > 0
+                assert samples["ekm_reads_total", frozenset({("meter", addresses[0]), ("bus", "bus1")})] > 0
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(GUARD):
             assert await process.wait() == 0

@@ -86,6 +86,9 @@ class BusOptions:
     strict: bool = False
     """Reject a frame that lacks a byte only a guess expects, instead of delivering it flagged
     (``block.anomalies``, counted in ``stats.anomalies``, logged once per meter)."""
+    name: str | None = None
+    """What the web service, its metrics and MQTT call the bus where its URL must not show (a gateway's
+    address is not for anyone who can reach the page); default ``bus1``, ``bus2``… in polling order."""
 
     def __post_init__(self) -> None:
         checks = {

@@ -8,6 +8,7 @@ README's table and the tests all read this table.
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 from . import commands
 from .model import MonthDay, Period, Season
 
-__all__ = ["SETTINGS", "Argument", "Effect", "SettingSpec", "setting"]
+__all__ = ["SETTINGS", "Argument", "Effect", "SettingSpec", "json_object", "setting"]
 
 
 def _integer(name: str) -> Callable[[str], int]:
@@ -169,6 +170,29 @@ class SettingSpec:
     def request(self, **arguments: Any) -> bytes:
         """The write request for these arguments (every check made; nothing sent)."""
         return self.encode(**arguments)
+
+
+MAX_JSON_DEPTH = 8
+"""Nesting a JSON body may have (settings take flat objects, and lists of flat objects)."""
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def json_object(text: str | bytes) -> dict[str, Any]:
+    """The JSON object of a setting's body (the web service's and MQTT's alike), else ``ValueError``
+    saying what is wrong. Nesting deeper than :data:`MAX_JSON_DEPTH` is refused before parsing
+    (CPython's parser recurses per level: a deep body would raise ``RecursionError``)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"a JSON object is needed, not {type(value).__name__}")
+    return value
 
 
 def _set_time(when: datetime | None = None) -> bytes:

@@ -9,9 +9,16 @@
 * Home Assistant discovery (retained), sent for a meter with its first read and again after every
   reconnect: one device per meter (model, firmware), a sensor per field of :data:`SENSORS` the meter
   has, and for V4 meters the two relays as switches;
-* relay commands: ``ON``/``OFF`` (or JSON ``{"state": "close", "seconds": 5}``) on
-  ``{prefix}/{address}/relay/{n}/set`` drive ``set_relay`` with the meter handle's password (which is
-  never published); the outcome is published on ``{prefix}/{address}/relay/{n}/result``.
+* relay commands, only with ``commands=True`` (off by default: whoever may publish to the broker could
+  otherwise switch the relays): ``ON``/``OFF`` (or JSON ``{"state": "close", "seconds": 5}``, checked
+  as the web service checks a body) on ``{prefix}/{address}/relay/{n}/set`` drive ``set_relay`` with
+  the meter handle's password (which is never published); the outcome is published on
+  ``{prefix}/{address}/relay/{n}/result``. A retained command is ignored (it would fire again at every
+  reconnect); a meter takes one command at a time and at most :data:`COMMAND_BURST` in a row, then one
+  per :data:`COMMAND_SPACING` seconds — beyond that a command is refused, not queued;
+* TLS with ``mqtts://`` (port 8883 by default): the broker's certificate is checked against
+  ``ca_file`` (default: the system's CAs); ``client_cert``/``client_key`` for brokers that ask for one;
+  ``username``/``password`` for brokers that want a login (not in the URL: it shows in ``ps``).
 
 While the broker is away the bridge reconnects with exponential back-off (starting over after each
 successful connection) and keeps the states in a bounded buffer (``buffer`` states, default 10000):
@@ -29,16 +36,17 @@ import json
 import logging
 import os
 import socket
+import ssl
 from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
 
 import aiomqtt
 
+from ._mqtt_check import DEFAULT_PORTS, check_prefix, check_url
 from .blocks import Read
-from .catalogue import SETTINGS
+from .catalogue import SETTINGS, json_object
 from .errors import EkmError
 from .meters import V4Meter
 from .poller import BaseObserver, Poller
@@ -50,6 +58,12 @@ MANUFACTURER = "EKM Metering"
 DISCONNECT_WAIT = 1.0
 """Seconds :meth:`MqttBridge.aclose` waits for the broker to take the disconnect."""
 MODELS = {"1024": "Omnimeter Pulse v.4", "1012": "Omnimeter v.3"}
+COMMAND_BURST = 3
+"""Relay commands a meter takes in a row before they are spaced."""
+COMMAND_SPACING = 10.0
+"""Seconds per further relay command of a meter, once its burst is spent."""
+INCOMING_LIMIT = 100
+"""Messages from the broker waiting to be looked at, at most (a flood beyond that is dropped by the client)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,26 +111,6 @@ _COMMANDS = {"ON": "close", "OFF": "open"}
 RELAY = SETTINGS["relay"]
 
 
-def check_url(url: str) -> SplitResult:
-    """``mqtt://[user:password@]host[:port]``, else ``ValueError``."""
-    parts = urlsplit(url)
-    try:
-        parts.port  # noqa: B018 — a bad port raises here
-    except ValueError:
-        raise ValueError(f"url must be mqtt://[user:password@]host[:port]; got {url!r}") from None
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname or parts.port == 0:
-        raise ValueError(f"url must be mqtt://[user:password@]host[:port]; got {url!r}")
-    return parts
-
-
-def check_prefix(prefix: str, what: str = "prefix") -> str:
-    """A topic prefix of one or more plain levels (``ekm``, ``site/ekm``), else ``ValueError``."""
-    levels = prefix.strip("/").split("/")
-    if not all(levels) or any(c in prefix for c in "#+\0"):
-        raise ValueError(f"{what} must be one or more topic levels without wildcards; got {prefix!r}")
-    return "/".join(levels)
-
-
 @dataclass(frozen=True, slots=True)
 class _Message:
     topic: str
@@ -137,14 +131,34 @@ class MqttBridge(BaseObserver):
         client_id: str | None = None,
         reconnect_delay: float = 0.5,
         reconnect_max: float = 30.0,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
+        commands: bool = False,
     ) -> None:
         parts = check_url(url)
         if buffer < 1:
             raise ValueError(f"buffer must be ≥ 1; got {buffer}")
+        self.tls = parts.scheme == "mqtts"
+        if not self.tls and (ca_file or client_cert or client_key):
+            raise ValueError("ca_file, client_cert and client_key need an mqtts:// url")
+        if client_key and not client_cert:
+            raise ValueError("client_key needs client_cert")
         self.poller = poller
         self.host: str = parts.hostname or ""  # check_url: never empty
-        self.port: int = parts.port or 1883
-        self._username, self._password = parts.username, parts.password
+        self.port: int = parts.port or DEFAULT_PORTS[parts.scheme]
+        self._username = username if username is not None else parts.username
+        self._password = password if password is not None else parts.password
+        self._tls_files = (ca_file, client_cert, client_key)
+        self._tls: ssl.SSLContext | None = None
+        self.commands = commands
+        self._command_budget: dict[str, tuple[float, float]] = {}
+        """Per meter: (commands it may still take at once, loop time of that count)."""
+        self._commanding: set[str] = set()
+        """Meters with a relay command in progress."""
+        self.commands_refused = 0
         self.prefix = check_prefix(prefix)
         self.discovery_prefix = check_prefix(discovery_prefix, "discovery_prefix")
         self.client_id = client_id or f"ekm-async-{socket.gethostname()}-{os.getpid()}"
@@ -186,6 +200,9 @@ class MqttBridge(BaseObserver):
     # Lifecycle
 
     async def start(self) -> MqttBridge:
+        """Connect in the background (a TLS context is made first: a bad CA or certificate file raises here)."""
+        if self.tls and self._tls is None:
+            self._tls = await asyncio.to_thread(_client_context, *self._tls_files)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"ekm-mqtt {self.host}")
         return self
@@ -329,14 +346,18 @@ class MqttBridge(BaseObserver):
             will=will,
             keepalive=15,
             timeout=10,
+            tls_context=self._tls,
+            max_queued_incoming_messages=INCOMING_LIMIT,
         ) as client:
             self.connected, self._client = True, client
             self.connects += 1
             # A new broker may have lost the retained configs: announce every meter again.
             self._unannounced = deque(m for messages in self._discovery.values() for m in messages)
             await client.publish(self.availability_topic, "online", qos=1, retain=True)
-            await client.subscribe(f"{self.prefix}/+/relay/+/set", qos=1)
+            if self.commands:
+                await client.subscribe(f"{self.prefix}/+/relay/+/set", qos=1)
             async with asyncio.TaskGroup() as group:
+                # Also without commands: the message iterator is what ends at once when the broker goes.
                 group.create_task(self._commands(client))
                 group.create_task(self._publish(client))
 
@@ -356,28 +377,86 @@ class MqttBridge(BaseObserver):
 
     async def _commands(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            task = asyncio.get_running_loop().create_task(self._command(client, str(message.topic), message.payload))
+            topic = str(message.topic)
+            if not self.commands:  # not subscribed to any: nothing should come
+                continue
+            if message.retain:  # left on the broker by someone: not a command given now
+                log.warning("retained relay command on %s ignored", topic)
+                continue
+            task = asyncio.get_running_loop().create_task(self._command(client, topic, message.payload))
             self._commands_running.add(task)  # kept until done (the loop holds tasks weakly)
             task.add_done_callback(self._commands_running.discard)
+
+    def _admit(self, address: str) -> None:
+        """Take one of the meter's commands, or raise ``_Refused`` (busy, or too many too fast)."""
+        if address in self._commanding:
+            raise _Refused(f"meter {address} is carrying out a relay command already")
+        now = asyncio.get_running_loop().time()
+        budget, since = self._command_budget.get(address, (COMMAND_BURST, now))
+        budget = min(COMMAND_BURST, budget + (now - since) / COMMAND_SPACING)
+        if budget < 1:
+            wait = (1 - budget) * COMMAND_SPACING
+            raise _Refused(f"too many relay commands for meter {address}: again in {wait:.0f} s")
+        self._command_budget[address] = (budget - 1, now)
 
     async def _command(self, client: aiomqtt.Client, topic: str, payload: Any) -> None:
         """``{prefix}/{address}/relay/{n}/set`` → ``set_relay``; the outcome on ``…/result``."""
         parts = topic[len(self.prefix) + 1 :].split("/")
         result: dict[str, Any]
+        address = parts[0]
         try:
-            address, relay = parts[0], int(parts[2])
+            relay = RELAY.arguments[0].parse(parts[2])  # the topic level, as a command-line word
             meter = self.poller.meter(address)
             if not isinstance(meter, V4Meter):
                 raise ValueError(f"meter {address} has no relays")
-            text = payload.decode() if isinstance(payload, bytes | bytearray) else str(payload)
-            command = json.loads(text) if text.lstrip().startswith("{") else {"state": _COMMANDS[text.strip().upper()]}
-            if not isinstance(command, dict):
-                raise ValueError("the payload must be ON, OFF or a JSON object")
-            arguments = RELAY.from_json({**command, "relay": relay})  # as the web service takes a body
-            await meter.apply(RELAY, **arguments)
+            command = _relay_command(payload)
+            if command.setdefault("relay", relay) != relay:
+                raise ValueError(f"the topic is relay {relay}'s, the payload says relay {command['relay']!r}")
+            arguments = RELAY.from_json(command)  # as the web service takes a body
+            self._admit(address)
+            self._commanding.add(address)
+            try:
+                await meter.apply(RELAY, **arguments)
+            finally:
+                self._commanding.discard(address)
             result = {"ok": True, "state": command["state"]}
-        except (KeyError, ValueError, IndexError, TypeError, EkmError, TimeoutError) as exc:
-            log.warning("relay command on %s refused: %r", topic, exc)
-            result = {"ok": False, "error": str(exc) or type(exc).__name__}
+        except (KeyError, ValueError, IndexError, TypeError, EkmError, TimeoutError, _Refused) as exc:
+            if isinstance(exc, _Refused):
+                self.commands_refused += 1
+            log.warning("relay command on %s refused: %s", topic, _said(exc))
+            result = {"ok": False, "error": _said(exc)}
         with contextlib.suppress(aiomqtt.MqttError):
             await client.publish(topic.removesuffix("/set") + "/result", json.dumps(result), qos=1)
+
+
+class _Refused(Exception):
+    """A relay command not taken now (the meter is busy with one, or had too many)."""
+
+
+def _said(exc: BaseException) -> str:
+    """An error in words (a ``KeyError``'s own text is just the key, quoted)."""
+    if isinstance(exc, KeyError):
+        return f"unknown command {exc.args[0]!r}: ON, OFF or a JSON object" if exc.args else "unknown command"
+    return str(exc) or type(exc).__name__
+
+
+def _relay_command(payload: Any) -> dict[str, Any]:
+    """``ON``/``OFF`` or a JSON object, as :func:`ekm_async.catalogue.json_object` takes a web body."""
+    raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+    text = bytes(raw).decode("utf-8")
+    if text.lstrip().startswith("{"):
+        return json_object(text)
+    return {"state": _COMMANDS[text.strip().upper()]}
+
+
+def _client_context(
+    ca_file: str | os.PathLike[str] | None,
+    client_cert: str | os.PathLike[str] | None,
+    client_key: str | os.PathLike[str] | None,
+) -> ssl.SSLContext:
+    """A TLS client context that checks the broker against ``ca_file`` (default: the system's CAs) and
+    shows ``client_cert`` if given (files are read here: call it off the event loop)."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if client_cert is not None:
+        context.load_cert_chain(client_cert, client_key)
+    return context

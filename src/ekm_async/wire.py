@@ -93,9 +93,13 @@ def command_crc_ok(request: bytes) -> bool:
     return crc.crc16(request[COMMAND_CRC_COVERED]) == request[COMMAND_CRC_COVERED.stop :]
 
 
-def require_digits(value: object, width: int, name: str) -> str:
-    """``value`` as exactly ``width`` ASCII digits, else ``ValueError`` naming ``name``."""
+def require_digits(value: object, width: int, name: str, *, secret: bool = False) -> str:
+    """``value`` as exactly ``width`` ASCII digits, else ``ValueError`` naming ``name`` (and showing
+    the value unless it is ``secret``: then only its length)."""
     if not (isinstance(value, str) and len(value) == width and value.isascii() and value.isdigit()):
+        if secret:
+            got = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
+            raise ValueError(f"{name} must be exactly {width} digits; got {got} (not shown: it is a secret)")
         raise ValueError(f"{name} must be exactly {width} digits; got {value!r}")
     return value
 
@@ -106,5 +110,5 @@ def require_address(address: object, name: str = "address") -> str:
 
 
 def require_password(value: object, name: str = "password") -> str:
-    """A meter password: exactly 8 digits."""
-    return require_digits(value, PASSWORD_DIGITS, name)
+    """A meter password: exactly 8 digits (a wrong one is not repeated in the error)."""
+    return require_digits(value, PASSWORD_DIGITS, name, secret=True)

@@ -19,6 +19,7 @@ from ..wire import FRAME_LEN, crc_fault, require_address
 from .meter import add_meter_commands
 from .poll import add_poll_command
 from .replay import replay
+from .run import add_config_commands, add_run_command
 from .serve import add_serve_command
 from .service import CommandError
 
@@ -112,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     add_meter_commands(sub)
     add_poll_command(sub)
     add_serve_command(sub)
+    add_run_command(sub)
+    add_config_commands(sub)
 
     p = sub.add_parser(
         "simulate",

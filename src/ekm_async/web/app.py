@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import math
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -25,7 +26,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..blocks import Read
-from ..catalogue import SETTINGS
+from ..catalogue import SETTINGS, json_object
 from ..errors import (
     BusClosed,
     ConnectionLost,
@@ -38,7 +39,7 @@ from ..errors import (
 from ..meters import V3Meter, V4Meter
 from ..poller import BaseObserver, Poller
 from ..store import SqliteStore
-from .metrics import bus_of, registry_for
+from .metrics import bus_names, bus_of, registry_for
 
 __all__ = ["StreamHub", "create_app"]
 
@@ -48,6 +49,10 @@ log = logging.getLogger("ekm_async.web")
 
 @dataclass(frozen=True, slots=True)
 class WebOptions:
+    allowed_hosts: frozenset[str] | None = None
+    """Host header names answered (besides IP addresses and localhost); None: any (embedded apps)."""
+    max_streams: int = 32
+    """Live-stream clients at once; one more is answered 503."""
     write_timeout: float = 30.0
     """Seconds a write may take in all (waiting for the bus included) before it is answered 504."""
     keepalive: float = 15.0
@@ -167,6 +172,7 @@ async def index(request: web.Request) -> web.Response:
 
 async def meters(request: web.Request) -> web.Response:
     poller = request.app[POLLER]
+    names = bus_names(poller)
     out = []
     for address, status in poller.status().items():
         meter = poller.meter(address)
@@ -176,7 +182,7 @@ async def meters(request: web.Request) -> web.Response:
             {
                 "address": address,
                 "kind": "v4" if isinstance(meter, V4Meter) else "v3",
-                "bus": status.bus,
+                "bus": names[id(bus)],
                 "interval": status.interval,
                 "ok": status.ok,
                 "errors": status.errors,
@@ -187,12 +193,14 @@ async def meters(request: web.Request) -> web.Response:
                 "backoff_seconds": _backoff_left(wire.backed_off_until) if wire else None,
             }
         )
+    insider = _token_given(request)  # where the gateways and the database are: for the token's holder only
     buses = {}
     for meter in poller.meters():
         bus = bus_of(meter)
         stats = bus.stats
         health = bus.health()
-        buses[bus.url] = {
+        buses[names[id(bus)]] = {
+            **({"url": bus.url} if insider else {}),
             "connected": bus.connected,
             "outage": health.outage,
             "down_since": health.down_since.isoformat() if health.down_since else None,
@@ -210,6 +218,7 @@ async def meters(request: web.Request) -> web.Response:
     store = request.app[STORE]
     if store is not None:
         body["store"] = {
+            **({"path": str(store.path)} if insider else {}),
             "committed": store.committed,
             "pending": store.pending,
             "lost": store.lost,
@@ -290,6 +299,9 @@ async def reads(request: web.Request) -> web.Response:
 
 async def stream(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
+    most = request.app[OPTIONS].max_streams
+    if len(hub.clients) >= most:
+        raise _error(503, "too-many-streams", f"{most} live streams are open already", **{"Retry-After": "10"})
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     queue = hub.subscribe()
@@ -312,13 +324,18 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _authorized(request: web.Request) -> None:
+def _token_given(request: web.Request) -> bool:
+    """The request carries the configured token (there is one)."""
     token = request.app[TOKEN]
-    if not token:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    given = value.strip().encode("utf-8", "surrogateescape")  # whatever bytes a client sent: compared, never decoded
+    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given, token.encode())
+
+
+def _authorized(request: web.Request) -> None:
+    if not request.app[TOKEN]:
         raise _error(403, "writes-disabled", "writes are disabled: no token is configured")
-    given = request.headers.get("Authorization", "")
-    scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+    if not _token_given(request):
         raise _error(401, "unauthorized", "writes need Authorization: Bearer TOKEN", **{"WWW-Authenticate": "Bearer"})
 
 
@@ -358,11 +375,12 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not request.body_exists:
         return {}
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _error(400, "bad-json", "the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise _error(400, "bad-json", "the body must be a JSON object")
+        body = await request.json(loads=json_object)
+    except LookupError:
+        raise _error(415, "bad-charset", f"unknown charset {request.charset!r}: send UTF-8 JSON") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
+        raise _error(400, "bad-json", f"the body must be a JSON object: {exc}") from None
+    assert isinstance(body, dict)
     return body
 
 
@@ -396,6 +414,33 @@ async def _json_errors(
         return _json_error(500, "internal", "internal error (logged by the service)", {})
 
 
+@web.middleware
+async def _host_check(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A request for a host name not allowed is answered 400 (DNS rebinding: a page of another site
+    that made its name resolve to this service's address)."""
+    allowed = request.app[OPTIONS].allowed_hosts
+    if allowed is not None and not _host_ok(request.host, allowed):
+        raise _error(400, "host-not-allowed", "this service does not answer for that host name")
+    return await handler(request)
+
+
+def _host_ok(header: str, allowed: frozenset[str]) -> bool:
+    host = header.lower()
+    if host.startswith("["):  # [IPv6]:port
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if host in allowed or host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _json_error(status: int, code: str, message: str, headers: dict[str, str]) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status, headers=headers)
 
@@ -406,10 +451,20 @@ def create_app(
     store: SqliteStore | None = None,
     token: str | None = None,
     write_timeout: float = 30.0,
+    allowed_hosts: Iterable[str] | None = None,
+    max_streams: int = 32,
 ) -> web.Application:
     """The application for ``poller`` (its meters, reads and counters), reads from ``store`` if given;
-    writes need ``Authorization: Bearer {token}`` (none configured: writes refused)."""
-    app = web.Application(middlewares=[_json_errors])
+    writes need ``Authorization: Bearer {token}`` (none configured: writes refused).
+
+    ``allowed_hosts``: the host names a request's ``Host`` header may carry — besides ``localhost`` and
+    any IP address, which no DNS rebinding can forge — else it is answered 400 (None: any host, for an
+    application mounted in one that checks hosts itself). ``max_streams``: live-stream clients at once.
+    """
+    if max_streams < 1:
+        raise ValueError(f"max_streams must be ≥ 1; got {max_streams}")
+    hosts = None if allowed_hosts is None else frozenset(h.lower().strip("[]") for h in allowed_hosts)
+    app = web.Application(middlewares=[_json_errors, _host_check])
     hub = StreamHub()
 
     async def end_streams(_: web.Application) -> None:
@@ -421,7 +476,7 @@ def create_app(
     app[STORE] = store
     app[TOKEN] = token or ""
     app[HUB] = hub
-    app[OPTIONS] = WebOptions(write_timeout=write_timeout)
+    app[OPTIONS] = WebOptions(allowed_hosts=hosts, max_streams=max_streams, write_timeout=write_timeout)
     app[METRICS] = registry_for(poller, store)
     app.router.add_get("/", index)
     app.router.add_get("/api/meters", meters)

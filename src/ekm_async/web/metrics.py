@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -12,7 +13,7 @@ from ..exchange import LATENCY_BUCKETS
 from ..poller import Meter, Poller
 from ..store import SqliteStore
 
-__all__ = ["EkmCollector", "bus_of", "registry_for"]
+__all__ = ["EkmCollector", "bus_names", "bus_of", "registry_for"]
 
 
 def bus_of(meter: Meter) -> Bus:
@@ -23,6 +24,17 @@ def bus_of(meter: Meter) -> Bus:
     return bus
 
 
+def bus_names(poller: Poller) -> dict[int, str]:
+    """Each bus's public name by ``id(bus)``: its ``name`` option, else ``bus1``, ``bus2``… in the
+    order of the poller's meters (never its URL: a gateway's address is not for the public)."""
+    names: dict[int, str] = {}
+    for meter in poller.meters():
+        bus = bus_of(meter)
+        if id(bus) not in names:
+            names[id(bus)] = bus.options.name or f"bus{len(names) + 1}"
+    return names
+
+
 class EkmCollector(Collector):
     """Frames ok and rejected by reason, timeouts, retries, reconnects, NAKs and transactions per bus;
     reads and failed reads per meter; whether a meter is backed off; the exchange latency histogram."""
@@ -31,14 +43,16 @@ class EkmCollector(Collector):
         self.poller = poller
         self.store = store
 
-    def _buses(self) -> list[Bus]:
+    def _buses(self) -> list[tuple[str, Bus]]:
         seen: dict[int, Bus] = {}
         for meter in self.poller.meters():
             seen.setdefault(id(meter.bus), bus_of(meter))
-        return list(seen.values())
+        names = bus_names(self.poller)
+        return [(names[key], bus) for key, bus in seen.items()]
 
     def collect(self) -> Iterator[Metric]:
         buses = self._buses()
+        names = bus_names(self.poller)
         counters = {
             "frames_ok": ("ekm_frames_ok", "Blocks accepted: valid, from the meter asked, of the kind asked."),
             "timeouts": ("ekm_timeouts", "Exchanges that got no (valid) reply in time."),
@@ -47,24 +61,24 @@ class EkmCollector(Collector):
             "naks": ("ekm_naks", "NAK replies."),
             "transactions": ("ekm_transactions", "Transactions (connect … close) run on the bus."),
         }
-        for attribute, (name, doc) in counters.items():
-            family = CounterMetricFamily(name, doc, labels=["bus"])
-            for bus in buses:
-                family.add_metric([bus.url], getattr(bus.stats, attribute))
+        for attribute, (metric, doc) in counters.items():
+            family = CounterMetricFamily(metric, doc, labels=["bus"])
+            for name, bus in buses:
+                family.add_metric([name], getattr(bus.stats, attribute))
             yield family
         rejected = CounterMetricFamily("ekm_frames_rejected", "Bytes rejected, by reason.", labels=["bus", "reason"])
-        for bus in buses:
+        for name, bus in buses:
             for reason, count in sorted(bus.stats.rejected.items()):
-                rejected.add_metric([bus.url, reason], count)
+                rejected.add_metric([name, reason], count)
         yield rejected
         anomalous = CounterMetricFamily(
             "ekm_frames_anomalous",
             "Blocks delivered flagged: a byte only a guess expects was not there (by check).",
             labels=["bus", "check"],
         )
-        for bus in buses:
+        for name, bus in buses:
             for check, count in sorted(bus.stats.anomalies.items()):
-                anomalous.add_metric([bus.url, check], count)
+                anomalous.add_metric([name, check], count)
         yield anomalous
         connected = GaugeMetricFamily("ekm_bus_connected", "1 while the bus has its port or gateway.", labels=["bus"])
         down = GaugeMetricFamily(
@@ -73,37 +87,38 @@ class EkmCollector(Collector):
         outage = GaugeMetricFamily(
             "ekm_bus_outage", "1 while the bus has been down longer than a read takes on the wire.", labels=["bus"]
         )
-        for bus in buses:
+        for name, bus in buses:
             health = bus.health()
-            connected.add_metric([bus.url], 1 if bus.connected else 0)
-            down.add_metric([bus.url], health.down_seconds)
-            outage.add_metric([bus.url], 1 if health.outage else 0)
+            connected.add_metric([name], 1 if bus.connected else 0)
+            down.add_metric([name], health.down_seconds)
+            outage.add_metric([name], 1 if health.outage else 0)
         yield from (connected, down, outage)
         latency = HistogramMetricFamily(
             "ekm_exchange_latency_seconds", "Seconds from a request to its reply.", labels=["bus"]
         )
-        for bus in buses:
+        for name, bus in buses:
             cumulative, running = [], 0
             for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), bus.stats.exchange_buckets, strict=True):
                 running += count
                 cumulative.append((bound, running))
-            latency.add_metric([bus.url], cumulative, bus.stats.exchange_seconds)
+            latency.add_metric([name], cumulative, bus.stats.exchange_seconds)
         yield latency
         reads = CounterMetricFamily("ekm_reads", "Successful reads, per meter.", labels=["meter", "bus"])
         errors = CounterMetricFamily("ekm_read_errors", "Failed reads, per meter.", labels=["meter", "bus"])
         available = GaugeMetricFamily("ekm_meter_available", "0 while a meter is backed off.", labels=["meter", "bus"])
         for address, status in self.poller.status().items():
             bus = bus_of(self.poller.meter(address))
-            reads.add_metric([address, status.bus], status.ok)
-            errors.add_metric([address, status.bus], status.errors)
-            available.add_metric([address, status.bus], 1 if bus.available(address) else 0)
+            labels = [address, names[id(bus)]]
+            reads.add_metric(labels, status.ok)
+            errors.add_metric(labels, status.errors)
+            available.add_metric(labels, 1 if bus.available(address) else 0)
         yield from (reads, errors, available)
         if self.store is not None:
             yield from self._store(self.store)
 
     @staticmethod
     def _store(store: SqliteStore) -> Iterator[Metric]:
-        path = [store.path]
+        path = [Path(store.path).name]  # the file's name: where it lives is not for the public
         families = (
             (CounterMetricFamily, "ekm_store_committed", "Reads committed to the database.", store.committed),
             (GaugeMetricFamily, "ekm_store_pending", "Reads accepted, not yet committed.", store.pending),

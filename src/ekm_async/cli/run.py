@@ -1,0 +1,243 @@
+"""``ekm-async run --config FILE``: one process polls every bus of a config file, stores, serves and
+publishes; ``ekm-async config example|check``: a config to start from, and a check that starts nothing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ssl
+from typing import Any, TextIO
+
+from aiohttp import web
+
+from ..bus import Bus, open_bus
+from ..config import BusConfig, Config, ConfigError, MqttConfig, WebConfig, example, load
+from ..errors import StoreError
+from ..meters import V3Meter, V4Meter
+from ..poller import Poller
+from ..sim import MeterModel, MeterType, SimBus, SimServer
+from ..store import SqliteStore
+from ..web import create_app
+from .buses import open_store, usage_error
+from .service import CommandError, Output, Stopper, Watch, run_service
+
+__all__ = ["add_config_commands", "add_run_command", "start_web"]
+
+SIM_TURNAROUND = 0.02
+"""The built-in simulator's meters answer after 20 ms (as ``ekm-async simulate``'s)."""
+
+
+def add_run_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="poll, store, serve and publish as a config file says",
+        description=(
+            "Poll every meter of every bus in the config file, store the reads, serve them over HTTP and "
+            "publish them to MQTT, as the file says (docs/config.md). A bad file is one line naming the key, "
+            "exit status 2, nothing started. Runs until stopped (SIGTERM, Ctrl-C)."
+        ),
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="the TOML config file")
+    p.set_defaults(run=_run)
+
+
+def add_config_commands(sub: Any) -> None:
+    p = sub.add_parser("config", help="a config file to start from, or check one", description="Config files.")
+    what = p.add_subparsers(dest="config_command", required=True, metavar="WHAT")
+    e = what.add_parser(
+        "example",
+        help="print a commented config that runs as it is (against the built-in simulator)",
+        description="Print a commented config: ekm-async config example > ekm.toml && ekm-async run --config ekm.toml",
+    )
+    e.set_defaults(run=_example)
+    c = what.add_parser(
+        "check",
+        help="check a config file (secrets included) without starting anything",
+        description="Check FILE completely, secrets and certificate files included; exit 0 if it can be run.",
+    )
+    c.add_argument("file", metavar="FILE")
+    c.set_defaults(run=_check)
+
+
+def _example(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    stdout.write(example())
+    return 0
+
+
+def _load(command: str, path: str) -> Config:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        raise usage_error(command, str(exc)) from None
+
+
+def _check(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    config = _load("config check", args.file)
+    stdout.write(f"{config.path}: ok — {_summary(config)}\n")
+    return 0
+
+
+def _summary(config: Config) -> str:
+    buses = len(config.buses)
+    parts = [f"{config.meters} meter{'s' * (config.meters != 1)} on {buses} bus{'es' * (buses != 1)}"]
+    if config.store is not None:
+        parts.append(f"store {config.store.path}")
+    if config.web is not None:
+        scheme = "https" if config.web.tls_cert else "http"
+        writes = "writes need the token" if config.web.token else "writes refused (no token)"
+        parts.append(f"web {scheme}://{config.web.host}:{config.web.port}/ ({writes})")
+    if config.mqtt is not None:
+        commands = "relay commands on" if config.mqtt.commands else "no commands"
+        parts.append(f"MQTT {config.mqtt.url} ({commands})")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Running
+
+
+@contextlib.asynccontextmanager
+async def _open(bus: BusConfig) -> Any:
+    """The bus of ``bus``: at its URL, or the built-in simulator serving its meters."""
+    if not bus.simulated:
+        async with open_bus(bus.url, **bus.options) as opened:
+            yield opened
+        return
+    models = [
+        MeterModel(m.address, MeterType.V4 if m.version == "v4" else MeterType.V3, seed=n, password=m.password)
+        for n, m in enumerate(bus.meters)
+    ]
+    options = {**bus.options, "baud": 9600}
+    async with (
+        SimServer(SimBus(models, baud=9600, turnaround=SIM_TURNAROUND)) as server,
+        open_bus("sim://memory", connect=server.memory_connector(), **options) as opened,
+    ):
+        yield opened
+
+
+def _handles(bus: Bus, config: BusConfig) -> list[tuple[V3Meter | V4Meter, float]]:
+    return [
+        (
+            bus.v4(m.address, password=m.password, b_every=m.b_every)
+            if m.version == "v4"
+            else bus.v3(m.address, password=m.password),
+            m.interval,
+        )
+        for m in config.meters
+    ]
+
+
+def server_context(cert: Any, key: Any) -> ssl.SSLContext:
+    """A TLS server context of a certificate and its key (files: call it off the event loop); a bad
+    pair is a :class:`CommandError`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise CommandError(f"cannot use the TLS certificate {cert} with its key {key}: {exc}", 2) from None
+    return context
+
+
+async def start_web(
+    stack: contextlib.AsyncExitStack, app: web.Application, host: str, port: int, context: ssl.SSLContext | None
+) -> str:
+    """Serve ``app`` on ``host:port`` until ``stack`` closes; the URL it serves at."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, host, port, ssl_context=context)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return f"{'https' if context else 'http'}://{host}:{bound}/"
+
+
+def _web_app(config: WebConfig, poller: Poller, store: SqliteStore | None) -> web.Application:
+    return create_app(
+        poller,
+        store=store,
+        token=config.token,
+        allowed_hosts=(config.host, *config.allowed_hosts),
+        max_streams=config.max_streams,
+    )
+
+
+def _bridge(config: MqttConfig, poller: Poller) -> Any:
+    try:
+        from ..mqtt import MqttBridge  # noqa: PLC0415 — aiomqtt is an optional extra
+    except ImportError:
+        raise CommandError("[mqtt] needs aiomqtt: pip install 'ekm-async[mqtt]'", 2) from None
+    return MqttBridge(
+        poller,
+        config.url,
+        prefix=config.prefix,
+        discovery_prefix=config.discovery_prefix,
+        username=config.username,
+        password=config.password,
+        ca_file=config.ca_file,
+        client_cert=config.client_cert,
+        client_key=config.client_key,
+        commands=config.commands,
+    )
+
+
+async def _serve(config: Config, stdout: Output, stderr: Output, stoppers: list[Stopper]) -> int:
+    store = SqliteStore(config.store.path) if config.store is not None else None
+    stopper = Stopper(stderr, pending=lambda: store.pending if store is not None else 0)
+    stoppers.append(stopper)
+
+    def report(line: str) -> None:
+        stderr.write(line + "\n")
+
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if store is not None:
+                await open_store(stack, store, "run")
+            buses: list[Bus] = []
+            poller = Poller(observers=[store] if store is not None else [], drain_timeout=5.0)
+            for bus_config in config.buses:
+                try:
+                    bus = await stack.enter_async_context(_open(bus_config))
+                except (OSError, TimeoutError) as exc:
+                    raise CommandError(
+                        f"cannot open the bus at {bus_config.url}: {exc or type(exc).__name__}"
+                    ) from None
+                buses.append(bus)
+                for meter, interval in _handles(bus, bus_config):
+                    poller.add(meter, interval=interval)
+            if config.mqtt is not None:
+                # Entered before the poller: on the way out the poller drains into it, then it publishes.
+                await stack.enter_async_context(_bridge(config.mqtt, poller))
+            await stack.enter_async_context(poller)
+            served = ""
+            if config.web is not None:
+                tls = config.web.tls_cert, config.web.tls_key
+                context = await asyncio.to_thread(server_context, *tls) if tls[0] is not None else None
+                url = await start_web(
+                    stack, _web_app(config.web, poller, store), config.web.host, config.web.port, context
+                )
+                served = f"; serving {url}"
+            stdout.write(f"running {config.path}: {_summary(config)}{served}\n")
+            stopper.started()
+            watch = asyncio.get_running_loop().create_task(Watch(report, buses, store).run())
+            stack.callback(watch.cancel)
+            await stopper.event.wait()
+    except StoreError as exc:
+        report(f"error: {exc}")
+        return 1
+    except asyncio.CancelledError as exc:
+        if not stopper.took_over(exc):
+            raise
+    return 0
+
+
+def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
+    config = _load("run", args.config)
+
+    def main(stdout: Output, stderr: Output, stoppers: list[Stopper]) -> Any:
+        return _serve(config, stdout, stderr, stoppers)
+
+    return run_service(main, out, stored=config.store is not None)

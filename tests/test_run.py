@@ -1,0 +1,109 @@
+"""``ekm-async run --config``: the example config, as a new user runs it, polls, stores and serves in one
+process and stops on SIGTERM with every read committed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from ekm_async.config import example
+
+GUARD = 60.0
+_SCRIPT = Path(sys.executable).with_name("ekm-async")
+PROGRAM = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ekm_async"]
+
+
+@contextlib.asynccontextmanager
+async def running(
+    config: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """``ekm-async run --config CONFIG`` and the URL it serves at (killed at the end if still running)."""
+    process = await asyncio.create_subprocess_exec(
+        *PROGRAM,
+        "run",
+        "--config",
+        config.name,
+        cwd=config.parent,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    try:
+        async with asyncio.timeout(GUARD):
+            line = (await process.stdout.readline()).decode()  # type: ignore[union-attr]
+        match = re.search(r"; serving (https?://127\.0\.0\.1:\d+/)\n$", line)
+        assert match, (line, await process.stderr.read())  # type: ignore[union-attr]
+        yield process, match[1]
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def stored(path: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return dict(db.execute("SELECT Meter_Address, count(*) FROM reads GROUP BY Meter_Address").fetchall())
+
+
+async def test_the_example_config_polls_stores_and_serves_until_sigterm(tmp_path: Path) -> None:
+    config = tmp_path / "ekm.toml"
+    config.write_text(example().replace("port = 8080", "port = 0", 1))  # as it is, but on a free port
+    async with running(config) as (process, url), aiohttp.ClientSession(base_url=url) as http:
+        addresses = {"000300001184", "000300001185", "000000001234"}
+        async with asyncio.timeout(GUARD):
+            while True:
+                async with http.get("/api/meters") as response:
+                    assert response.status == 200
+                    body = await response.json()
+                if {m["address"] for m in body["meters"] if m["ok"]} == addresses:
+                    break
+                await asyncio.sleep(0.2)
+        assert {m["bus"] for m in body["meters"]} == {"bus1"}
+        assert "url" not in body["buses"]["bus1"]  # no token given: where the bus is stays private
+        assert "path" not in body["store"]
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(GUARD):
+            code = await process.wait()
+            stderr = (await process.stderr.read()).decode()  # type: ignore[union-attr]
+    assert code == 0, stderr
+    counts = stored(tmp_path / "ekm.db")
+    assert set(counts) == addresses
+    assert sum(counts.values()) >= 3
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+async def test_meter_passwords_reach_the_meters_from_a_file_or_the_environment(tmp_path: Path, source: str) -> None:
+    """The simulated meters of a config have the configured passwords: a write through the web service
+    (with the token) is acknowledged only if the password reached the meter handle."""
+    (tmp_path / "token").write_text("tok\n")
+    (tmp_path / "pw").write_text("24681357\n")
+    secret = 'password_file = "pw"' if source == "file" else 'password_env = "EKM_TEST_PW"'
+    config = tmp_path / "ekm.toml"
+    config.write_text(
+        f'[web]\nport = 0\ntoken_file = "token"\n[[bus]]\nurl = "simulate"\ninterval = 1\n'
+        f'[[bus.meter]]\naddress = "000300001184"\n{secret}\n'
+    )
+    env = {"EKM_TEST_PW": "24681357"}
+    async with (
+        running(config, env) as (process, url),
+        aiohttp.ClientSession(base_url=url, headers={"Authorization": "Bearer tok"}) as http,
+    ):
+        async with asyncio.timeout(GUARD):
+            async with http.post("/api/meters/000300001184/relay", json={"relay": 1, "state": "close"}) as response:
+                assert response.status == 200, await response.text()
+            async with http.get("/api/meters") as response:
+                body = await response.json()
+        assert body["buses"]["bus1"]["url"] == "sim://memory"  # with the token: the bus's URL
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(GUARD):
+            assert await process.wait() == 0
