@@ -9,12 +9,14 @@ import os
 import re
 import signal
 import sqlite3
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+import trustme
 
 from ekm_async.config import example
 
@@ -104,6 +106,31 @@ async def test_meter_passwords_reach_the_meters_from_a_file_or_the_environment(t
             async with http.get("/api/meters") as response:
                 body = await response.json()
         assert body["buses"]["bus1"]["url"] == "sim://memory"  # with the token: the bus's URL
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(GUARD):
+            assert await process.wait() == 0
+
+
+async def test_the_web_service_serves_https_with_the_configured_certificate(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    config = tmp_path / "ekm.toml"
+    config.write_text(
+        '[web]\nport = 0\ntls_cert = "cert.pem"\ntls_key = "key.pem"\n'
+        '[[bus]]\nurl = "simulate"\n[[bus.meter]]\naddress = "000300001184"\n'
+    )
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    async with running(config) as (process, url), aiohttp.ClientSession() as http:
+        assert url.startswith("https://127.0.0.1:")
+        async with asyncio.timeout(GUARD):
+            async with http.get(url + "api/meters", ssl=client) as response:
+                assert response.status == 200
+            with pytest.raises(aiohttp.ClientError):  # the system's CAs do not know this one
+                async with http.get(url + "api/meters") as response:
+                    pass
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(GUARD):
             assert await process.wait() == 0

@@ -130,6 +130,7 @@ async def rig(
     write_timeout: float = 30.0,
     mount: str | None = None,
     keepalive: float | None = None,
+    app_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> AsyncIterator[Rig]:
     """Meters A, B (V4) and C (V3) on one simulated bus; the poller is not started (``rig.poller.start()``)."""
@@ -142,7 +143,7 @@ async def rig(
         handles = [bus.v3(m.address) if m.type is MeterType.V3 else bus.v4(m.address) for m in sim.meters]
         poller = Poller(handles, interval=interval, observers=[store] if store else [], drain_timeout=5)
         stack.push_async_callback(poller.aclose)
-        app = create_app(poller, store=store, token=token, write_timeout=write_timeout)
+        app = create_app(poller, store=store, token=token, write_timeout=write_timeout, **(app_options or {}))
         if keepalive is not None:
             app[OPTIONS] = dataclasses.replace(app[OPTIONS], keepalive=keepalive)
         root = app
@@ -938,9 +939,11 @@ def test_serve_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     empty = tmp_path / "empty"
     empty.write_text("\n")
     for argv, message in (
-        (["--token-file", str(tmp_path / "missing")], "cannot read the token file"),
+        (["--token-file", str(tmp_path / "missing")], "--token-file: cannot read"),
         (["--token-file", str(empty)], "is empty"),
         (["--port", "70000"], "--port must be 0..65535"),
+        (["--tls-cert", str(empty)], "give --tls-cert and --tls-key together"),
+        (["--max-streams", "0"], "--max-streams must be ≥ 1"),
     ):
         with pytest.raises(SystemExit) as exit_:
             cli_main(["serve", "--simulate", "1", "--sim-baud", "0", *argv])

@@ -189,7 +189,12 @@ def json_object(text: str | bytes) -> dict[str, Any]:
         depth += 1 if bracket in "[{" else -1
         if depth > MAX_JSON_DEPTH:
             raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-    value = json.loads(text)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # Python's own limit on the digits of an integer (4300)
+        raise ValueError("a number has too many digits") from None
     if not isinstance(value, dict):
         raise ValueError(f"a JSON object is needed, not {type(value).__name__}")
     return value

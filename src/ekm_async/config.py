@@ -37,6 +37,7 @@ __all__ = [
     "example",
     "load",
     "parse",
+    "read_secret",
 ]
 
 FACTORY_PASSWORD = "00000000"
@@ -205,20 +206,29 @@ class _Reader:
         if file is not None:
             path = self.file(file)
             try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                raise self.error(_join(where, f"{stem}_file"), f"cannot read {path}: {reason}") from None
-            secret = text.strip("\r\n")
-            if not secret:
-                raise self.error(_join(where, f"{stem}_file"), f"{path} is empty")
-            return secret, f"{stem}_file = {str(path)!r}"
+                return read_secret(path), f"{stem}_file = {str(path)!r}"
+            except ValueError as exc:
+                raise self.error(_join(where, f"{stem}_file"), str(exc)) from None
         if env is not None:
             value = self.environ.get(env)
             if not value:
                 raise self.error(_join(where, f"{stem}_env"), f"the environment variable {env} is not set")
             return value, f"{stem}_env = {env!r}"
         return None, ""
+
+
+def read_secret(path: str | os.PathLike[str]) -> str:
+    """The secret a file holds (its line end stripped), else ``ValueError`` saying why (never what it
+    holds). Reads the file: call it before the event loop runs, or off it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            secret = f.read().strip("\r\n")
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ValueError(f"cannot read {path}: {reason}") from None
+    if not secret:
+        raise ValueError(f"{path} is empty")
+    return secret
 
 
 def _join(where: str, key: str) -> str:

@@ -200,9 +200,13 @@ class MqttBridge(BaseObserver):
     # Lifecycle
 
     async def start(self) -> MqttBridge:
-        """Connect in the background (a TLS context is made first: a bad CA or certificate file raises here)."""
+        """Connect in the background (a TLS context is made first: a bad CA or certificate file raises
+        ``ValueError`` here)."""
         if self.tls and self._tls is None:
-            self._tls = await asyncio.to_thread(_client_context, *self._tls_files)
+            try:
+                self._tls = await asyncio.to_thread(_client_context, *self._tls_files)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot use the TLS files (CA, client certificate, key): {exc}") from None
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"ekm-mqtt {self.host}")
         return self

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ..bus import Bus, open_bus
+from ..config import read_secret
 from ..meters import V3Meter, V4Meter
 from ..sim import MeterModel, MeterType, SimBus, SimServer
 from ..store import SqliteStore
-from ..wire import require_address
+from ..wire import require_address, require_password
 from .service import CommandError
 
 __all__ = [
+    "PASSWORD_ENV",
     "add_bus_arguments",
+    "add_password_options",
     "add_wire_options",
     "bus_options",
     "check_bus_arguments",
+    "meter_password",
     "meters_from_args",
     "open_meters",
     "open_store",
@@ -28,6 +33,9 @@ __all__ = [
 ]
 
 SIMULATED_FIRST = 300001184
+PASSWORD_ENV = "EKM_PASSWORD"
+"""The environment variable a meter password may come from."""
+FACTORY_PASSWORD = "00000000"
 
 
 def add_bus_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,6 +58,7 @@ def add_bus_arguments(p: argparse.ArgumentParser) -> None:
         dest="sim_baud",
         help="pace the simulated wire at 9600 baud (default) or not at all (0)",
     )
+    add_password_options(p)
     add_wire_options(p)
 
 
@@ -86,6 +95,48 @@ def add_wire_options(p: argparse.ArgumentParser, *, hidden: bool = False) -> Non
     )
 
 
+def add_password_options(p: argparse.ArgumentParser, *, hidden: bool = False) -> None:
+    """Where the meter password comes from: ``--password-file``, else ``$EKM_PASSWORD``, else the factory
+    password; ``--password`` still works but shows in ``ps`` and the shell's history. ``hidden``: again,
+    after a subcommand's arguments."""
+    suppress: dict[str, Any] = {"default": argparse.SUPPRESS} if hidden else {}
+    helps = {
+        "--password-file": f"a file holding the meter password (else ${PASSWORD_ENV}, else 00000000)",
+        "--password": "the meter password on the command line (shows in ps: prefer --password-file)",
+    }
+    for option, text in helps.items():
+        dest = option.removeprefix("--").replace("-", "_")
+        metavar = "F" if option == "--password-file" else "P"
+        p.add_argument(option, dest=dest, metavar=metavar, help=argparse.SUPPRESS if hidden else text, **suppress)
+
+
+def meter_password(args: argparse.Namespace, command: str) -> str:
+    """The meter password of ``args`` (8 digits, checked; never repeated in an error)."""
+    given, file = getattr(args, "password", None), getattr(args, "password_file", None)
+    if given is not None and file is not None:
+        raise usage_error(command, "give --password or --password-file, not both")
+    if file is not None:
+        try:
+            password = read_secret(file)  # before any event loop runs: nothing to block
+        except ValueError as exc:
+            raise usage_error(command, f"--password-file: {exc}") from None
+        source = f"the password in {file}"
+    elif given is not None:
+        sys.stderr.write(
+            f"ekm-async {command}: warning: a password on the command line shows in ps and in the shell's "
+            f"history; use --password-file or ${PASSWORD_ENV}\n"
+        )
+        password, source = given, "--password"
+    elif PASSWORD_ENV in os.environ:
+        password, source = os.environ[PASSWORD_ENV], f"${PASSWORD_ENV}"
+    else:
+        return FACTORY_PASSWORD
+    try:
+        return require_password(password, source)
+    except ValueError as exc:
+        raise usage_error(command, str(exc)) from None
+
+
 def bus_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :func:`~ekm_async.open_bus` options of the command line's wire options."""
     return {
@@ -114,6 +165,7 @@ def check_bus_arguments(args: argparse.Namespace, command: str) -> None:
         raise usage_error(command, "give URL and at least one ADDRESS (or --simulate N)")
     if args.interval is not None and args.interval < 0:
         raise usage_error(command, "--interval must be ≥ 0")
+    args.meter_password = meter_password(args, command)
     try:
         for address in [*args.addresses, *args.v3]:
             require_address(address)
@@ -134,8 +186,10 @@ def interval_of(args: argparse.Namespace) -> float:
 async def meters_from_args(args: argparse.Namespace) -> AsyncIterator[tuple[Bus, list[V3Meter | V4Meter]]]:
     """The bus (opened) and its meter handles: at URL, or N simulated meters on an in-process bus."""
     if args.simulate is None:
+        password = args.meter_password
         async with open_bus(args.url, **bus_options(args)) as bus:
-            yield bus, [*(bus.v4(a) for a in args.addresses), *(bus.v3(a) for a in args.v3)]
+            v4 = [bus.v4(a, password=password) for a in args.addresses]
+            yield bus, [*v4, *(bus.v3(a, password=password) for a in args.v3)]
         return
     models = [MeterModel(f"{SIMULATED_FIRST + n:012d}", MeterType.V4, seed=n) for n in range(args.simulate)]
     turnaround = 0.02 if args.sim_baud else 0.001

@@ -11,11 +11,11 @@ from typing import Any, TextIO
 
 from ..bus import Bus, BusOpening, open_bus
 from ..calculated import Value
-from ..catalogue import SETTINGS, SettingSpec
+from ..catalogue import SETTINGS, Effect, SettingSpec
 from ..errors import EkmError
 from ..meters import V3Meter, V4Meter
-from ..wire import require_address, require_password
-from .buses import add_wire_options, bus_options
+from ..wire import require_address
+from .buses import PASSWORD_ENV, add_password_options, add_wire_options, bus_options, meter_password
 
 __all__ = ["add_meter_commands"]
 
@@ -49,14 +49,19 @@ def add_meter_commands(sub: Any) -> None:
         description=f"Change one setting; exit status 0 only when the meter acknowledged it.\nSETTINGs:\n{usage}",
     )
     options = _setting_options()
-    p.add_argument("--password", default="00000000", help="the meter password (default 00000000)")
+    add_password_options(p)
     settings = p.add_subparsers(dest="setting", metavar="SETTING", required=True)
     for spec in SETTINGS.values():
+        stdin_note = (
+            " NEW may be -: read from stdin (then it shows in no process list)."
+            if spec.effect is Effect.PASSWORD
+            else ""
+        )
         q = settings.add_parser(
             spec.name,
             parents=[options],
             help=spec.summary + (" (V4 only)" if spec.v4_only else ""),
-            description=f"{spec.summary}.",
+            description=f"{spec.summary}.{stdin_note}",
         )
         positional = " ".join(a.usage for a in spec.arguments if a.option is None)
         if positional:
@@ -71,7 +76,7 @@ def _setting_options() -> argparse.ArgumentParser:
     """The options of ``set`` also after the SETTING's arguments, where users put them (not reset there
     when left out)."""
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("--password", default=argparse.SUPPRESS, help="the meter password (default 00000000)")
+    add_password_options(options, hidden=True)
     options.add_argument("--v3", action="store_true", default=argparse.SUPPRESS, help="a V3 meter")
     add_wire_options(options, hidden=True)
     return options
@@ -151,17 +156,25 @@ def _run_set(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
         raise _usage_error(command, f"{spec.name} is a V4 setting: a V3 meter has none")
     try:
         options = {a.option: getattr(args, a.name) for a in spec.arguments if a.option is not None}
-        arguments = spec.parse(getattr(args, "words", []), options)
+        words = getattr(args, "words", [])
+        if spec.effect is Effect.PASSWORD and words == ["-"]:  # the new password from stdin: not in ps
+            words = [stdin.readline().strip("\r\n")]
+        arguments = spec.parse(words, options)
         spec.request(**arguments)  # every check, before the bus is opened
-        require_password(args.password)
     except ValueError as exc:
         raise _usage_error(command, str(exc)) from None
+    password = meter_password(args, command)
     opening = _opening(args, command)
 
     async def run() -> int:
         async with opening as bus:
-            await _meter_of(bus, args, args.password).apply(spec, **arguments)
+            await _meter_of(bus, args, password).apply(spec, **arguments)
         out.write(f"ok: {spec.name} acknowledged by {args.address}\n")
+        if spec.effect is Effect.PASSWORD:
+            sys.stderr.write(
+                f"note: meter {args.address} has a new password: update its password file, ${PASSWORD_ENV} or "
+                "its password_file/password_env in the config of ekm-async run, which still hold the old one\n"
+            )
         return 0
 
     return _guard(run)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,14 +15,17 @@ from typing import Any, TextIO
 from rich.table import Table
 
 from ..bus import Bus
+from ..config import read_secret
 from ..errors import StoreError
 from ..poller import Poller, ReadEvent
 from ..store import SqliteStore
 from .buses import add_bus_arguments, check_bus_arguments, interval_of, open_meters, open_store, usage_error
-from .service import Output, Stopper, Watch, run_service
+from .service import CommandError, Output, Stopper, Watch, run_service
 
 __all__ = ["add_poll_command"]
 
+MQTT_PASSWORD_ENV = "EKM_MQTT_PASSWORD"
+"""The environment variable the broker password may come from."""
 LIVE_FIELDS = (("kWh_Tot", "kWh"), ("RMS_Watts_Tot", "W"), ("RMS_Volts_Ln_1", "V L1"), ("Amps_Ln_1", "A L1"))
 
 
@@ -37,8 +41,27 @@ def add_poll_command(sub: Any) -> None:
     add_bus_arguments(p)
     p.add_argument("--count", type=int, metavar="N", help="stop after N reads")
     p.add_argument("--json", action="store_true", help="one JSON line per read on stdout")
-    p.add_argument("--mqtt", metavar="URL", help="publish to this MQTT broker (mqtt://[user:pass@]host[:port])")
+    p.add_argument("--mqtt", metavar="URL", help="publish to this MQTT broker: mqtt://host[:port] or mqtts://… (TLS)")
     p.add_argument("--mqtt-prefix", default="ekm", dest="mqtt_prefix", metavar="P", help="topic prefix (default ekm)")
+    p.add_argument("--mqtt-username", dest="mqtt_username", metavar="U", help="the broker's login")
+    p.add_argument(
+        "--mqtt-password-file",
+        dest="mqtt_password_file",
+        metavar="F",
+        help=f"a file holding the broker password (else ${MQTT_PASSWORD_ENV})",
+    )
+    p.add_argument(
+        "--mqtt-ca-file", dest="mqtt_ca_file", metavar="F", help="mqtts: the broker's CA (default: the system's)"
+    )
+    p.add_argument("--mqtt-client-cert", dest="mqtt_client_cert", metavar="F", help="mqtts: a client certificate")
+    p.add_argument("--mqtt-client-key", dest="mqtt_client_key", metavar="F", help="mqtts: its private key")
+    p.add_argument(
+        "--mqtt-commands",
+        dest="mqtt_commands",
+        action="store_true",
+        help="take relay commands from {prefix}/{meter}/relay/{n}/set (off by default: anyone who may publish "
+        "to the broker could switch the relays)",
+    )
     p.set_defaults(run=_run_poll)
 
 
@@ -49,7 +72,7 @@ def _check(args: argparse.Namespace) -> None:
         raise usage_error("poll", "--count must be ≥ 1")
     if args.mqtt is not None:
         try:
-            from ..mqtt import check_prefix, check_url  # noqa: PLC0415 — aiomqtt is an optional extra
+            from ..mqtt import MqttBridge, check_prefix, check_url  # noqa: PLC0415 — aiomqtt is an optional extra
         except ImportError:
             raise usage_error("poll", "--mqtt needs aiomqtt: pip install 'ekm-async[mqtt]'") from None
         checks = (("--mqtt", check_url, args.mqtt), ("--mqtt-prefix", check_prefix, args.mqtt_prefix))
@@ -58,6 +81,37 @@ def _check(args: argparse.Namespace) -> None:
                 check(value)
             except ValueError as exc:
                 raise usage_error("poll", f"{option}: {exc}") from None
+        args.mqtt_password = _mqtt_password(args)
+        try:  # every other check of the bridge (TLS files with mqtts://, a key with its certificate)
+            MqttBridge(Poller(), args.mqtt, **_bridge_options(args))  # a poller of its own: nothing starts
+        except ValueError as exc:
+            raise usage_error("poll", f"--mqtt: {exc}") from None
+
+
+def _mqtt_password(args: argparse.Namespace) -> str | None:
+    """The broker password: from ``--mqtt-password-file``, else ``$EKM_MQTT_PASSWORD``, else none."""
+    if args.mqtt_password_file is not None:
+        try:
+            password = read_secret(args.mqtt_password_file)  # before any event loop runs
+        except ValueError as exc:
+            raise usage_error("poll", f"--mqtt-password-file: {exc}") from None
+    else:
+        password = os.environ.get(MQTT_PASSWORD_ENV, "")
+    if password and not args.mqtt_username:
+        raise usage_error("poll", "an MQTT password needs --mqtt-username")
+    return password or None
+
+
+def _bridge_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "prefix": args.mqtt_prefix,
+        "username": args.mqtt_username,
+        "password": args.mqtt_password,
+        "ca_file": args.mqtt_ca_file,
+        "client_cert": args.mqtt_client_cert,
+        "client_key": args.mqtt_client_key,
+        "commands": args.mqtt_commands,
+    }
 
 
 def _table(poller: Poller, bus: Bus, title: str) -> Table:
@@ -122,10 +176,8 @@ async def _poll(args: argparse.Namespace, stdout: Output, stderr: Output, stoppi
             observers = [store] if store is not None else []
             poller = Poller(meters, interval=interval, count=args.count, observers=observers, drain_timeout=5.0)
             if args.mqtt is not None:
-                from ..mqtt import MqttBridge  # noqa: PLC0415 — optional extra, checked in _check
-
                 # Entered before the poller: on the way out the poller drains into it, then it publishes.
-                bridge = await stack.enter_async_context(MqttBridge(poller, args.mqtt, prefix=args.mqtt_prefix))
+                bridge = await _enter_bridge(stack, poller, args)
             await stack.enter_async_context(poller)
             stopper.started()
             stop = asyncio.get_running_loop().create_task(_stop_on(stopper.event, poller))
@@ -162,6 +214,16 @@ async def _poll(args: argparse.Namespace, stdout: Output, stderr: Output, stoppi
         )
         code = 1
     return code
+
+
+async def _enter_bridge(stack: contextlib.AsyncExitStack, poller: Poller, args: argparse.Namespace) -> Any:
+    """The MQTT bridge of ``args``, started on ``stack``; TLS files it cannot use are a usage error."""
+    from ..mqtt import MqttBridge  # noqa: PLC0415 — optional extra, checked in _check
+
+    try:
+        return await stack.enter_async_context(MqttBridge(poller, args.mqtt, **_bridge_options(args)))
+    except ValueError as exc:
+        raise CommandError(f"--mqtt: {exc}", 2) from None
 
 
 async def _stop_on(stop: asyncio.Event, poller: Poller) -> None:

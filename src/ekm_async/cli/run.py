@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ssl
 from typing import Any, TextIO
 
 from aiohttp import web
@@ -20,9 +19,10 @@ from ..sim import MeterModel, MeterType, SimBus, SimServer
 from ..store import SqliteStore
 from ..web import create_app
 from .buses import open_store, usage_error
+from .serve import server_context, start_web
 from .service import CommandError, Output, Stopper, Watch, run_service
 
-__all__ = ["add_config_commands", "add_run_command", "start_web"]
+__all__ = ["add_config_commands", "add_run_command"]
 
 SIM_TURNAROUND = 0.02
 """The built-in simulator's meters answer after 20 ms (as ``ekm-async simulate``'s)."""
@@ -128,33 +128,6 @@ def _handles(bus: Bus, config: BusConfig) -> list[tuple[V3Meter | V4Meter, float
     ]
 
 
-def server_context(cert: Any, key: Any) -> ssl.SSLContext:
-    """A TLS server context of a certificate and its key (files: call it off the event loop); a bad
-    pair is a :class:`CommandError`."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise CommandError(f"cannot use the TLS certificate {cert} with its key {key}: {exc}", 2) from None
-    return context
-
-
-async def start_web(
-    stack: contextlib.AsyncExitStack, app: web.Application, host: str, port: int, context: ssl.SSLContext | None
-) -> str:
-    """Serve ``app`` on ``host:port`` until ``stack`` closes; the URL it serves at."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, host, port, ssl_context=context)
-    try:
-        await site.start()
-    except OSError as exc:
-        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    bound = runner.addresses[0][1] if runner.addresses else port
-    return f"{'https' if context else 'http'}://{host}:{bound}/"
-
-
 def _web_app(config: WebConfig, poller: Poller, store: SqliteStore | None) -> web.Application:
     return create_app(
         poller,
@@ -210,7 +183,10 @@ async def _serve(config: Config, stdout: Output, stderr: Output, stoppers: list[
                     poller.add(meter, interval=interval)
             if config.mqtt is not None:
                 # Entered before the poller: on the way out the poller drains into it, then it publishes.
-                await stack.enter_async_context(_bridge(config.mqtt, poller))
+                try:
+                    await stack.enter_async_context(_bridge(config.mqtt, poller))
+                except ValueError as exc:
+                    raise CommandError(f"{config.path}: mqtt: {exc}", 2) from None
             await stack.enter_async_context(poller)
             served = ""
             if config.web is not None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from pathlib import Path
+import ssl
 from typing import Any, TextIO
 
 from aiohttp import web
 
+from ..config import read_secret
 from ..errors import StoreError
 from ..poller import Poller
 from ..store import SqliteStore
@@ -17,7 +18,7 @@ from ..web import create_app
 from .buses import add_bus_arguments, check_bus_arguments, interval_of, open_meters, open_store, usage_error
 from .service import CommandError, Output, Stopper, Watch, run_service
 
-__all__ = ["add_serve_command"]
+__all__ = ["add_serve_command", "server_context", "start_web"]
 
 
 def add_serve_command(sub: Any) -> None:
@@ -35,19 +36,56 @@ def add_serve_command(sub: Any) -> None:
         metavar="F",
         help="a file holding the bearer token writes need (no token: writes are refused)",
     )
+    p.add_argument("--tls-cert", dest="tls_cert", metavar="F", help="serve HTTPS with this certificate (and --tls-key)")
+    p.add_argument("--tls-key", dest="tls_key", metavar="F", help="the certificate's private key")
+    p.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name clients may use besides --host, localhost and IP addresses (repeatable)",
+    )
+    p.add_argument(
+        "--max-streams", dest="max_streams", type=int, default=32, metavar="N", help="live-stream clients at once"
+    )
     p.set_defaults(run=_run_serve)
+
+
+def server_context(cert: Any, key: Any) -> ssl.SSLContext:
+    """A TLS server context of a certificate and its key (files: call it off the event loop); a bad
+    pair is a :class:`CommandError`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise CommandError(f"cannot use the TLS certificate {cert} with its key {key}: {exc}", 2) from None
+    return context
+
+
+async def start_web(
+    stack: contextlib.AsyncExitStack, app: web.Application, host: str, port: int, context: ssl.SSLContext | None
+) -> str:
+    """Serve ``app`` on ``host:port`` until ``stack`` closes; the URL it serves at."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, host, port, ssl_context=context)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return f"{'https' if context else 'http'}://{host}:{bound}/"
 
 
 def _token(args: argparse.Namespace) -> str | None:
     if args.token_file is None:
         return None
     try:
-        token = Path(args.token_file).read_text().strip()
-    except OSError as exc:
-        raise usage_error("serve", f"cannot read the token file: {exc}") from None
-    if not token:
-        raise usage_error("serve", f"the token file {args.token_file} is empty")
-    return token
+        return read_secret(args.token_file).strip()  # before any event loop runs
+    except ValueError as exc:
+        raise usage_error("serve", f"--token-file: {exc}") from None
 
 
 async def _serve(
@@ -67,17 +105,18 @@ async def _serve(
             bus, meters = await open_meters(stack, args)
             poller = Poller(meters, interval=interval_of(args), observers=[store] if store else [], drain_timeout=5.0)
             await stack.enter_async_context(poller)
-            runner = web.AppRunner(create_app(poller, store=store, token=token), access_log=None, shutdown_timeout=2.0)
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, args.host, args.port)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
-            port = runner.addresses[0][1] if runner.addresses else args.port
+            app = create_app(
+                poller,
+                store=store,
+                token=token,
+                allowed_hosts=(args.host, *args.allowed_hosts),
+                max_streams=args.max_streams,
+            )
+            tls = args.tls_cert, args.tls_key
+            context = await asyncio.to_thread(server_context, *tls) if tls[0] is not None else None
+            url = await start_web(stack, app, args.host, args.port, context)
             writes = "writes need the token" if token else "writes disabled (no --token-file)"
-            stdout.write(f"serving http://{args.host}:{port}/ — {len(meters)} meters, {writes}\n")
+            stdout.write(f"serving {url} — {len(meters)} meters, {writes}\n")
             stopper.started()
             watch = asyncio.get_running_loop().create_task(Watch(report, [bus], store).run())
             stack.callback(watch.cancel)
@@ -95,6 +134,10 @@ def _run_serve(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     check_bus_arguments(args, "serve")
     if not 0 <= args.port <= 65535:
         raise usage_error("serve", "--port must be 0..65535")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise usage_error("serve", "give --tls-cert and --tls-key together")
+    if args.max_streams < 1:
+        raise usage_error("serve", "--max-streams must be ≥ 1")
     token = _token(args)
 
     def main(stdout: Output, stderr: Output, stoppers: list[Stopper]) -> Any:
