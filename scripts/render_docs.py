@@ -1,6 +1,7 @@
 """Render the documents generated from the code's tables: docs/session.md (the session state diagram,
-from the one transition table), docs/settings.md (every setting, from the settings catalogue) and
-docs/checks.md (every byte the decoder checks, with its evidence, from the layouts).
+from the one transition table), docs/settings.md (every setting, from the settings catalogue),
+docs/checks.md (every byte the decoder checks, with its evidence, from the layouts) and docs/config.md
+(every key of the config file, from its key tables, and the example config).
 
     .venv/bin/python scripts/render_docs.py          # write them
     .venv/bin/python scripts/render_docs.py --check  # exit 1 if one is out of date
@@ -13,6 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ekm_async import config
 from ekm_async.catalogue import SETTINGS, SettingSpec
 from ekm_async.layouts import LAYOUTS, Evidence
 from ekm_async.session import MEANING, TRANSITIONS, SessionEvent, State
@@ -140,7 +142,54 @@ def render_checks() -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"session.md": render_session, "settings.md": render_settings, "checks.md": render_checks}
+def render_config() -> str:
+    lines = [
+        "# The config file of `ekm-async run`",
+        "",
+        "Generated from the key tables of `ekm_async.config` and its example by `scripts/render_docs.py`;",
+        "do not edit. `ekm-async run --config FILE` runs what one TOML file describes: the buses and their",
+        "meters, the store, the web service and MQTT, in one process. `ekm-async config check FILE` checks",
+        "a file completely (secrets and certificate files included) and starts nothing;",
+        "`ekm-async config example` prints the example below, which runs as it is on the built-in simulator.",
+        "",
+        "* A file is checked whole before anything starts: an unknown key, a value of the wrong type or",
+        "  out of range, a secret that cannot be read is one line naming the file and the key",
+        "  (`ekm.toml: bus[0].meter[1].address: …`), exit status 2.",
+        "* Secrets are never in the file: meter passwords, the web token and the MQTT password come from",
+        "  a file (`…_file`, its line end stripped) or an environment variable (`…_env`), not both. A",
+        "  meter without either has the factory password `00000000`. Errors never repeat a secret.",
+        "* Relative paths are relative to the config file's directory.",
+        "* A password or an address changed through any interface (web, MQTT, `ekm-async set`) is held",
+        "  by the running process only: the audit trail says so, and the config must be updated by hand.",
+        '* `url = "simulate"` is the built-in simulator (paced at 9600 baud), serving that bus\'s meters.',
+        "",
+        "## Keys",
+    ]
+    for section, keys in config.sections().items():
+        lines += ["", f"### `{section}`", "", "| key | value | default |", "|---|---|---|"]
+        for name, key in keys.items():
+            value, default = config.describe_key(key)
+            lines.append(f"| `{name}` | {value} | {default} |")
+    lines += [
+        "",
+        "Every `[[bus]]` key but `url`, `interval`, `meter` is an option of `ekm_async.open_bus`",
+        "(`BusOptions`; docs/architecture.md); `interval` is its meters' default.",
+        "",
+        "## The example",
+        "",
+        "```toml",
+        config.example().rstrip("\n"),
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {
+    "session.md": render_session,
+    "settings.md": render_settings,
+    "checks.md": render_checks,
+    "config.md": render_config,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -239,3 +239,26 @@ async def test_a_bad_command_payload_is_answered_in_words_and_sends_nothing(
         assert said in outcome["error"]
         assert not c.writes()
         assert c.relays() == [False, False]
+
+
+@pytest.mark.parametrize(
+    ("topic", "said"),
+    [
+        (f"ekm/{X}/relay/one/set", "relay must be a whole number; got 'one'"),
+        (f"ekm/{X}/relay/3/set", "relay"),
+        (f"ekm/{X}/relay/-1/set", "relay"),
+        ("ekm/000300009999/relay/1/set", "000300009999"),
+        ("ekm/not-a-meter/relay/1/set", "not-a-meter"),
+    ],
+)
+async def test_a_hostile_command_topic_is_answered_in_words_and_sends_nothing(
+    secure: SecureBroker, tls: Tls, topic: str, said: str
+) -> None:
+    async with asyncio.timeout(GUARD), commanded(secure, tls, commands=True) as c:
+        await c.sub.client.publish(topic, "ON", qos=1)
+        results = topic.removesuffix("/set") + "/result"
+        await until(lambda: bool(c.sub.on(results)), "a result", bridge=c.bridge)
+        outcome = c.sub.on(results)[0].json()
+        assert outcome["ok"] is False
+        assert said in outcome["error"]
+        assert not c.writes()

@@ -109,6 +109,10 @@ async def test_meter_passwords_reach_the_meters_from_a_file_or_the_environment(t
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(GUARD):
             assert await process.wait() == 0
+            stderr = (await process.stderr.read()).decode()  # type: ignore[union-attr]
+    # The audit trail on stderr: who wrote what to which meter, and the outcome; the password nowhere.
+    assert "audit: write relay(relay=1, state='close') to meter 000300001184 by web 127.0.0.1: ok\n" in stderr
+    assert "24681357" not in stderr
 
 
 async def test_the_web_service_serves_https_with_the_configured_certificate(tmp_path: Path) -> None:

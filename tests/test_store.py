@@ -470,7 +470,7 @@ async def test_text_with_quotes_is_stored_verbatim_and_queries_are_parameterized
         query = 'SELECT "Meter_Time" FROM reads WHERE "Meter_Address" = ?'
         assert db.execute(query, (HOSTILE_ADDRESS,)).fetchone()[0] == HOSTILE_TIME
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert tables == {"reads", "settings"}
+        assert tables == {"reads", "settings", "writes"}
 
 
 # ---------------------------------------------------------------------------------------------------

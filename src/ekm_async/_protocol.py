@@ -79,6 +79,8 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         self._last_rx = 0.0
         self._last_tx = 0.0
         """Loop time of the last :meth:`send`."""
+        self._secret_sent = False
+        """The last request held a password (what comes back is not logged: an echo would repeat it)."""
         self._held = bytearray()
         """Bytes sent ``soon``, written at the end of this turn of the loop or with the next send."""
         self._rx = memoryview(bytearray(_RX_BUFFER))
@@ -105,7 +107,10 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
         if self._capture is not None:
             self._capture.rx(data)
         if wire_log.isEnabledFor(logging.DEBUG):
-            wire_log.debug("rx %s", data.hex(" "))
+            if self._secret_sent:  # an echoing adapter repeats the password: its reply is not shown
+                wire_log.debug("rx %d bytes (not shown: the request held a password)", len(data))
+            else:
+                wire_log.debug("rx %s", data.hex(" "))
         self._take(self._decoder.feed(data))
         if self._byte_time:
             self._coalesce(len(data))
@@ -146,8 +151,10 @@ class MeterProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
             self._events.clear()
         if self._capture is not None:
             self._capture.tx(request)
+        shown = redact(request)
+        self._secret_sent = shown != request
         if wire_log.isEnabledFor(logging.DEBUG):
-            wire_log.debug("tx %s", redact(request).hex(" "))  # never a password
+            wire_log.debug("tx %s", shown.hex(" "))  # never a password
         self.stats.bytes_sent += len(request)
         self._last_tx = self._loop.time()
         if soon:

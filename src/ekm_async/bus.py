@@ -33,6 +33,7 @@ from ._capture import Capture
 from ._protocol import MeterProtocol
 from ._transport import BACKENDS, Connector, connector_for
 from ._version import __version__
+from .audit import WriteRecord
 from .blocks import Block, LiveBlock
 from .commands import CLOSE, LiveRead, SettingsPage
 from .errors import BusClosed, ConnectionLost, EkmError, FrameError, MeterError, MeterUnavailable, Refused
@@ -185,6 +186,7 @@ class Bus:
         """(loop time, wall time) the wire went away; None while it is there."""
         self._down_reason = ""
         self.timing = options.timing
+        self._write_listeners: list[Callable[[WriteRecord], None]] = []
         self._flagged: set[tuple[str, BlockKind, str]] = set()
         """(meter, kind, check) of the anomalies logged already."""
         self._capture = (
@@ -281,6 +283,22 @@ class Bus:
         stats = self.meter_stats.pop(old, None)
         if stats is not None:
             self.meter_stats[new] = stats
+
+    def add_write_listener(self, listener: Callable[[WriteRecord], None]) -> None:
+        """Call ``listener`` with the :class:`~ekm_async.audit.WriteRecord` of every write asked of a
+        meter on this bus (acknowledged or not), in the order asked, as it ends."""
+        self._write_listeners.append(listener)
+
+    def remove_write_listener(self, listener: Callable[[WriteRecord], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._write_listeners.remove(listener)
+
+    def wrote(self, record: WriteRecord) -> None:
+        for listener in list(self._write_listeners):
+            try:
+                listener(record)
+            except Exception:  # a listener's bug must not turn a write's outcome into another
+                log.exception("write listener %r failed on %s", listener, record.message())
 
     def available(self, address: str) -> bool:
         """False while ``address`` is backed off."""

@@ -38,6 +38,7 @@ __all__ = [
     "load",
     "parse",
     "read_secret",
+    "sections",
 ]
 
 FACTORY_PASSWORD = "00000000"
@@ -140,6 +141,8 @@ class _Key:
 
 
 def _describe(types: tuple[type, ...]) -> str:
+    if set(types) == {int, float}:
+        return "a number"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
     return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
 
@@ -285,7 +288,7 @@ _SECRET_KEYS = {"password_file": _Key((str,), None), "password_env": _Key((str,)
 
 _METER_KEYS: dict[str, _Key] = {
     "address": _Key((str,), check=require_address, meaning="a string of 12 digits"),
-    "version": _Key((str,), "v4", _version),
+    "version": _Key((str,), "v4", _version, "'v3' or 'v4'"),
     "interval": _Key((int, float), None, _non_negative),
     "b_every": _Key((int,), 1, _b_every),
     **_SECRET_KEYS,
@@ -346,6 +349,26 @@ _MQTT_KEYS: dict[str, _Key] = {
     **_SECRET_KEYS,
     "commands": _Key((bool,), False),
 }
+
+
+def sections() -> dict[str, dict[str, _Key]]:
+    """Every table of a config file and its keys (docs/config.md is rendered from these)."""
+    return {
+        "[[bus]]": _bus_keys(),
+        "[[bus.meter]]": _METER_KEYS,
+        "[store]": _STORE_KEYS,
+        "[web]": _WEB_KEYS,
+        "[mqtt]": _MQTT_KEYS,
+    }
+
+
+def describe_key(key: _Key) -> tuple[str, str]:
+    """(what the value must be, its default) in words, for docs/config.md."""
+    default = "required" if key.default is _REQUIRED else "none" if key.default is None else repr(key.default)
+    if isinstance(key.default, bool):
+        default = str(key.default).lower()
+    return key.meaning or _describe(key.types), default.replace("()", "[]")
+
 
 _TOP_KEYS: dict[str, _Key] = {
     "bus": _Key((list,), meaning="a list of [[bus]] tables"),

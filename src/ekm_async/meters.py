@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from . import catalogue
+from . import audit, catalogue
 from .blocks import Block, HolidaysBlock, LiveBlock, MonthsBlock, Read, SchedulesBlock
 from .catalogue import Effect, SettingSpec
 from .commands import PAGE_BLOCK, LiveRead, SettingsPage
@@ -67,6 +67,9 @@ class Link(Protocol):
 
     def readdress(self, old: str, new: str) -> None:
         """Meter ``old`` now answers at ``new``."""
+
+    def wrote(self, record: audit.WriteRecord) -> None:
+        """A write was asked for (whatever came of it): the bus's write listeners hear of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,19 +153,66 @@ class _Meter:
     def _written(self) -> None:
         """A write changed the meter (V4: its cached B block is stale)."""
 
-    async def apply(self, setting: str | SettingSpec, /, *, password: str | None = None, **arguments: Any) -> None:
+    async def apply(
+        self, setting: str | SettingSpec, /, *, password: str | None = None, actor: str = "api", **arguments: Any
+    ) -> None:
         """Write ``setting`` (a name of :data:`~ekm_async.catalogue.SETTINGS`, e.g. ``"ct-ratio"``) with
         its ``arguments``: connect → password → write → close. Every argument is checked first
-        (``ValueError``, nothing sent); :class:`Refused` if the meter does not acknowledge."""
-        spec = catalogue.setting(setting) if isinstance(setting, str) else setting
-        if spec.v4_only and not isinstance(self, V4Meter):
-            raise ValueError(f"{spec.name} is a V4 setting; meter {self.address} is a V3")
-        await self._write(spec.request(**arguments), password)
-        if spec.effect is Effect.PASSWORD:
-            self.password = arguments["new_password"]
-        elif spec.effect is Effect.ADDRESS:
-            old, self.address = self.address, arguments["new_address"]
-            self.bus.readdress(old, self.address)
+        (``ValueError``, nothing sent); :class:`Refused` if the meter does not acknowledge. ``actor``:
+        who asks, for the audit trail (:mod:`ekm_async.audit`), which records every call."""
+        name = setting if isinstance(setting, str) else setting.name
+        meter, changes = self.address, {}
+        try:
+            spec = catalogue.setting(setting) if isinstance(setting, str) else setting
+            if spec.v4_only and not isinstance(self, V4Meter):
+                raise ValueError(f"{spec.name} is a V4 setting; meter {self.address} is a V3")
+            await self._write(spec.request(**arguments), password)
+            if spec.effect is Effect.PASSWORD:
+                self.password = arguments["new_password"]
+                changes["password"] = "changed: the new one is held by this process only"
+            elif spec.effect is Effect.ADDRESS:
+                old, self.address = self.address, arguments["new_address"]
+                self.bus.readdress(old, self.address)
+                changes["address"] = self.address
+        except BaseException as exc:
+            self._audit(meter, name, arguments, actor=actor, error=exc, changes=changes)
+            raise
+        self._audit(meter, name, arguments, actor=actor, error=None, changes=changes)
+
+    def _audit(
+        self,
+        meter: str,
+        setting: str,
+        arguments: dict[str, Any],
+        *,
+        actor: str,
+        error: BaseException | None,
+        changes: dict[str, str],
+    ) -> None:
+        """One record of a write on the audit trail: logged, and handed to the bus's listeners."""
+        outcome = audit.outcome_of(error)
+        text = "" if error is None else (str(error) or type(error).__name__)
+        record = audit.WriteRecord(
+            datetime.now(UTC), meter, setting, audit.redacted(arguments), actor, outcome, text, changes
+        )
+        # INFO, every one: the caller hears of a failure by its exception; an application that wants the
+        # trail shows this logger (the service commands do, on stderr).
+        audit.log.info("%s", record.message())
+        if "password" in changes:
+            audit.log.info(
+                "meter %s has a new password, held by this process only: put it where the meter's password is "
+                "configured (password_file, password_env, --password-file, $EKM_PASSWORD), or the next start "
+                "uses the old one",
+                meter,
+            )
+        if "address" in changes:
+            audit.log.info(
+                "meter %s now answers at %s, and is polled there: put the new address where the meter is "
+                "configured, or the next start asks the old one",
+                meter,
+                changes["address"],
+            )
+        self.bus.wrote(record)
 
     # Named setters (docs/protocol.md §2.2: W1–W16), each one entry of the settings catalogue.
 

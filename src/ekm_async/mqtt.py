@@ -420,7 +420,7 @@ class MqttBridge(BaseObserver):
             self._admit(address)
             self._commanding.add(address)
             try:
-                await meter.apply(RELAY, **arguments)
+                await meter.apply(RELAY, actor=f"mqtt {topic}", **arguments)
             finally:
                 self._commanding.discard(address)
             result = {"ok": True, "state": command["state"]}

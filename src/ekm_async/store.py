@@ -37,6 +37,7 @@ from typing import Any
 
 import aiosqlite
 
+from .audit import WriteRecord
 from .blocks import Read
 from .calculated import CALCULATED_NAMES, Value
 from .errors import StoreError
@@ -91,9 +92,19 @@ MIGRATIONS: dict[int, Sequence[str]] = {
     2: (  # V4 B offset 172 takes ekmmeters' name
         'ALTER TABLE reads RENAME COLUMN "Max_Demand_Reset_Interval" TO "Max_Demand_Interval_Reset"',
     ),
+    3: (  # the audit trail of writes (ekm_async.audit)
+        "CREATE TABLE writes (\n  id INTEGER PRIMARY KEY,\n  time_utc REAL NOT NULL,\n"
+        '  "Meter_Address" TEXT NOT NULL,\n  setting TEXT NOT NULL,\n  arguments TEXT NOT NULL,\n'
+        "  actor TEXT NOT NULL,\n  outcome TEXT NOT NULL,\n  error TEXT NOT NULL,\n  changes TEXT NOT NULL\n)",
+        'CREATE INDEX writes_address_time ON writes ("Meter_Address", time_utc)',
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
+_INSERT_WRITE = (
+    'INSERT INTO writes (time_utc, "Meter_Address", setting, arguments, actor, outcome, error, changes) '
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _INSERT = (
     f"INSERT INTO reads ({', '.join(f'{c!r}'.replace(chr(39), chr(34)) for c in READ_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(READ_COLUMNS))})"
@@ -152,6 +163,10 @@ class SqliteStore:
         self._writing: asyncio.Task[None] | None = None
         """A full batch being committed while the next one fills."""
         self._lock = asyncio.Lock()
+        self._recording: set[asyncio.Task[None]] = set()
+        """Audit records being stored."""
+        self.writes_lost = 0
+        """Audit records that could not be stored."""
         self._wake = asyncio.Event()
         self._lost_cause = ""
         self._committing = 0
@@ -227,6 +242,7 @@ class SqliteStore:
             return
         self._opened = False
         try:
+            await asyncio.gather(*self._recording)  # audit records on their way are stored first
             if self._flusher is not None:
                 self._flusher.cancel()
                 await asyncio.gather(self._flusher, return_exceptions=True)
@@ -401,6 +417,48 @@ class SqliteStore:
                     await asyncio.sleep(min(max(self.retry_max, self.flush_interval), backoff))
                 else:
                     failures = 0
+
+    def record_write(self, record: WriteRecord) -> None:
+        """A write listener (``bus.add_write_listener(store.record_write)``): ``record`` goes to the
+        ``writes`` table, committed at once in a task of its own (:meth:`close` waits for it). A record
+        that cannot be committed is logged as an error and counted in :attr:`writes_lost`."""
+        if not self._opened:
+            raise RuntimeError("the store is not open")
+        row = (
+            record.time.timestamp(),
+            record.meter,
+            record.setting,
+            json.dumps(dict(record.arguments)),
+            record.actor,
+            record.outcome,
+            record.error,
+            json.dumps(dict(record.changes)),
+        )
+        task = asyncio.get_running_loop().create_task(self._insert_write(row, record), name="ekm-store-write")
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _insert_write(self, row: tuple[Any, ...], record: WriteRecord) -> None:
+        async with self._lock:
+            try:
+                db = await self._check_file()
+                await db.execute(_INSERT_WRITE, row)
+                await db.commit()
+            except (sqlite3.Error, OSError) as exc:
+                self.writes_lost += 1
+                log.error("the audit record %r was not stored in %s: %s", record.message(), self.path, exc)
+
+    async def writes(self, address: str | None = None, *, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest audit records (of ``address`` if given), newest first."""
+        where, params = ('WHERE "Meter_Address" = ?', [address]) if address else ("", [])
+        sql = f"SELECT * FROM writes {where} ORDER BY time_utc DESC, id DESC LIMIT ?"
+        await asyncio.gather(*self._recording)
+        async with self._connection().execute(sql, [*params, limit]) as cursor:
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+        for row in rows:
+            row["arguments"], row["changes"] = json.loads(row["arguments"]), json.loads(row["changes"])
+        return rows
 
     async def save_settings(self, settings: Settings, when: datetime | None = None) -> None:
         """Store a settings snapshot: one row per block, raw and as JSON fields."""

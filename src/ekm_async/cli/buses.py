@@ -215,4 +215,6 @@ async def open_store(stack: contextlib.AsyncExitStack, store: SqliteStore, comma
     try:
         await stack.enter_async_context(store)
     except (sqlite3.Error, RuntimeError, OSError) as exc:
-        raise CommandError(f"cannot use {store.path} as the database: {exc}", 2) from None
+        folder = os.path.dirname(os.path.abspath(store.path))
+        reason = f"the directory {folder} does not exist" if not os.path.isdir(folder) else str(exc)
+        raise CommandError(f"cannot use {store.path} as the database: {reason}", 2) from None

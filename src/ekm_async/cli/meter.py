@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TextIO
@@ -84,6 +86,14 @@ def _setting_options() -> argparse.ArgumentParser:
 
 def _meter_of(bus: Bus, args: argparse.Namespace, password: str = "00000000") -> Meter:
     return bus.v3(args.address, password=password) if args.v3 else bus.v4(args.address, password=password)
+
+
+def _user() -> str:
+    """Who runs the command (for the audit trail)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no name for this uid (a container)
+        return f"uid {os.getuid()}"
 
 
 def _print_fields(fields: dict[str, Value], out: TextIO) -> None:
@@ -168,7 +178,7 @@ def _run_set(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
 
     async def run() -> int:
         async with opening as bus:
-            await _meter_of(bus, args, password).apply(spec, **arguments)
+            await _meter_of(bus, args, password).apply(spec, actor=f"cli {_user()}", **arguments)
         out.write(f"ok: {spec.name} acknowledged by {args.address}\n")
         if spec.effect is Effect.PASSWORD:
             sys.stderr.write(

@@ -172,7 +172,7 @@ async def _poll(args: argparse.Namespace, stdout: Output, stderr: Output, stoppi
         async with contextlib.AsyncExitStack() as stack:
             if store is not None:
                 await open_store(stack, store, "poll")
-            bus, meters = await open_meters(stack, args)
+            bus, meters = await _open_meters(stack, args, store)
             observers = [store] if store is not None else []
             poller = Poller(meters, interval=interval, count=args.count, observers=observers, drain_timeout=5.0)
             if args.mqtt is not None:
@@ -214,6 +214,15 @@ async def _poll(args: argparse.Namespace, stdout: Output, stderr: Output, stoppi
         )
         code = 1
     return code
+
+
+async def _open_meters(
+    stack: contextlib.AsyncExitStack, args: argparse.Namespace, store: SqliteStore | None
+) -> tuple[Bus, list[Any]]:
+    bus, meters = await open_meters(stack, args)
+    if store is not None:
+        bus.add_write_listener(store.record_write)  # MQTT's relay commands, in the writes table
+    return bus, meters
 
 
 async def _enter_bridge(stack: contextlib.AsyncExitStack, poller: Poller, args: argparse.Namespace) -> Any:

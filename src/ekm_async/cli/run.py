@@ -179,6 +179,8 @@ async def _serve(config: Config, stdout: Output, stderr: Output, stoppers: list[
                         f"cannot open the bus at {bus_config.url}: {exc or type(exc).__name__}"
                     ) from None
                 buses.append(bus)
+                if store is not None:
+                    bus.add_write_listener(store.record_write)  # the audit trail, in the writes table
                 for meter, interval in _handles(bus, bus_config):
                     poller.add(meter, interval=interval)
             if config.mqtt is not None:

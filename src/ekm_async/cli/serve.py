@@ -103,6 +103,8 @@ async def _serve(
             if store is not None:
                 await open_store(stack, store, "serve")
             bus, meters = await open_meters(stack, args)
+            if store is not None:
+                bus.add_write_listener(store.record_write)  # the audit trail, in the writes table
             poller = Poller(meters, interval=interval_of(args), observers=[store] if store else [], drain_timeout=5.0)
             await stack.enter_async_context(poller)
             app = create_app(

@@ -208,31 +208,40 @@ class Output:
                     self._loop.call_soon_threadsafe(self.on_broken)
 
 
+AUDIT = "ekm_async.audit"
+
+
 class _OutputHandler(logging.Handler):
-    """Log records as lines of an :class:`Output` (the library's warnings, on the command's stderr)."""
+    """Log records as lines of an :class:`Output` (the library's warnings, and the audit trail of
+    writes, on the command's stderr)."""
 
     def __init__(self, output: Output) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__(logging.INFO)
         self.output = output
         self.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.output.write(self.format(record) + "\n")
+        if record.levelno < logging.WARNING and record.name != AUDIT:
+            return
+        prefix = "audit: " if record.name == AUDIT else ""
+        self.output.write(prefix + self.format(record) + "\n")
 
 
 @contextlib.contextmanager
 def _logging_to(output: Output) -> Iterator[None]:
-    """The command's logging (the library never configures any): warnings and errors as lines of
-    ``output``, while the command runs."""
-    root = logging.getLogger()
-    handler, level = _OutputHandler(output), root.level
+    """The command's logging (the library never configures any): warnings and errors, and every write
+    of the audit trail, as lines of ``output``, while the command runs."""
+    root, audit = logging.getLogger(), logging.getLogger(AUDIT)
+    handler, levels = _OutputHandler(output), (root.level, audit.level)
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
+    audit.setLevel(logging.INFO)
     try:
         yield
     finally:
         root.removeHandler(handler)
-        root.setLevel(level)
+        root.setLevel(levels[0])
+        audit.setLevel(levels[1])
 
 
 class Stopper:

@@ -26,7 +26,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..blocks import Read
-from ..catalogue import SETTINGS, json_object
+from ..catalogue import SETTINGS, Effect, json_object
 from ..errors import (
     BusClosed,
     ConnectionLost,
@@ -381,7 +381,7 @@ async def write(request: web.Request) -> web.Response:
     try:
         arguments = spec.from_json(body)
         async with asyncio.timeout(request.app[OPTIONS].write_timeout):
-            await meter.apply(spec, password=password, **arguments)
+            await meter.apply(spec, password=password, actor=f"web {request.remote or 'unknown'}", **arguments)
     except Exception as exc:
         for kind, status, code in _FAILURES:
             if isinstance(exc, kind):
@@ -391,7 +391,10 @@ async def write(request: web.Request) -> web.Response:
                     headers["Retry-After"] = str(retry)
                 raise _error(status, code, str(exc) or type(exc).__name__, **headers) from exc
         raise
-    return web.json_response({"ok": True, "address": meter.address, "setting": name})
+    answer: dict[str, Any] = {"ok": True, "address": meter.address, "setting": name}
+    if spec.effect is Effect.PASSWORD:
+        answer["note"] = "the meter has a new password, held by this service only: update its configuration"
+    return web.json_response(answer)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
