@@ -821,6 +821,8 @@ def cli(*args: str) -> tuple[int | str, str, str]:
         "mqtt://127.0.0.1:port",
         "mqtt://127.0.0.1:-1",
         "mqtt://127.0.0.1:0",
+        "mqtt://user:hunter2@127.0.0.1:99999",
+        "mqtts://user:hunter2@:8883",
     ],
 )
 def test_poll_with_a_bad_mqtt_url_exits_2_before_anything_starts(url: str, tmp_path: Path) -> None:
@@ -828,8 +830,17 @@ def test_poll_with_a_bad_mqtt_url_exits_2_before_anything_starts(url: str, tmp_p
     code, out, err = cli("poll", "--simulate", "1", "--sim-baud", "0", "--count", "1", "--db", str(db), "--mqtt", url)
     assert code == 2, (code, err)
     assert "--mqtt" in err
+    assert "hunter2" not in err  # a password in a bad URL is not repeated
     assert out == ""
     assert not db.exists()  # nothing was opened
+
+
+def test_a_password_in_the_mqtt_url_is_warned_about(tmp_path: Path) -> None:
+    args = ["--count", "1", "--mqtt", "mqtt://user:hunter2@127.0.0.1:1", "--mqtt-prefix", "#"]
+    code, _, err = cli("poll", "--simulate", "1", "--sim-baud", "0", *args)
+    assert code == 2
+    assert "a password in --mqtt shows in ps" in err
+    assert "hunter2" not in err
 
 
 @pytest.mark.parametrize("prefix", ["#", "ekm/+", ""])

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from rich.table import Table
 
@@ -75,6 +76,11 @@ def _check(args: argparse.Namespace) -> None:
             from ..mqtt import MqttBridge, check_prefix, check_url  # noqa: PLC0415 — aiomqtt is an optional extra
         except ImportError:
             raise usage_error("poll", "--mqtt needs aiomqtt: pip install 'ekm-async[mqtt]'") from None
+        if urlsplit(args.mqtt).password:
+            sys.stderr.write(
+                "ekm-async poll: warning: a password in --mqtt shows in ps and in the shell's history; "
+                f"use --mqtt-username with --mqtt-password-file or ${MQTT_PASSWORD_ENV}\n"
+            )
         checks = (("--mqtt", check_url, args.mqtt), ("--mqtt-prefix", check_prefix, args.mqtt_prefix))
         for option, check, value in checks:
             try:
