@@ -43,7 +43,9 @@ async def running(
     try:
         async with asyncio.timeout(GUARD):
             line = (await process.stdout.readline()).decode()  # type: ignore[union-attr]
-        match = re.search(r"; serving (https?://127\.0\.0\.1:\d+/)\n$", line)
+        match = re.search(
+            r", serving (https?://127\.0\.0\.1:\d+/) \((writes need the token|no token: writes refused)\)\n$", line
+        )
         assert match, (line, await process.stderr.read())  # type: ignore[union-attr]
         yield process, match[1]
     finally:

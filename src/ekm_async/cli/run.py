@@ -78,15 +78,17 @@ def _check(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     return 0
 
 
-def _summary(config: Config) -> str:
+def _summary(config: Config, served: str | None = None) -> str:
+    """What a config runs, in one line (``served``: the URL the web service listens at, once it does)."""
     buses = len(config.buses)
     parts = [f"{config.meters} meter{'s' * (config.meters != 1)} on {buses} bus{'es' * (buses != 1)}"]
     if config.store is not None:
         parts.append(f"store {config.store.path}")
     if config.web is not None:
         scheme = "https" if config.web.tls_cert else "http"
-        writes = "writes need the token" if config.web.token else "writes refused (no token)"
-        parts.append(f"web {scheme}://{config.web.host}:{config.web.port}/ ({writes})")
+        url = served or f"{scheme}://{config.web.host}:{config.web.port}/"
+        writes = "writes need the token" if config.web.token else "no token: writes refused"
+        parts.append(f"{'serving' if served else 'web'} {url} ({writes})")
     if config.mqtt is not None:
         commands = "relay commands on" if config.mqtt.commands else "no commands"
         parts.append(f"MQTT {config.mqtt.url} ({commands})")
@@ -190,15 +192,13 @@ async def _serve(config: Config, stdout: Output, stderr: Output, stoppers: list[
                 except ValueError as exc:
                     raise CommandError(f"{config.path}: mqtt: {exc}", 2) from None
             await stack.enter_async_context(poller)
-            served = ""
+            served = None
             if config.web is not None:
                 tls = config.web.tls_cert, config.web.tls_key
                 context = await asyncio.to_thread(server_context, *tls) if tls[0] is not None else None
-                url = await start_web(
-                    stack, _web_app(config.web, poller, store), config.web.host, config.web.port, context
-                )
-                served = f"; serving {url}"
-            stdout.write(f"running {config.path}: {_summary(config)}{served}\n")
+                app = _web_app(config.web, poller, store)
+                served = await start_web(stack, app, config.web.host, config.web.port, context)
+            stdout.write(f"running {config.path}: {_summary(config, served)}\n")
             stopper.started()
             watch = asyncio.get_running_loop().create_task(Watch(report, buses, store).run())
             stack.callback(watch.cancel)
