@@ -12,7 +12,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from ekm_async import Poller, open_bus
+from ekm_async.sim import MeterModel, MeterType, SimBus, SimServer
+from ekm_async.web import create_app
 from ekm_async.web.app import HUB, MAX_LIMIT
 
 from .test_web import AUTH, GUARD, TOKEN, A, Rig, rig, until
@@ -202,3 +206,41 @@ async def test_reads_are_streamed_whole(tmp_path: Path) -> None:
     assert len(body["reads"]) == stored >= 80
     times = [read["time"] for read in body["reads"]]
     assert times == sorted(times)
+
+
+async def test_errors_shown_without_the_token_do_not_say_where_the_gateway_is() -> None:
+    """The gateway goes away: the reason (``Connect call failed ('127.0.0.1', PORT)``) names it — as
+    ``bus1`` for whoever lacks the token (the meters' last errors and the live stream likewise)."""
+    sim = SimBus([MeterModel(A, MeterType.V4)], baud=0, turnaround=0.001)
+    async with SimServer(sim) as server:
+        host, port = await server.start_tcp()
+        url = f"tcp://{host}:{port}"
+        options = {
+            "timeout_margin": 0.05,
+            "baud": 1_000_000,
+            "reconnect_delay": 0.02,
+            "reconnect_max": 0.05,
+            "connect_timeout": 0.5,
+        }
+        async with open_bus(url, **options) as bus:
+            poller = Poller([bus.v4(A)], interval=0.05)
+            app = create_app(poller, token=TOKEN)
+            async with TestClient(TestServer(app)) as client, poller:
+                stream = await client.get("/api/stream")
+                await until(lambda: poller.status()[A].ok >= 1, "a read")
+                await server.stop_tcp()
+                await until(lambda: bus.health().outage and "127.0.0.1" in bus.health().reason, "an outage")
+                public = await (await client.get("/api/meters")).text()
+                inside = await (await client.get("/api/meters", headers=AUTH)).text()
+                events = b""
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        while b"event: error" not in events:
+                            events += await stream.content.readany()
+                stream.close()
+    assert host in inside
+    assert str(port) in inside
+    for where in (url, f"{host}:{port}", host):
+        assert where not in public, where
+        assert where.encode() not in events, where
+    assert json.loads(public)["buses"]["bus1"]["down_reason"]  # said, without the address

@@ -39,7 +39,7 @@ from ..errors import (
 from ..meters import V3Meter, V4Meter
 from ..poller import BaseObserver, Poller
 from ..store import SqliteStore
-from .metrics import bus_names, bus_of, registry_for
+from .metrics import bus_names, bus_of, public_text, registry_for
 
 __all__ = ["StreamHub", "create_app"]
 
@@ -97,7 +97,9 @@ def _read_json(read: Read) -> dict[str, Any]:
 class StreamHub(BaseObserver):
     """The poller's observer behind ``/api/stream``: every client has a bounded queue (oldest dropped)."""
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 256, poller: Poller | None = None) -> None:
+        """``poller``: the one whose buses an error must not show the whereabouts of."""
+        self.poller = poller
         self.clients: set[asyncio.Queue[str | None]] = set()
         self.size = size
         self.dropped = 0
@@ -145,7 +147,8 @@ class StreamHub(BaseObserver):
         self._send("read", _read_json(read))
 
     async def on_error(self, meter: str, error: Exception) -> None:
-        self._send("error", {"address": meter, "error": str(error), "time": datetime.now(UTC).isoformat()})
+        said = str(error) if self.poller is None else public_text(self.poller, str(error))  # streams are public
+        self._send("error", {"address": meter, "error": said, "time": datetime.now(UTC).isoformat()})
 
 
 POLLER = web.AppKey("poller", Poller)
@@ -173,6 +176,7 @@ async def index(request: web.Request) -> web.Response:
 async def meters(request: web.Request) -> web.Response:
     poller = request.app[POLLER]
     names = bus_names(poller)
+    insider = _token_given(request)  # where the gateways and the database are: for the token's holder only
     out = []
     for address, status in poller.status().items():
         meter = poller.meter(address)
@@ -186,14 +190,13 @@ async def meters(request: web.Request) -> web.Response:
                 "interval": status.interval,
                 "ok": status.ok,
                 "errors": status.errors,
-                "last_error": status.last_error,
+                "last_error": status.last_error if insider else public_text(poller, status.last_error),
                 "last_read": status.last_read.time.isoformat() if status.last_read and status.last_read.time else None,
                 "latency": wire.last_latency if wire else None,
                 "available": bus.available(address),
                 "backoff_seconds": _backoff_left(wire.backed_off_until) if wire else None,
             }
         )
-    insider = _token_given(request)  # where the gateways and the database are: for the token's holder only
     buses = {}
     for meter in poller.meters():
         bus = bus_of(meter)
@@ -205,7 +208,7 @@ async def meters(request: web.Request) -> web.Response:
             "outage": health.outage,
             "down_since": health.down_since.isoformat() if health.down_since else None,
             "down_seconds": round(health.down_seconds, 1),
-            "down_reason": health.reason,
+            "down_reason": health.reason if insider else public_text(poller, health.reason),
             "frames_ok": stats.frames_ok,
             "rejected": dict(stats.rejected),
             "anomalies": dict(stats.anomalies),
@@ -491,7 +494,7 @@ def create_app(
         raise ValueError(f"max_streams must be ≥ 1; got {max_streams}")
     hosts = None if allowed_hosts is None else frozenset(h.lower().strip("[]") for h in allowed_hosts)
     app = web.Application(middlewares=[_json_errors, _host_check])
-    hub = StreamHub()
+    hub = StreamHub(poller=poller)
 
     async def end_streams(_: web.Application) -> None:
         hub.end()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -13,7 +14,7 @@ from ..exchange import LATENCY_BUCKETS
 from ..poller import Meter, Poller
 from ..store import SqliteStore
 
-__all__ = ["EkmCollector", "bus_names", "bus_of", "registry_for"]
+__all__ = ["EkmCollector", "bus_names", "bus_of", "public_text", "registry_for"]
 
 
 def bus_of(meter: Meter) -> Bus:
@@ -33,6 +34,20 @@ def bus_names(poller: Poller) -> dict[int, str]:
         if id(bus) not in names:
             names[id(bus)] = bus.options.name or f"bus{len(names) + 1}"
     return names
+
+
+def public_text(poller: Poller, text: str) -> str:
+    """``text`` (an error message) with where each bus is — its URL, its host and port, its host — said
+    as the bus's name: for whoever lacks the token."""
+    names = bus_names(poller)
+    for meter in poller.meters():
+        bus = bus_of(meter)
+        name = names[id(bus)]
+        parts = urlsplit(bus.url)
+        for where in (bus.url, parts.netloc, parts.path if not parts.netloc else "", parts.hostname or ""):
+            if where and len(where) > 2:
+                text = text.replace(where, name)
+    return text
 
 
 class EkmCollector(Collector):
