@@ -182,5 +182,6 @@ async def test_the_bus_reads_a_paced_reply_in_few_pieces(arrival: str) -> None:
             await bus.v4(V4).read()
         reads, received = bus.stats.reads - before[0], bus.stats.bytes_received - before[1]
     assert received == 2 * 2 * FRAME_LEN
-    # Per frame: its first piece, then the rest once due (a piece on the edge of the due time may split it).
-    assert reads <= 2 * 2 * 3, reads
+    # Per frame: its first piece, then the rest once due (a piece on the edge of the due time may split
+    # it, and a loaded machine's late turn of the loop once more): a handful, where byte by byte was 255.
+    assert reads <= 2 * 2 * 5, reads
