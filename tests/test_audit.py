@@ -81,7 +81,7 @@ async def test_web_writes_are_recorded_with_the_client_address(tmp_path: Path) -
         assert "update its configuration" in password.json()["note"]
         records = await r.store.writes()
     assert [(w["setting"], w["outcome"]) for w in records] == [("password", "ok"), ("relay", "ok")]
-    assert all(w["actor"] == "web 127.0.0.1" for w in records)
+    assert all(w["actor"] == "web token from 127.0.0.1" for w in records)
 
 
 async def test_an_address_changed_through_the_api_is_polled_at_the_new_address(tmp_path: Path) -> None:
@@ -134,3 +134,14 @@ async def test_the_wire_log_shows_no_password_even_where_the_adapter_echoes_it(
         assert secret.hex(" ") not in text
         assert secret.decode() not in text
     assert "not shown: the request held a password" in text
+
+
+async def test_a_write_is_recorded_with_the_name_of_its_token(tmp_path: Path) -> None:
+    async with rig(db=tmp_path / "t.db", token={"alice": "a-token", "bob": "b-token"}) as r:  # type: ignore[arg-type]
+        assert r.store is not None
+        r.bus.add_write_listener(r.store.record_write)
+        as_bob = await r.write(A, "relay", {"relay": 1, "state": "close"}, headers={"Authorization": "Bearer b-token"})
+        nobody = await r.write(A, "relay", {"relay": 1, "state": "open"}, headers={"Authorization": "Bearer c-token"})
+        assert (as_bob.status, nobody.status) == (200, 401)
+        records = await r.store.writes()
+    assert [w["actor"] for w in records] == ["web bob from 127.0.0.1"]

@@ -36,7 +36,7 @@ def test_the_example_is_a_working_config_of_the_simulator(tmp_path: Path) -> Non
     assert c.store is not None
     assert c.store.path == tmp_path / "ekm.db"  # relative to the config file
     assert c.web is not None
-    assert c.web.token is None
+    assert c.web.tokens == {}
     assert c.mqtt is None
 
 
@@ -63,7 +63,7 @@ def test_every_commented_key_of_the_example_is_a_key_the_config_takes(tmp_path: 
     assert "commands = false" in text
     c = parse(text, tmp_path / "ekm.toml", environ={"EKM_PASSWORD_1184": "12345678"})
     assert c.web is not None
-    assert c.web.token == "x"
+    assert c.web.tokens == {"token": "x"}
     assert c.web.allowed_hosts == ("ekm.example.org",)
     assert c.mqtt is not None
     assert (c.mqtt.url, c.mqtt.username, c.mqtt.password, c.mqtt.commands) == (
@@ -85,6 +85,23 @@ def test_the_example_names_every_key() -> None:
             assert re.search(rf"\b{name} = ", text), (section, name)
 
 
+def test_the_readme_config_is_a_valid_config(tmp_path: Path) -> None:
+    """The README's config of a real installation checks, once its files exist (here, in tmp_path)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (text,) = re.findall(r"```toml\n(.*?)```", readme, re.DOTALL)
+    text = text.replace("/etc/ekm-async/", f"{tmp_path}/").replace("/var/lib/ekm-async/", f"{tmp_path}/")
+    files = {"web-tokens": "alice Xa1\n", "cert.pem": "", "key.pem": "", "mqtt-password": "p\n"}
+    for name, content in {**files, "meter-1184.password": "12345678\n"}.items():
+        (tmp_path / name).write_text(content)
+    c = parse(text, tmp_path / "ekm.toml", environ={})
+    assert [b.url for b in c.buses] == ["/dev/ttyUSB0"]
+    assert c.mqtt is not None
+    assert c.mqtt.commands
+    assert c.web is not None
+    assert c.web.tokens == {"alice": "Xa1"}
+    assert c.buses[0].meters[0].password == "12345678"
+
+
 def test_secrets_come_from_files_and_the_environment_and_never_show(tmp_path: Path) -> None:
     path = config(
         tmp_path,
@@ -99,10 +116,18 @@ def test_secrets_come_from_files_and_the_environment_and_never_show(tmp_path: Pa
     passwords = [m.password for m in c.buses[0].meters]
     assert passwords == ["12345678", "87654321", FACTORY_PASSWORD]
     assert c.web is not None
-    assert c.web.token == "s3cr3t-token"
+    assert c.web.tokens == {"token": "s3cr3t-token"}
     shown = repr(c)
     for secret in ("12345678", "87654321", "s3cr3t-token"):
         assert secret not in shown
+
+
+def test_a_token_file_may_name_several_tokens(tmp_path: Path) -> None:
+    path = config(tmp_path, BUS + '[web]\ntoken_file = "tokens"\n', tokens="# who may write\nalice Xa1\n\nbob Yb2\n")
+    c = load(path, environ={})
+    assert c.web is not None
+    assert c.web.tokens == {"alice": "Xa1", "bob": "Yb2"}
+    assert "Xa1" not in repr(c)
 
 
 HOSTILE: list[tuple[str, str, str]] = [
@@ -169,6 +194,12 @@ HOSTILE: list[tuple[str, str, str]] = [
         BUS + 'password_file = "badpw"\n',
         "bus[0].meter[0].password_file: the password in it:",
     ),
+    ("a token file of comments only", BUS + '[web]\ntoken_file = "comments"\n', "web.token_file: no token in it"),
+    (
+        "a token name twice",
+        BUS + '[web]\ntoken_file = "twice"\n',
+        "web.token_file: line 2: a second token named 'alice'",
+    ),
     ("a port out of range", BUS + "[web]\nport = 70000\n", "web.port: must be 0..65535; got 70000"),
     ("a certificate without its key", BUS + '[web]\ntls_cert = "pw"\n', "web: give tls_cert and tls_key together"),
     ("a missing certificate", BUS + '[web]\ntls_cert = "no.pem"\ntls_key = "no.key"\n', "web.tls_cert: no such file"),
@@ -208,7 +239,7 @@ HOSTILE: list[tuple[str, str, str]] = [
 
 @pytest.mark.parametrize(("what", "text", "message"), HOSTILE, ids=[h[0] for h in HOSTILE])
 def test_a_hostile_config_is_one_line_naming_the_key(tmp_path: Path, what: str, text: str, message: str) -> None:
-    path = config(tmp_path, text, pw="12345678\n", badpw="12ab\n")
+    path = config(tmp_path, text, pw="12345678\n", badpw="12ab\n", comments="# none\n", twice="alice A1\nalice B2\n")
     with pytest.raises(ConfigError) as raised:
         load(path, environ={"PW": "12345678"})
     said = str(raised.value)

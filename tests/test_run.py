@@ -44,7 +44,7 @@ async def running(
         async with asyncio.timeout(GUARD):
             line = (await process.stdout.readline()).decode()  # type: ignore[union-attr]
         match = re.search(
-            r", serving (https?://127\.0\.0\.1:\d+/) \((writes need the token|no token: writes refused)\)\n$", line
+            r", serving (https?://127\.0\.0\.1:\d+/) \((writes need a token|no token: writes refused)\)\n$", line
         )
         assert match, (line, await process.stderr.read())  # type: ignore[union-attr]
         yield process, match[1]
@@ -113,7 +113,9 @@ async def test_meter_passwords_reach_the_meters_from_a_file_or_the_environment(t
             assert await process.wait() == 0
             stderr = (await process.stderr.read()).decode()  # type: ignore[union-attr]
     # The audit trail on stderr: who wrote what to which meter, and the outcome; the password nowhere.
-    assert "audit: write relay(relay=1, state='close') to meter 000300001184 by web 127.0.0.1: ok\n" in stderr
+    assert (
+        "audit: write relay(relay=1, state='close') to meter 000300001184 by web token from 127.0.0.1: ok\n" in stderr
+    )
     assert "24681357" not in stderr
 
 

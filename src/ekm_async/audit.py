@@ -47,7 +47,8 @@ class WriteRecord:
     arguments: Mapping[str, Any]
     """As given, secrets replaced."""
     actor: str
-    """Who asked: ``web 10.0.0.7``, ``mqtt ekm/…/relay/1/set``, ``cli alice``; ``api`` for code that says nothing."""
+    """Who asked: ``web alice from 10.0.0.7`` (the token's name), ``mqtt ekm/…/relay/1/set``, ``cli alice``;
+    ``api`` for code that says nothing."""
     outcome: str
     error: str = ""
     changes: Mapping[str, str] = field(default_factory=dict)

@@ -37,6 +37,7 @@ __all__ = [
     "example",
     "load",
     "parse",
+    "parse_tokens",
     "read_secret",
     "sections",
 ]
@@ -87,8 +88,8 @@ class StoreConfig:
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    token: str | None = field(default=None, repr=False)
-    """The bearer token writes need (None: writes are refused)."""
+    tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """The bearer tokens writes need, by name (:func:`parse_tokens`; none: writes are refused)."""
     allowed_hosts: tuple[str, ...] = ()
     """Host headers accepted besides the bound address and localhost."""
     tls_cert: Path | None = None
@@ -232,6 +233,26 @@ def read_secret(path: str | os.PathLike[str]) -> str:
     if not secret:
         raise ValueError(f"{path} is empty")
     return secret
+
+
+def parse_tokens(text: str) -> dict[str, str]:
+    """The web tokens of a token file's text: one per line, ``NAME TOKEN`` (the name is what the audit
+    trail says of whoever used it) or a lone ``TOKEN`` (named ``token``); blank lines and ``#`` comments
+    are skipped. ``ValueError`` (never showing a token) for a file that holds none, or a name twice."""
+    tokens: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if len(words) > 2:
+            raise ValueError(f"line {number}: NAME TOKEN or a lone TOKEN (no spaces in either)")
+        name, token = words if len(words) == 2 else ("token", words[0])
+        if name in tokens:
+            raise ValueError(f"line {number}: a second token named {name!r}")
+        tokens[name] = token
+    if not tokens:
+        raise ValueError("no token in it")
+    return tokens
 
 
 def _join(where: str, key: str) -> str:
@@ -462,14 +483,18 @@ def _store(reader: _Reader, raw: Any) -> StoreConfig:
 
 def _web(reader: _Reader, raw: Any) -> WebConfig:
     values = reader.table(raw, "web", _WEB_KEYS)
-    token, _ = reader.secret(values, "web", "token")
+    token, source = reader.secret(values, "web", "token")
+    try:
+        tokens = parse_tokens(token) if token is not None else {}
+    except ValueError as exc:
+        raise reader.error(_join("web", source.partition(" ")[0]), str(exc)) from None
     cert, key = values["tls_cert"], values["tls_key"]
     if (cert is None) != (key is None):
         raise reader.error("web", "give tls_cert and tls_key together")
     return WebConfig(
         values["host"],
         values["port"],
-        token,
+        tokens,
         values["allowed_hosts"],
         _checked_file(reader, "web", "tls_cert", cert),
         _checked_file(reader, "web", "tls_key", key),

@@ -87,7 +87,7 @@ def _summary(config: Config, served: str | None = None) -> str:
     if config.web is not None:
         scheme = "https" if config.web.tls_cert else "http"
         url = served or f"{scheme}://{config.web.host}:{config.web.port}/"
-        writes = "writes need the token" if config.web.token else "no token: writes refused"
+        writes = "writes need a token" if config.web.tokens else "no token: writes refused"
         parts.append(f"{'serving' if served else 'web'} {url} ({writes})")
     if config.mqtt is not None:
         commands = "relay commands on" if config.mqtt.commands else "no commands"
@@ -134,7 +134,7 @@ def _web_app(config: WebConfig, poller: Poller, store: SqliteStore | None) -> we
     return create_app(
         poller,
         store=store,
-        token=config.token,
+        token=config.tokens,
         allowed_hosts=(config.host, *config.allowed_hosts),
         max_streams=config.max_streams,
     )

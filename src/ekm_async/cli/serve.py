@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from ..config import read_secret
+from ..config import parse_tokens, read_secret
 from ..errors import StoreError
 from ..poller import Poller
 from ..store import SqliteStore
@@ -34,7 +34,7 @@ def add_serve_command(sub: Any) -> None:
         "--token-file",
         dest="token_file",
         metavar="F",
-        help="a file holding the bearer token writes need (no token: writes are refused)",
+        help="a file holding the bearer token writes need, or several as NAME TOKEN lines (none: writes refused)",
     )
     p.add_argument("--tls-cert", dest="tls_cert", metavar="F", help="serve HTTPS with this certificate (and --tls-key)")
     p.add_argument("--tls-key", dest="tls_key", metavar="F", help="the certificate's private key")
@@ -79,17 +79,17 @@ async def start_web(
     return f"{'https' if context else 'http'}://{host}:{bound}/"
 
 
-def _token(args: argparse.Namespace) -> str | None:
+def _token(args: argparse.Namespace) -> dict[str, str]:
     if args.token_file is None:
-        return None
+        return {}
     try:
-        return read_secret(args.token_file).strip()  # before any event loop runs
+        return parse_tokens(read_secret(args.token_file))  # before any event loop runs
     except ValueError as exc:
         raise usage_error("serve", f"--token-file: {exc}") from None
 
 
 async def _serve(
-    args: argparse.Namespace, token: str | None, stdout: Output, stderr: Output, stoppers: list[Stopper]
+    args: argparse.Namespace, token: dict[str, str], stdout: Output, stderr: Output, stoppers: list[Stopper]
 ) -> int:
     store = SqliteStore(args.db) if args.db else None
     stopper = Stopper(stderr, pending=lambda: store.pending if store is not None else 0)

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -153,7 +153,7 @@ class StreamHub(BaseObserver):
 
 POLLER = web.AppKey("poller", Poller)
 STORE: web.AppKey[SqliteStore | None] = web.AppKey("store")
-TOKEN = web.AppKey("token", str)
+TOKENS: web.AppKey[dict[str, bytes]] = web.AppKey("tokens")
 HUB = web.AppKey("hub", StreamHub)
 OPTIONS = web.AppKey("options", WebOptions)
 METRICS = web.AppKey("metrics", CollectorRegistry)
@@ -350,25 +350,35 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _token_given(request: web.Request) -> bool:
-    """The request carries the configured token (there is one)."""
-    token = request.app[TOKEN]
+def _token_name(request: web.Request) -> str | None:
+    """The name of the configured token the request carries, if it carries one."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     given = value.strip().encode("utf-8", "surrogateescape")  # whatever bytes a client sent: compared, never decoded
-    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given, token.encode())
+    found = None
+    for name, token in request.app[TOKENS].items():  # every one compared: the time tells nothing of which
+        if hmac.compare_digest(given, token) and scheme.lower() == "bearer":
+            found = name
+    return found
 
 
-def _authorized(request: web.Request) -> None:
-    if not request.app[TOKEN]:
+def _token_given(request: web.Request) -> bool:
+    return _token_name(request) is not None
+
+
+def _authorized(request: web.Request) -> str:
+    """The name of the request's token; 403 when no token is configured, 401 without a good one."""
+    if not request.app[TOKENS]:
         raise _error(403, "writes-disabled", "writes are disabled: no token is configured")
-    if not _token_given(request):
+    name = _token_name(request)
+    if name is None:
         raise _error(401, "unauthorized", "writes need Authorization: Bearer TOKEN", **{"WWW-Authenticate": "Bearer"})
+    return name
 
 
 async def write(request: web.Request) -> web.Response:
     """``POST /api/meters/{address}/{setting}``: the JSON body holds the setting's arguments by name
     (:data:`ekm_async.catalogue.SETTINGS`) and may carry ``password``, the meter's (default: the handle's)."""
-    _authorized(request)
+    who = _authorized(request)
     address = _meter_address(request)
     name = request.match_info["setting"]
     spec = SETTINGS.get(name)
@@ -384,7 +394,8 @@ async def write(request: web.Request) -> web.Response:
     try:
         arguments = spec.from_json(body)
         async with asyncio.timeout(request.app[OPTIONS].write_timeout):
-            await meter.apply(spec, password=password, actor=f"web {request.remote or 'unknown'}", **arguments)
+            actor = f"web {who} from {request.remote or 'unknown'}"
+            await meter.apply(spec, password=password, actor=actor, **arguments)
     except Exception as exc:
         for kind, status, code in _FAILURES:
             if isinstance(exc, kind):
@@ -478,13 +489,14 @@ def create_app(
     poller: Poller,
     *,
     store: SqliteStore | None = None,
-    token: str | None = None,
+    token: str | Mapping[str, str] | None = None,
     write_timeout: float = 30.0,
     allowed_hosts: Iterable[str] | None = None,
     max_streams: int = 32,
 ) -> web.Application:
     """The application for ``poller`` (its meters, reads and counters), reads from ``store`` if given;
-    writes need ``Authorization: Bearer {token}`` (none configured: writes refused).
+    writes need ``Authorization: Bearer {token}`` (none configured: writes refused). ``token``: one, or
+    several by name (the audit trail says which one a write came with).
 
     ``allowed_hosts``: the host names a request's ``Host`` header may carry — besides ``localhost`` and
     any IP address, which no DNS rebinding can forge — else it is answered 400 (None: any host, for an
@@ -503,7 +515,8 @@ def create_app(
     poller.add_observer(hub)
     app[POLLER] = poller
     app[STORE] = store
-    app[TOKEN] = token or ""
+    tokens = {"token": token} if isinstance(token, str) else dict(token or {})
+    app[TOKENS] = {name: value.encode() for name, value in tokens.items() if value}
     app[HUB] = hub
     app[OPTIONS] = WebOptions(allowed_hosts=hosts, max_streams=max_streams, write_timeout=write_timeout)
     app[METRICS] = registry_for(poller, store)
