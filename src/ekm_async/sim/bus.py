@@ -144,6 +144,16 @@ class SimBus:
                 return m
         raise KeyError(address)
 
+    def add_fault(self, fault: Fault) -> None:
+        """Apply ``fault`` from now on (its ``#N`` counts the replies from now)."""
+        self.faults.append(fault)
+        self._counts.append(0)
+
+    def clear_faults(self) -> None:
+        """No faults from now on."""
+        self.faults.clear()
+        self._counts.clear()
+
     def receive(self, data: bytes, now: float) -> list[Emission]:
         """The host sent ``data`` at ``now``: what comes back, in order."""
         out: list[Emission] = []

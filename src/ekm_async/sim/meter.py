@@ -202,6 +202,36 @@ class MeterModel:
             if relay.until is not None and now >= relay.until:
                 relay.closed, relay.until = False, None
 
+    def set_values(
+        self,
+        *,
+        line: int | None = None,
+        volts: float | None = None,
+        amps: float | None = None,
+        pf: float | None = None,
+        kwh: float | None = None,
+    ) -> None:
+        """Set what the meter measures, on ``line`` (1–3) or on every line: volts, amps, power factor
+        (0.7–1), and forward kWh (per line; the tariffs are scaled to keep adding up to the total).
+        Values then wander from there as time passes, unless ``time_scale`` is 0."""
+        lines = self._lines if line is None else [self._lines[line - 1]]
+        if line is not None and not 1 <= line <= len(self._lines):
+            raise ValueError(f"line must be 1..{len(self._lines)}; got {line}")
+        if pf is not None and not 0.0 < pf <= 1.0:
+            raise ValueError(f"pf must be in (0, 1]; got {pf}")
+        for chosen in lines:
+            chosen.volts = chosen.volts if volts is None else float(volts)
+            chosen.amps = chosen.amps if amps is None else float(amps)
+            chosen.pf = chosen.pf if pf is None else float(pf)
+            if kwh is not None:
+                if kwh < 0:
+                    raise ValueError(f"kwh must be ≥ 0; got {kwh}")
+                chosen.forward_kwh = float(kwh)
+        if kwh is not None:
+            total, before = sum(x.forward_kwh for x in self._lines), sum(self.tariffs[0])
+            shares = [t / before for t in self.tariffs[0]] if before else [0.5, 0.3, 0.15, 0.05]
+            self.tariffs[0] = [total * share for share in shares]
+
     @property
     def clock(self) -> datetime:
         """The meter's clock (set by W9, running with ``now``)."""

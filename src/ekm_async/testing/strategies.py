@@ -1,0 +1,245 @@
+"""Hypothesis strategies for code that handles what EKM meters send (``pip install 'ekm-async[testing]'``).
+
+Every strategy shrinks toward plain cases (small numbers, the first kind, no damage) and is cheap
+enough for hundreds of examples per test::
+
+    from hypothesis import given
+    from ekm_async.testing import strategies as ekm
+
+    @given(ekm.reads("v4"))
+    def test_my_observer_takes_any_read(read): ...
+
+    @given(ekm.splits(ekm.frames("v4a")))
+    def test_my_protocol_takes_any_arrival(pieces): ...
+
+* :func:`frames` — valid 255-byte frames (V3, V4 A, V4 B, the settings pages), each field drawn over
+  the range the meter can send; they decode to what was drawn.
+* :func:`corrupted` — the same frames damaged as a real line damages them (:class:`Damage`).
+* :func:`splits` — bytes cut into the pieces an adapter or gateway could hand them over in.
+* :func:`reads` — decoded reads (a V4 A and B of one meter, or a V3 block), as a poller delivers them.
+* :func:`requests` — valid request frames, as the bus sends them.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Iterable, Sequence
+
+from hypothesis import strategies as st
+
+from .. import commands
+from ..blocks import Read, decode
+from ..calculated import Value
+from ..commands import LiveRead, SettingsPage
+from ..encoding import encode
+from ..layouts import ADDRESS_SPAN, LAYOUTS, BlockKind, FieldSpec, FieldType, Scale
+from ..model import CTRatio
+from ..wire import FRAME_LEN, seal
+
+__all__ = [
+    "LIVE_KINDS",
+    "Damage",
+    "addresses",
+    "block_fields",
+    "corrupted",
+    "field_value",
+    "frames",
+    "reads",
+    "requests",
+    "splits",
+]
+
+LIVE_KINDS = (BlockKind.V3, BlockKind.V4A, BlockKind.V4B)
+"""The kinds that carry a meter's address (the others are settings pages)."""
+_DIVISOR = {Scale.NONE: 1, Scale.DIV10: 10, Scale.DIV100: 100}
+_KINDS: dict[BlockKind | str, BlockKind] = {**{k: k for k in BlockKind}, **{k.value: k for k in BlockKind}}
+
+
+def addresses() -> st.SearchStrategy[str]:
+    """Meter addresses: 12 digits."""
+    return st.integers(0, 10**12 - 1).map(lambda n: f"{n:012d}")
+
+
+def field_value(spec: FieldSpec, kwh_scale: int) -> st.SearchStrategy[Value]:
+    """Any value a meter could send in the field ``spec``, as :func:`ekm_async.decode` returns it."""
+    top = 10**spec.width - 1
+    if spec.name == "kWh_Scale":
+        return st.just(kwh_scale)
+    if spec.type is FieldType.INT:
+        return st.integers(0, top)
+    if spec.type is FieldType.FLOAT:
+        divisor = 10**kwh_scale if spec.scale is Scale.KWH else _DIVISOR[spec.scale]
+        return st.integers(0, top).map(lambda n: n / divisor)
+    if spec.type is FieldType.HEX:
+        return st.binary(min_size=spec.width, max_size=spec.width).map(lambda b: bytes(x & 0x7F for x in b).hex())
+    if spec.type is FieldType.PF:
+        return st.tuples(st.sampled_from("LC0 "), st.integers(0, 999)).map(lambda t: f"{t[0]}{t[1]:03d}")
+    # STR: addresses are digits; the meter time may hold '?' when the meter's clock is corrupt
+    alphabet = "0123456789?" if spec.name == "Meter_Time" else "0123456789"
+    return st.text(alphabet, min_size=spec.width, max_size=spec.width)
+
+
+@st.composite
+def block_fields(draw: st.DrawFn, kind: BlockKind | str, kwh_scale: int) -> dict[str, Value]:
+    """Every field of a block of ``kind``, drawn (what :func:`frames` encodes)."""
+    return {spec.name: draw(field_value(spec, kwh_scale)) for spec in LAYOUTS[_kind(kind)].fields}
+
+
+def _kind(kind: BlockKind | str) -> BlockKind:
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown block kind {kind!r}; kinds: {', '.join(k.value for k in BlockKind)}") from None
+
+
+def _kinds(kind: BlockKind | str | Iterable[BlockKind | str] | None) -> list[BlockKind]:
+    if kind is None:
+        return list(BlockKind)
+    if isinstance(kind, BlockKind | str):
+        return [_kind(kind)]
+    return [_kind(k) for k in kind]
+
+
+@st.composite
+def _frame(draw: st.DrawFn, kinds: Sequence[BlockKind], kwh_scale: int | None, address: str | None) -> bytes:
+    kind = draw(st.sampled_from(kinds))
+    scale = draw(st.integers(0, 2)) if kwh_scale is None else kwh_scale
+    fields = draw(block_fields(kind, scale))
+    if address is not None and kind in LIVE_KINDS:
+        fields["Meter_Address"] = address
+    return encode(kind, fields, kwh_scale=scale)
+
+
+def frames(
+    kind: BlockKind | str | Iterable[BlockKind | str] | None = None,
+    *,
+    kwh_scale: int | None = None,
+    address: str | None = None,
+) -> st.SearchStrategy[bytes]:
+    """Valid 255-byte frames of ``kind`` (a :class:`~ekm_async.BlockKind` or its value — ``"v3"``,
+    ``"v4a"``, ``"v4b"``, ``"months"``, …; several; or None: every kind). ``kwh_scale``: the kWh
+    decimals (0–2; drawn if None); ``address``: the meter's, for the kinds that carry one."""
+    if kwh_scale is not None and kwh_scale not in (0, 1, 2):
+        raise ValueError(f"kwh_scale must be 0, 1 or 2; got {kwh_scale}")
+    return _frame(_kinds(kind), kwh_scale, address)
+
+
+class Damage(enum.Enum):
+    """What a real line does to a frame."""
+
+    BIT_FLIP = "bit-flip"
+    """One bit of one byte flipped (noise): the CRC no longer holds."""
+    TRUNCATED = "truncated"
+    """Cut short (the meter or the line stopped)."""
+    GARBAGE_BEFORE = "garbage-before"
+    """Noise before the frame (a line turning around)."""
+    GARBAGE_AFTER = "garbage-after"
+    """Noise after it."""
+    WRONG_ADDRESS = "wrong-address"
+    """Whole and sound, but another meter's (its CRC holds): a reply that is not the one asked for."""
+    ECHO = "echo"
+    """The request's echo before it, as adapters that hear themselves deliver it."""
+
+
+@st.composite
+def _damaged(draw: st.DrawFn, frames: st.SearchStrategy[bytes], damages: Sequence[Damage]) -> bytes:
+    frame = draw(frames)
+    damage = draw(st.sampled_from(damages))
+    live = len(frame) == FRAME_LEN and _live(frame)
+    if damage is Damage.WRONG_ADDRESS and not live:
+        damage = Damage.BIT_FLIP  # a settings page carries no address
+    if damage is Damage.BIT_FLIP:
+        at = draw(st.integers(1, FRAME_LEN - 1))
+        bit = draw(st.integers(0, 6))
+        return frame[:at] + bytes([frame[at] ^ (1 << bit)]) + frame[at + 1 :]
+    if damage is Damage.TRUNCATED:
+        return frame[: draw(st.integers(1, len(frame) - 1))]
+    if damage is Damage.WRONG_ADDRESS:
+        own = frame[ADDRESS_SPAN]
+        other = draw(addresses().map(str.encode).filter(lambda a: a != own))
+        return seal(frame[: ADDRESS_SPAN.start] + other + frame[ADDRESS_SPAN.stop :])
+    if damage is Damage.ECHO:
+        address = frame[ADDRESS_SPAN].decode() if live else None
+        request = (
+            commands.live_read(address, LiveRead.V4A)
+            if address
+            else commands.settings_read(SettingsPage.MONTHS_FORWARD)
+        )
+        return request + frame
+    noise = draw(st.binary(min_size=1, max_size=16))
+    return noise + frame if damage is Damage.GARBAGE_BEFORE else frame + noise
+
+
+def _live(frame: bytes) -> bool:
+    return frame[ADDRESS_SPAN].isdigit()
+
+
+def corrupted(
+    frames: st.SearchStrategy[bytes], damage: Damage | Iterable[Damage] | None = None
+) -> st.SearchStrategy[bytes]:
+    """``frames`` as a real line damages them: one :class:`Damage` each (``damage``: which ones; None:
+    any). A wrong address only damages a block that carries one (a settings page gets a bit flip)."""
+    chosen = list(Damage) if damage is None else [damage] if isinstance(damage, Damage) else list(damage)
+    if not chosen:
+        raise ValueError("damage: give at least one Damage, or None for any")
+    return _damaged(frames, chosen)
+
+
+@st.composite
+def _split(draw: st.DrawFn, data: bytes) -> list[bytes]:
+    """Whole (what it shrinks to), in pieces of one size (a USB packet, a gateway's buffer: 1 is byte by
+    byte), or cut anywhere."""
+    if len(data) <= 1:
+        return [data]
+    how = draw(st.sampled_from(["whole", "sized", "anywhere"]))
+    if how == "whole":
+        return [data]
+    if how == "sized":
+        size = draw(st.integers(1, 64))
+        return [data[at : at + size] for at in range(0, len(data), size)]
+    cuts = draw(st.lists(st.integers(1, len(data) - 1), min_size=1, max_size=32, unique=True))
+    edges = [0, *sorted(cuts), len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+def splits(data: bytes | st.SearchStrategy[bytes]) -> st.SearchStrategy[list[bytes]]:
+    """``data`` (bytes, or what a strategy draws) cut into the pieces a host could receive it in: one
+    piece, a byte at a time, or anything between. The pieces join to ``data``, none empty (but an empty
+    ``data``, which is one empty piece)."""
+    source = st.just(data) if isinstance(data, bytes | bytearray) else data
+    return source.flatmap(lambda d: _split(bytes(d)))
+
+
+@st.composite
+def _read(draw: st.DrawFn, version: str, address: str | None) -> Read:
+    meter = address if address is not None else draw(addresses())
+    if version == "v3":
+        return Read.of(decode(draw(frames(BlockKind.V3, kwh_scale=1, address=meter)), BlockKind.V3))
+    scale = draw(st.integers(0, 2))
+    a = decode(draw(frames(BlockKind.V4A, kwh_scale=scale, address=meter)), BlockKind.V4A)
+    b = decode(draw(frames(BlockKind.V4B, kwh_scale=scale, address=meter)), BlockKind.V4B, scale)
+    return Read.of(a, b)
+
+
+def reads(version: str = "v4", *, address: str | None = None) -> st.SearchStrategy[Read]:
+    """Reads as a poller delivers them: ``"v4"`` (an A and a B block of one meter, one kWh scale) or
+    ``"v3"``; of ``address`` if given."""
+    if version not in ("v3", "v4"):
+        raise ValueError(f"version must be 'v3' or 'v4'; got {version!r}")
+    return _read(version, address)
+
+
+def requests() -> st.SearchStrategy[bytes]:
+    """Valid request frames, as the bus sends them: live reads, settings reads, a password, the close
+    string and writes (relay, CT ratio)."""
+    return st.one_of(
+        st.tuples(addresses(), st.sampled_from(list(LiveRead))).map(lambda t: commands.live_read(*t)),
+        st.sampled_from(list(SettingsPage)).map(commands.settings_read),
+        st.integers(0, 10**8 - 1).map(lambda n: commands.password(f"{n:08d}")),
+        st.just(commands.CLOSE),
+        st.tuples(st.sampled_from([1, 2]), st.sampled_from(["open", "close"]), st.integers(0, 9999)).map(
+            lambda t: commands.relay(*t)
+        ),
+        st.sampled_from(sorted(int(v) for v in CTRatio)).map(commands.ct_ratio),
+    )
