@@ -20,8 +20,8 @@ from ekm_async.crc import crc16
 from ekm_async.frames import Frame
 from ekm_async.layouts import LAYOUTS, FieldType
 from ekm_async.model import MonthDay, Period, Season, parse_meter_time
-
-from .strategies import block_fields, frames
+from ekm_async.testing.strategies import block_fields
+from ekm_async.testing.strategies import labelled_frames as frames
 
 # ---------------------------------------------------------------------------------------------------
 # Offsets, transcribed by hand from protocol.md §4.2–§4.4 (name, offset, width) — not from layouts.py.

@@ -70,15 +70,16 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from ekm_async import BlockKind, FrameDecoder, FrameError, Read, RejectReason, crc, decode, encode
 from ekm_async import commands as cmd
+from ekm_async._plans import divisor
 from ekm_async.blocks import BLOCK_CLASS, Block, HolidaysBlock, LiveBlock, MonthsBlock, SchedulesBlock, check_frame
 from ekm_async.calculated import Value
 from ekm_async.commands import Reply, expected_reply
 from ekm_async.frames import ECHO_MAX, Ack, Echo, Echoed, Event, Frame, Nak, Rejected
-from ekm_async.layouts import LAYOUTS, REQUEST_TYPE_OFFSET, Evidence, FieldSpec, FieldType, Scale
+from ekm_async.layouts import LAYOUTS, REQUEST_TYPE_OFFSET, Evidence, FieldSpec, FieldType
 from ekm_async.model import CTRatio, LcdItem, MaxDemandPeriod, MonthDay, Period, PulseOutputRatio, Season
+from ekm_async.testing.strategies import LIVE_KINDS
+from ekm_async.testing.strategies import labelled_frames as frames
 from ekm_async.wire import CRC_OFFSET, FRAME_LEN, STX
-
-from .strategies import DIVISOR, LIVE_KINDS, frames
 
 ACK_BYTE, NAK_BYTE = 0x06, 0x15
 KINDS = tuple(BlockKind)
@@ -132,17 +133,13 @@ STR_ALPHABET = {"Meter_Time": "0123456789?"}
 """Addresses are digits; the meter time may hold '?' when the meter clock is corrupt."""
 
 
-def _divisor(spec: FieldSpec, kwh_scale: int) -> int:
-    return 10**kwh_scale if spec.scale is Scale.KWH else DIVISOR[spec.scale]
-
-
 def _value(spec: FieldSpec, kwh_scale: int, rng: random.Random) -> Value:
     """Any value a meter could send in ``spec`` (as ``decode`` returns it), edge values favoured."""
     top = 10**spec.width - 1
     n = rng.choice((0, top, rng.randint(0, top), rng.randint(0, min(top, 999))))
     return {
         FieldType.INT: lambda: n,
-        FieldType.FLOAT: lambda: n / _divisor(spec, kwh_scale),
+        FieldType.FLOAT: lambda: n / divisor(spec, kwh_scale),
         FieldType.HEX: lambda: bytes(rng.randrange(128) for _ in range(spec.width)).hex(),
         FieldType.PF: lambda: f"{rng.choice('LC0 ?')}{n % 1000:03d}",
         FieldType.STR: lambda: "".join(
@@ -332,7 +329,7 @@ FRAME_WHEN_AWAITING: dict[Reply | None, frozenset[BlockKind]] = {
 
 WIRE_VALUE: dict[FieldType, Callable[[FieldSpec, bytes, int], object]] = {
     FieldType.INT: lambda spec, chunk, scale: int(chunk),
-    FieldType.FLOAT: lambda spec, chunk, scale: int(chunk) / _divisor(spec, scale),
+    FieldType.FLOAT: lambda spec, chunk, scale: int(chunk) / divisor(spec, scale),
     FieldType.HEX: lambda spec, chunk, scale: chunk.hex(),
     FieldType.STR: lambda spec, chunk, scale: chunk.decode("ascii"),
     FieldType.PF: lambda spec, chunk, scale: chunk.decode("ascii"),

@@ -14,9 +14,9 @@ from ekm_async import frames as frames_module
 from ekm_async.commands import LiveRead, Reply, SettingsPage
 from ekm_async.crc import crc16
 from ekm_async.frames import ACK, NAK, Ack, Echo, Echoed, Event, Frame, FrameDecoder, Nak, Rejected
+from ekm_async.testing.strategies import LIVE_KINDS
+from ekm_async.testing.strategies import labelled_frames as frames
 from ekm_async.wire import TRAILER_OFFSET
-
-from .strategies import LIVE_KINDS, frames
 
 REQUEST_A = commands.live_read("000300001184", LiveRead.V4A)
 SYNC_BYTES = {0x02, 0x06, 0x15}

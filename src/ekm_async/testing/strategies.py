@@ -25,26 +25,30 @@ from __future__ import annotations
 import enum
 import itertools
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from hypothesis import strategies as st
 
 from .. import commands
+from .._plans import divisor
 from ..blocks import Read, decode
 from ..calculated import Value
 from ..commands import LiveRead, SettingsPage
 from ..encoding import encode
-from ..layouts import ADDRESS_SPAN, LAYOUTS, BlockKind, FieldSpec, FieldType, Scale
+from ..layouts import ADDRESS_SPAN, LAYOUTS, BlockKind, FieldSpec, FieldType
 from ..model import CTRatio
 from ..wire import FRAME_LEN, seal
 
 __all__ = [
     "LIVE_KINDS",
     "Damage",
+    "LabelledFrame",
     "addresses",
     "block_fields",
     "corrupted",
     "field_value",
     "frames",
+    "labelled_frames",
     "reads",
     "requests",
     "splits",
@@ -52,7 +56,6 @@ __all__ = [
 
 LIVE_KINDS = (BlockKind.V3, BlockKind.V4A, BlockKind.V4B)
 """The kinds that carry a meter's address (the others are settings pages)."""
-_DIVISOR = {Scale.NONE: 1, Scale.DIV10: 10, Scale.DIV100: 100}
 _KINDS: dict[BlockKind | str, BlockKind] = {**{k: k for k in BlockKind}, **{k.value: k for k in BlockKind}}
 
 
@@ -69,8 +72,8 @@ def field_value(spec: FieldSpec, kwh_scale: int) -> st.SearchStrategy[Value]:
     if spec.type is FieldType.INT:
         return st.integers(0, top)
     if spec.type is FieldType.FLOAT:
-        divisor = 10**kwh_scale if spec.scale is Scale.KWH else _DIVISOR[spec.scale]
-        return st.integers(0, top).map(lambda n: n / divisor)
+        by = divisor(spec, kwh_scale)
+        return st.integers(0, top).map(lambda n: n / by)
     if spec.type is FieldType.HEX:
         return st.binary(min_size=spec.width, max_size=spec.width).map(lambda b: bytes(x & 0x7F for x in b).hex())
     if spec.type is FieldType.PF:
@@ -101,14 +104,34 @@ def _kinds(kind: BlockKind | str | Iterable[BlockKind | str] | None) -> list[Blo
     return [_kind(k) for k in kind]
 
 
+class LabelledFrame(NamedTuple):
+    """A frame with what it is: its kind and the kWh decimals its fields were drawn with."""
+
+    kind: BlockKind
+    kwh_scale: int
+    raw: bytes
+
+
 @st.composite
-def _frame(draw: st.DrawFn, kinds: Sequence[BlockKind], kwh_scale: int | None, address: str | None) -> bytes:
+def _frame(draw: st.DrawFn, kinds: Sequence[BlockKind], kwh_scale: int | None, address: str | None) -> LabelledFrame:
     kind = draw(st.sampled_from(kinds))
     scale = draw(st.integers(0, 2)) if kwh_scale is None else kwh_scale
     fields = draw(block_fields(kind, scale))
     if address is not None and kind in LIVE_KINDS:
         fields["Meter_Address"] = address
-    return encode(kind, fields, kwh_scale=scale)
+    return LabelledFrame(kind, scale, encode(kind, fields, kwh_scale=scale))
+
+
+def labelled_frames(
+    kind: BlockKind | str | Iterable[BlockKind | str] | None = None,
+    *,
+    kwh_scale: int | None = None,
+    address: str | None = None,
+) -> st.SearchStrategy[LabelledFrame]:
+    """:func:`frames`, each with its kind and kWh scale (``kind, kwh_scale, raw = …``)."""
+    if kwh_scale is not None and kwh_scale not in (0, 1, 2):
+        raise ValueError(f"kwh_scale must be 0, 1 or 2; got {kwh_scale}")
+    return _frame(_kinds(kind), kwh_scale, address)
 
 
 def frames(
@@ -120,9 +143,7 @@ def frames(
     """Valid 255-byte frames of ``kind`` (a :class:`~ekm_async.BlockKind` or its value — ``"v3"``,
     ``"v4a"``, ``"v4b"``, ``"months"``, …; several; or None: every kind). ``kwh_scale``: the kWh
     decimals (0–2; drawn if None); ``address``: the meter's, for the kinds that carry one."""
-    if kwh_scale is not None and kwh_scale not in (0, 1, 2):
-        raise ValueError(f"kwh_scale must be 0, 1 or 2; got {kwh_scale}")
-    return _frame(_kinds(kind), kwh_scale, address)
+    return labelled_frames(kind, kwh_scale=kwh_scale, address=address).map(lambda f: f.raw)
 
 
 class Damage(enum.Enum):
