@@ -105,7 +105,7 @@ def simulated_bus(options: dict[str, Any]) -> tuple[SimBus, dict[str, Any]]:
     """The :class:`~ekm_async.sim.SimBus` of a marker's options, and the bus options that fit it."""
     unknown = set(options) - _OPTIONS
     if unknown:
-        raise pytest.UsageError(f"ekm_sim: unknown option(s) {sorted(unknown)}; options: {sorted(_OPTIONS)}")
+        pytest.fail(f"ekm_sim: unknown option(s) {sorted(unknown)}; options: {sorted(_OPTIONS)}", pytrace=False)
     time_scale = float(options.get("time_scale", 1.0))
     meters: Iterable[str | MeterModel] = options.get("meters", DEFAULT_METERS)
     models = [_meter(spec, n, time_scale) for n, spec in enumerate(meters)]

@@ -1,0 +1,167 @@
+"""The kit for users' tests (ekm_async.testing): what its strategies draw holds what they promise, and
+the pytest plugin's fixtures work in pytest-asyncio's auto and strict modes and leave nothing open."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ekm_async import FrameDecoder, FrameError, Read, decode
+from ekm_async.frames import Frame
+from ekm_async.layouts import LAYOUTS, BlockKind
+from ekm_async.sim import RequestParser
+from ekm_async.testing import strategies as ekm
+
+pytest_plugins = ["pytester"]
+
+
+@given(ekm.labelled_frames())
+def test_frames_decode_to_their_kind(drawn: ekm.LabelledFrame) -> None:
+    block = decode(drawn.raw, drawn.kind, drawn.kwh_scale)
+    assert block.kind is drawn.kind
+    assert len(drawn.raw) == 255
+
+
+@given(ekm.frames("v4a", address="000300001184"))
+def test_frames_of_one_address(raw: bytes) -> None:
+    assert decode(raw, "v4a").address == "000300001184"
+
+
+@given(ekm.splits(ekm.frames(ekm.LIVE_KINDS)))
+def test_splits_join_and_feed_to_one_frame(pieces: list[bytes]) -> None:
+    assert all(pieces)
+    decoder = FrameDecoder(echo="off")
+    events = [event for piece in pieces for event in decoder.feed(piece)]
+    assert [type(e) for e in events] == [Frame]
+    assert events[0].raw == b"".join(pieces)
+
+
+@given(st.data(), ekm.frames(ekm.LIVE_KINDS))
+def test_garbage_around_a_frame_leaves_it_whole(data: st.DataObject, frame: bytes) -> None:
+    damaged = data.draw(ekm.corrupted(st.just(frame), [ekm.Damage.GARBAGE_BEFORE, ekm.Damage.GARBAGE_AFTER]))
+    assert frame in damaged
+    assert len(damaged) > len(frame)
+
+
+@given(st.data(), ekm.frames("v4a"))
+def test_a_wrong_address_is_another_meters_sound_frame(data: st.DataObject, frame: bytes) -> None:
+    damaged = data.draw(ekm.corrupted(st.just(frame), ekm.Damage.WRONG_ADDRESS))
+    block = decode(damaged, "v4a")  # whole and sound: its CRC holds
+    assert block.address != decode(frame, "v4a").address
+
+
+@given(st.data(), ekm.frames("v4b"))
+def test_an_echo_is_the_request_before_the_frame(data: st.DataObject, frame: bytes) -> None:
+    damaged = data.draw(ekm.corrupted(st.just(frame), ekm.Damage.ECHO))
+    request = damaged[: -len(frame)]
+    assert damaged.endswith(frame)
+    assert [r.raw for r in RequestParser().feed(request)] == [request]
+
+
+@given(ekm.corrupted(ekm.frames("v4b"), [ekm.Damage.BIT_FLIP, ekm.Damage.TRUNCATED]))
+def test_bit_flips_and_cuts_are_invalid_frames(damaged: bytes) -> None:
+    with pytest.raises(FrameError):
+        decode(damaged, "v4b")
+
+
+@given(ekm.reads("v4"))
+def test_v4_reads_merge_a_and_b_of_one_meter(read: Read) -> None:
+    assert read.b is not None
+    assert read.a.address == read.b.address == read.address
+    assert {spec.name for spec in LAYOUTS[BlockKind.V4B].fields} <= set(read.fields)
+
+
+@given(ekm.reads("v3"))
+def test_v3_reads(read: Read) -> None:
+    assert read.b is None
+    assert read.v3
+
+
+@given(ekm.requests())
+def test_requests_are_what_the_meters_parse(request: bytes) -> None:
+    parsed = RequestParser().feed(request)
+    assert [r.raw for r in parsed] == [request]
+
+
+@pytest.mark.parametrize("make", [lambda: ekm.frames("v5"), lambda: ekm.reads("v2"), lambda: ekm.frames(kwh_scale=3)])
+def test_bad_arguments_say_so(make: Callable[[], st.SearchStrategy[object]]) -> None:
+    with pytest.raises(ValueError, match="must be|unknown block kind"):
+        make()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The plugin, as a user's test suite meets it
+
+
+USER_TESTS = """
+import asyncio
+import pytest
+from ekm_async import ReplyTimeout
+
+{mark}
+async def test_reads_every_default_meter(ekm_sim, ekm_bus):
+    assert len(ekm_sim.addresses) == 3
+    for address in ekm_sim.addresses[:2]:
+        assert (await ekm_bus.v4(address).read()).address == address
+    assert (await ekm_bus.v3(ekm_sim.addresses[2]).read()).v3
+
+{mark}
+@pytest.mark.ekm_sim(meters=["v4:000000000007"], time_scale=0, baud=9600, arrival="bytes")
+async def test_the_marker_sets_meters_values_and_faults(ekm_sim, ekm_bus):
+    ekm_sim.set("000000000007", volts=231.5, line=2)
+    read = await ekm_bus.v4("000000000007").read()
+    assert read.RMS_Volts_Ln_2 == 231.5
+    ekm_sim.inject("dead")
+    with pytest.raises(ReplyTimeout):
+        await ekm_bus.v4("000000000007").read()
+    ekm_sim.clear_faults()
+    assert (await ekm_bus.v4("000000000007").read()).address == "000000000007"
+    assert ekm_sim.transactions
+
+PORTS = []
+
+{mark}
+async def test_a_port_is_opened(ekm_sim, ekm_bus):
+    PORTS.append(int(ekm_sim.url.rsplit(":", 1)[1]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", PORTS[0])  # the gateway listens
+    writer.close()
+
+def test_and_closed_once_the_test_ended():
+    import socket
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", PORTS[0]), timeout=2).close()
+"""
+
+
+@pytest.mark.parametrize("mode", ["auto", "strict"])
+def test_the_plugin_runs_a_users_tests(pytester: pytest.Pytester, mode: str) -> None:
+    mark = "@pytest.mark.asyncio" if mode == "strict" else ""
+    pytester.makepyfile(test_user=USER_TESTS.format(mark=mark))
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "error::ResourceWarning",
+        "-o",
+        f"asyncio_mode={mode}",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+    )
+    result.assert_outcomes(passed=4)
+
+
+def test_an_unknown_marker_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_user="""
+import pytest
+
+@pytest.mark.ekm_sim(metres=["v4:000000000001"])
+async def test_it(ekm_sim):
+    pass
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "asyncio_mode=auto")
+    result.stdout.re_match_lines([r".*ekm_sim: unknown option\(s\) \['metres'\].*"])
