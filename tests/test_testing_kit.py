@@ -3,7 +3,10 @@ the pytest plugin's fixtures work in pytest-asyncio's auto and strict modes and 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -15,7 +18,10 @@ from ekm_async.layouts import LAYOUTS, BlockKind
 from ekm_async.sim import RequestParser
 from ekm_async.testing import strategies as ekm
 
+from .conftest import EarlyRuns, early
+
 pytest_plugins = ["pytester"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @given(ekm.labelled_frames())
@@ -165,3 +171,48 @@ async def test_it(ekm_sim):
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "asyncio_mode=auto")
     result.stdout.re_match_lines([r".*ekm_sim: unknown option\(s\) \['metres'\].*"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# examples/testing, as its README section runs it (started with the session: it mostly waits)
+
+
+@early("examples-testing")
+def examples_testing(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/testing"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def test_the_testing_example_runs_as_it_is(early_runs: EarlyRuns) -> None:
+    done = early_runs.result("examples-testing")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 passed" in done.stdout
+
+
+@early("readme-test-file")
+def readme_test_file(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    """The README's "Testing your application" file, as a user copies it (no help from this suite)."""
+    readme = (ROOT / "README.md").read_text()
+    (code,) = [block for block in readme.split("```python\n")[1:] if block.startswith("# test_my_app.py")]
+    where = tmp_path_factory.mktemp("readme-test-file")
+    (where / "test_my_app.py").write_text(code.split("```", 1)[0])
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_my_app.py", "-o", "asyncio_mode=auto"],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def test_the_readme_test_file_runs_as_written(early_runs: EarlyRuns) -> None:
+    done = early_runs.result("readme-test-file")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout

@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 import itertools
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from hypothesis import strategies as st
@@ -232,23 +233,31 @@ def splits(data: bytes | st.SearchStrategy[bytes]) -> st.SearchStrategy[list[byt
     return source.flatmap(lambda d: _split(bytes(d)))
 
 
+_TIMES = st.datetimes(datetime(2020, 1, 1), datetime(2040, 1, 1), timezones=st.just(UTC))
+
+
 @st.composite
-def _read(draw: st.DrawFn, version: str, address: str | None) -> Read:
+def _read(draw: st.DrawFn, version: str, address: str | None, times: st.SearchStrategy[datetime]) -> Read:
     meter = address if address is not None else draw(addresses())
+    when = draw(times)
     if version == "v3":
-        return Read.of(decode(draw(frames(BlockKind.V3, kwh_scale=1, address=meter)), BlockKind.V3))
+        return Read.of(decode(draw(frames(BlockKind.V3, kwh_scale=1, address=meter)), BlockKind.V3), time=when)
     scale = draw(st.integers(0, 2))
     a = decode(draw(frames(BlockKind.V4A, kwh_scale=scale, address=meter)), BlockKind.V4A)
     b = decode(draw(frames(BlockKind.V4B, kwh_scale=scale, address=meter)), BlockKind.V4B, scale)
-    return Read.of(a, b)
+    return Read.of(a, b, time=when)
 
 
-def reads(version: str = "v4", *, address: str | None = None) -> st.SearchStrategy[Read]:
+def reads(
+    version: str = "v4", *, address: str | None = None, times: st.SearchStrategy[datetime] | None = None
+) -> st.SearchStrategy[Read]:
     """Reads as a poller delivers them: ``"v4"`` (an A and a B block of one meter, one kWh scale) or
-    ``"v3"``; of ``address`` if given."""
+    ``"v3"``; of ``address`` if given; taken at ``times`` (aware datetimes; default: any UTC time of
+    2020–2039). Every field is drawn over its range — the meter's clock may be unreadable (``?`` in
+    ``Meter_Time``: ``meter_datetime`` is None), as a real meter's can be."""
     if version not in ("v3", "v4"):
         raise ValueError(f"version must be 'v3' or 'v4'; got {version!r}")
-    return _read(version, address)
+    return _read(version, address, _TIMES if times is None else times)
 
 
 def requests() -> st.SearchStrategy[bytes]:
