@@ -38,11 +38,12 @@ import aiomqtt
 import pytest
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from ekm_async import Bus, Poller, Read, open_bus
+from ekm_async import Bus, Poller, Read
 from ekm_async.cli import main
 from ekm_async.mqtt import SENSORS, MqttBridge
 from ekm_async.poller import BaseObserver
-from ekm_async.sim import MeterModel, MeterType, SimBus, SimServer
+from ekm_async.sim import MeterModel, MeterType
+from ekm_async.testing.pytest_plugin import SimulatedBus
 
 GUARD = 30.0
 """Seconds after which a test is hung."""
@@ -51,6 +52,8 @@ MOSQUITTO = shutil.which("mosquitto") or next(
 )
 X, Y = "000300007001", "000300007002"
 """A V4 and a V3 meter."""
+pytestmark = pytest.mark.ekm_sim(meters=[f"v4:{X}", f"v3:{Y}"])
+"""The simulated bus of the tests that take ekm_bus (ekm_async.testing's fixtures): those two meters."""
 UNKNOWN = "000300007999"
 _BIN = Path(sys.executable).parent
 CLI = [str(_BIN / "ekm-async")] if (_BIN / "ekm-async").exists() else [sys.executable, "-m", "ekm_async"]
@@ -274,17 +277,6 @@ async def subscriber(broker: Broker, topic: str = "#") -> AsyncIterator[Subscrib
 # Meters, observers, waiting
 
 
-@contextlib.asynccontextmanager
-async def simulated(*models: MeterModel) -> AsyncIterator[Bus]:
-    """``models`` on an unpaced simulated bus, opened in memory."""
-    sim = SimBus(list(models), baud=0, turnaround=0.001)
-    async with (
-        SimServer(sim) as server,
-        open_bus("memory://mqtt", connect=server.memory_connector(), baud=1_000_000, timeout_margin=0.2) as bus,
-    ):
-        yield bus
-
-
 def v4(address: str = X) -> MeterModel:
     return MeterModel(address, MeterType.V4)
 
@@ -456,8 +448,8 @@ def check_templates(configs: list[dict[str, Any]]) -> None:
 # 1. Discovery
 
 
-async def test_discovery_announces_sensors_device_and_relays_retained(broker: Broker) -> None:
-    async with asyncio.timeout(GUARD), simulated(v4(), v3()) as bus, subscriber(broker) as sub:
+async def test_discovery_announces_sensors_device_and_relays_retained(broker: Broker, ekm_bus: Bus) -> None:
+    async with asyncio.timeout(GUARD), contextlib.nullcontext(ekm_bus) as bus, subscriber(broker) as sub:
         recorder = Recorder()
         poller = Poller([bus.v4(X), bus.v3(Y)], interval=0.05, observers=[recorder])
         async with running(MqttBridge(poller, broker.url)) as bridge, poller:
@@ -484,10 +476,10 @@ async def test_discovery_announces_sensors_device_and_relays_retained(broker: Br
         assert all(m.retain for m in late.messages)
 
 
-async def test_a_small_buffer_does_not_cost_the_discovery_configs(broker: Broker) -> None:
+async def test_a_small_buffer_does_not_cost_the_discovery_configs(broker: Broker, ekm_bus: Bus) -> None:
     """The buffer bounds the states kept while the broker is away ("the oldest state is dropped"): a
     meter's discovery configs, put into it all at once with its first read, must not be lost to it."""
-    async with asyncio.timeout(GUARD), simulated(v4(), v3()) as bus, subscriber(broker) as sub:
+    async with asyncio.timeout(GUARD), contextlib.nullcontext(ekm_bus) as bus, subscriber(broker) as sub:
         recorder = Recorder()
         poller = Poller([bus.v4(X), bus.v3(Y)], interval=0.1, observers=[recorder])
         async with running(MqttBridge(poller, broker.url, buffer=5)) as bridge, poller:
@@ -504,9 +496,9 @@ async def test_a_small_buffer_does_not_cost_the_discovery_configs(broker: Broker
 # 2. States
 
 
-async def test_every_read_arrives_as_json_on_its_state_topic_qos1_retained(broker: Broker) -> None:
+async def test_every_read_arrives_as_json_on_its_state_topic_qos1_retained(broker: Broker, ekm_bus: Bus) -> None:
     count = 40
-    async with asyncio.timeout(GUARD), simulated(v4(), v3()) as bus, subscriber(broker) as sub:
+    async with asyncio.timeout(GUARD), contextlib.nullcontext(ekm_bus) as bus, subscriber(broker) as sub:
         recorder = Recorder()
         poller = Poller([bus.v4(X), bus.v3(Y)], interval=0.02, count=count, observers=[recorder])
         async with running(MqttBridge(poller, broker.url)) as bridge, poller:
@@ -588,10 +580,10 @@ async def test_availability_online_then_offline_when_the_poll_process_is_killed(
     assert "Traceback" not in stderr.read_text()
 
 
-async def test_a_clean_stop_leaves_availability_offline(broker: Broker) -> None:
+async def test_a_clean_stop_leaves_availability_offline(broker: Broker, ekm_bus: Bus) -> None:
     """Closing the bridge disconnects cleanly, so the broker does not send the last will: unless the
     bridge says ``offline`` itself, ``online`` stays retained for a bridge that is gone."""
-    async with asyncio.timeout(GUARD), simulated(v4()) as bus, subscriber(broker) as sub:
+    async with asyncio.timeout(GUARD), contextlib.nullcontext(ekm_bus) as bus, subscriber(broker) as sub:
         poller = Poller([bus.v4(X)], interval=0.05)
         async with running(MqttBridge(poller, broker.url)) as bridge, poller:
             await until(lambda: bool(sub.states(X)), "a state", bridge=bridge)
@@ -606,9 +598,11 @@ async def test_a_clean_stop_leaves_availability_offline(broker: Broker) -> None:
 # 4. Relay commands
 
 
-async def test_relay_commands_from_mqtt_reach_the_meter_and_show_in_its_next_state(broker: Broker) -> None:
-    meter, v3_meter = models = [v4(), v3()]
-    async with asyncio.timeout(GUARD), simulated(*models) as bus, subscriber(broker) as sub:
+async def test_relay_commands_from_mqtt_reach_the_meter_and_show_in_its_next_state(
+    broker: Broker, ekm_bus: Bus, ekm_sim: SimulatedBus
+) -> None:
+    meter, v3_meter = ekm_sim.model(X), ekm_sim.model(Y)
+    async with asyncio.timeout(GUARD), contextlib.nullcontext(ekm_bus) as bus, subscriber(broker) as sub:
         poller = Poller([bus.v4(X), bus.v3(Y)], interval=0.05)
         async with running(MqttBridge(poller, broker.url, commands=True)) as bridge, poller:
             await until(lambda: bool(sub.states(X) and sub.states(Y)), "states", bridge=bridge)
@@ -676,7 +670,9 @@ async def test_relay_commands_from_mqtt_reach_the_meter_and_show_in_its_next_sta
 
 
 @pytest.mark.parametrize("buffer", [10_000, 5], ids=["buffer-10000", "buffer-5"])
-async def test_a_broker_restart_during_polling_loses_nothing_beyond_the_buffer(broker: Broker, buffer: int) -> None:
+async def test_a_broker_restart_during_polling_loses_nothing_beyond_the_buffer(
+    broker: Broker, ekm_bus: Bus, buffer: int
+) -> None:
     """Two meters polled every 50 ms; the broker stops (SIGTERM) for about a second and comes back empty.
     Every read made reaches a subscriber (before the stop, or from the bridge's buffer after it), save
     exactly what the bridge counts dropped: the oldest, when more piled up than ``buffer``.
@@ -685,7 +681,7 @@ async def test_a_broker_restart_during_polling_loses_nothing_beyond_the_buffer(b
     stops before the broker is back: reads arriving during the flush could (rightly) push out states
     newer than some already sent again, and the test could no longer tell which ones had to go."""
     delay = 0.5  # the window in which the test's subscriber connects to the new broker before the bridge
-    async with asyncio.timeout(GUARD), simulated(v4(), v3()) as bus, contextlib.AsyncExitStack() as stack:
+    async with asyncio.timeout(GUARD), contextlib.nullcontext(ekm_bus) as bus, contextlib.AsyncExitStack() as stack:
         loop = asyncio.get_running_loop()
         before = await stack.enter_async_context(subscriber(broker))
         recorder = Recorder()
@@ -739,8 +735,8 @@ async def test_a_broker_restart_during_polling_loses_nothing_beyond_the_buffer(b
 # 6. Reconnection: discovery again, back-off from the start
 
 
-async def test_discovery_is_announced_again_to_a_fresh_broker(broker: Broker) -> None:
-    async with asyncio.timeout(GUARD), simulated(v4(), v3()) as bus, contextlib.AsyncExitStack() as stack:
+async def test_discovery_is_announced_again_to_a_fresh_broker(broker: Broker, ekm_bus: Bus) -> None:
+    async with asyncio.timeout(GUARD), contextlib.nullcontext(ekm_bus) as bus, contextlib.AsyncExitStack() as stack:
         before = await stack.enter_async_context(subscriber(broker))
         poller = Poller([bus.v4(X), bus.v3(Y)], interval=0.2)
         bridge = MqttBridge(poller, broker.url, reconnect_delay=0.5, reconnect_max=0.5)
@@ -765,12 +761,12 @@ async def test_discovery_is_announced_again_to_a_fresh_broker(broker: Broker) ->
         assert {m.topic: m.payload for m in late.messages} == announced
 
 
-async def test_reconnect_back_off_starts_over_after_a_successful_connection(broker: Broker) -> None:
+async def test_reconnect_back_off_starts_over_after_a_successful_connection(broker: Broker, ekm_bus: Bus) -> None:
     """Outage 1 lets the back-off grow (0.2, 0.4, 0.8 s…); once connected again, the next outage's first
     attempt comes ``reconnect_delay`` after the broker went, not after the grown delay."""
     delay = 0.2
     firsts: list[float] = []
-    async with asyncio.timeout(GUARD), simulated(v4()) as bus:
+    async with asyncio.timeout(GUARD), contextlib.nullcontext(ekm_bus) as bus:
         loop = asyncio.get_running_loop()
         poller = Poller([bus.v4(X)], interval=0.1)
         bridge = MqttBridge(poller, broker.url, reconnect_delay=delay, reconnect_max=5.0)

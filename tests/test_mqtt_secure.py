@@ -19,13 +19,16 @@ from pathlib import Path
 import pytest
 import trustme
 
-from ekm_async import Poller, open_bus
+from ekm_async import Bus, Poller
 from ekm_async.mqtt import COMMAND_BURST, MqttBridge
-from ekm_async.sim import MeterModel, RequestKind, SimBus, SimServer, Transaction
+from ekm_async.sim import MeterModel, RequestKind, SimBus, Transaction
+from ekm_async.testing.pytest_plugin import SimulatedBus
 
-from .test_mqtt import GUARD, Broker, Subscriber, X, free_port, running, simulated, subscriber, until, v4
+from .test_mqtt import GUARD, Broker, Subscriber, X, free_port, running, subscriber, until
 
 USER, PASSWORD = "ekm", "correct horse"
+pytestmark = pytest.mark.ekm_sim(meters=[f"v4:{X}"])
+"""The simulated bus of every test (ekm_async.testing's fixtures): one V4 meter."""
 
 
 @dataclass
@@ -97,8 +100,10 @@ def bridge(poller: Poller, broker: SecureBroker, tls: Tls, **kw: object) -> Mqtt
     return MqttBridge(poller, broker.tls_url, **(options | kw))  # type: ignore[arg-type]
 
 
-async def test_states_go_over_tls_with_a_client_certificate_and_a_login(secure: SecureBroker, tls: Tls) -> None:
-    async with asyncio.timeout(GUARD), simulated(v4()) as bus, subscriber(secure) as sub:
+async def test_states_go_over_tls_with_a_client_certificate_and_a_login(
+    secure: SecureBroker, tls: Tls, ekm_bus: Bus
+) -> None:
+    async with asyncio.timeout(GUARD), contextlib.nullcontext(ekm_bus) as bus, subscriber(secure) as sub:
         poller = Poller([bus.v4(X)], interval=0.05)
         async with running(bridge(poller, secure, tls)) as b, poller:
             await until(lambda: len(sub.states(X)) >= 2, "states over TLS", bridge=b)
@@ -116,12 +121,12 @@ async def test_states_go_over_tls_with_a_client_certificate_and_a_login(secure: 
     ids=["wrong password", "broker not signed by the CA given"],
 )
 async def test_a_wrong_login_or_ca_never_connects(
-    secure: SecureBroker, tls: Tls, change: dict[str, str], said: str
+    secure: SecureBroker, tls: Tls, change: dict[str, str], said: str, ekm_sim: SimulatedBus, ekm_bus: Bus
 ) -> None:
     options: dict[str, object] = dict(change)
     if change.get("ca_file") == "other":
         options["ca_file"] = tls.other_ca
-    async with asyncio.timeout(GUARD), simulated(v4()) as bus, subscriber(secure) as sub:
+    async with asyncio.timeout(GUARD), contextlib.nullcontext(ekm_bus) as bus, subscriber(secure) as sub:
         poller = Poller([bus.v4(X)], interval=0.05)
         async with running(bridge(poller, secure, tls, **options)) as b, poller:
             await until(lambda: b.last_error != "", "a failed connection", bridge=b)
@@ -152,25 +157,24 @@ class Commanded:
 
 
 @contextlib.asynccontextmanager
-async def commanded(secure: SecureBroker, tls: Tls, **kw: object) -> AsyncIterator[Commanded]:
-    """A V4 meter polled and published through the secure listener, with the test's subscriber."""
-    model = v4()
-    sim = SimBus([model], baud=0, turnaround=0.001)
-    async with (
-        SimServer(sim) as server,
-        open_bus("memory://mqtt", connect=server.memory_connector(), baud=1_000_000, timeout_margin=0.2) as bus,
-        subscriber(secure) as sub,
-    ):
-        poller = Poller([bus.v4(X)], interval=0.05)
+async def commanded(
+    secure: SecureBroker, tls: Tls, ekm_sim: SimulatedBus, ekm_bus: Bus, **kw: object
+) -> AsyncIterator[Commanded]:
+    """The V4 meter of ``ekm_sim`` polled and published through the secure listener, with the test's
+    subscriber."""
+    async with subscriber(secure) as sub:
+        poller = Poller([ekm_bus.v4(X)], interval=0.05)
         async with running(bridge(poller, secure, tls, **kw)) as b, poller:
             await until(lambda: bool(sub.states(X)), "a state", bridge=b)
-            yield Commanded(b, sub, model, sim)
+            yield Commanded(b, sub, ekm_sim.model(X), ekm_sim.sim)
 
 
-async def test_commands_are_off_unless_asked_for(secure: SecureBroker, tls: Tls) -> None:
+async def test_commands_are_off_unless_asked_for(
+    secure: SecureBroker, tls: Tls, ekm_sim: SimulatedBus, ekm_bus: Bus
+) -> None:
     """Anyone who may publish to the broker sends ON: without ``commands=True`` the relay stays open and
     no result comes — the bridge does not even subscribe."""
-    async with asyncio.timeout(GUARD), commanded(secure, tls) as c:
+    async with asyncio.timeout(GUARD), commanded(secure, tls, ekm_sim, ekm_bus) as c:
         assert not c.bridge.commands
         await c.sub.client.publish(f"ekm/{X}/relay/1/set", "ON", qos=1)
         await c.states_after(3)
@@ -180,13 +184,13 @@ async def test_commands_are_off_unless_asked_for(secure: SecureBroker, tls: Tls)
 
 
 async def test_a_retained_command_is_ignored_and_a_live_one_carried_out(
-    secure: SecureBroker, tls: Tls, caplog: pytest.LogCaptureFixture
+    secure: SecureBroker, tls: Tls, caplog: pytest.LogCaptureFixture, ekm_sim: SimulatedBus, ekm_bus: Bus
 ) -> None:
     """A command left retained on the broker (by mistake or by an attacker) would fire again at every
     reconnect: the bridge ignores it. A command sent while it listens is carried out."""
     async with asyncio.timeout(GUARD), subscriber(secure) as setter:
         await setter.client.publish(f"ekm/{X}/relay/1/set", "ON", qos=1, retain=True)
-        async with commanded(secure, tls, commands=True) as c:
+        async with commanded(secure, tls, ekm_sim, ekm_bus, commands=True) as c:
             await c.states_after(3)
             assert f"retained relay command on ekm/{X}/relay/1/set ignored" in caplog.messages
             assert not c.sub.on(f"ekm/{X}/relay/1/result")
@@ -199,9 +203,11 @@ async def test_a_retained_command_is_ignored_and_a_live_one_carried_out(
             assert len(c.writes()) == 1
 
 
-async def test_a_command_flood_is_refused_beyond_the_burst_and_never_queued(secure: SecureBroker, tls: Tls) -> None:
+async def test_a_command_flood_is_refused_beyond_the_burst_and_never_queued(
+    secure: SecureBroker, tls: Tls, ekm_sim: SimulatedBus, ekm_bus: Bus
+) -> None:
     flood = 12
-    async with asyncio.timeout(GUARD), commanded(secure, tls, commands=True) as c:
+    async with asyncio.timeout(GUARD), commanded(secure, tls, ekm_sim, ekm_bus, commands=True) as c:
         topic = f"ekm/{X}/relay/1/set"
         for n in range(flood):
             await c.sub.client.publish(topic, "ON" if n % 2 else "OFF", qos=1)
@@ -228,9 +234,9 @@ async def test_a_command_flood_is_refused_beyond_the_burst_and_never_queued(secu
     ],
 )
 async def test_a_bad_command_payload_is_answered_in_words_and_sends_nothing(
-    secure: SecureBroker, tls: Tls, payload: str | bytes, said: str
+    secure: SecureBroker, tls: Tls, payload: str | bytes, said: str, ekm_sim: SimulatedBus, ekm_bus: Bus
 ) -> None:
-    async with asyncio.timeout(GUARD), commanded(secure, tls, commands=True) as c:
+    async with asyncio.timeout(GUARD), commanded(secure, tls, ekm_sim, ekm_bus, commands=True) as c:
         await c.sub.client.publish(f"ekm/{X}/relay/1/set", payload, qos=1)
         results = f"ekm/{X}/relay/1/result"
         await until(lambda: bool(c.sub.on(results)), "a result", bridge=c.bridge)
@@ -252,9 +258,9 @@ async def test_a_bad_command_payload_is_answered_in_words_and_sends_nothing(
     ],
 )
 async def test_a_hostile_command_topic_is_answered_in_words_and_sends_nothing(
-    secure: SecureBroker, tls: Tls, topic: str, said: str
+    secure: SecureBroker, tls: Tls, topic: str, said: str, ekm_sim: SimulatedBus, ekm_bus: Bus
 ) -> None:
-    async with asyncio.timeout(GUARD), commanded(secure, tls, commands=True) as c:
+    async with asyncio.timeout(GUARD), commanded(secure, tls, ekm_sim, ekm_bus, commands=True) as c:
         await c.sub.client.publish(topic, "ON", qos=1)
         results = topic.removesuffix("/set") + "/result"
         await until(lambda: bool(c.sub.on(results)), "a result", bridge=c.bridge)
