@@ -121,7 +121,7 @@ async def test_states_go_over_tls_with_a_client_certificate_and_a_login(
     ids=["wrong password", "broker not signed by the CA given"],
 )
 async def test_a_wrong_login_or_ca_never_connects(
-    secure: SecureBroker, tls: Tls, change: dict[str, str], said: str, ekm_sim: SimulatedBus, ekm_bus: Bus
+    secure: SecureBroker, tls: Tls, change: dict[str, str], said: str, *, ekm_bus: Bus
 ) -> None:
     options: dict[str, object] = dict(change)
     if change.get("ca_file") == "other":
@@ -184,7 +184,7 @@ async def test_commands_are_off_unless_asked_for(
 
 
 async def test_a_retained_command_is_ignored_and_a_live_one_carried_out(
-    secure: SecureBroker, tls: Tls, caplog: pytest.LogCaptureFixture, ekm_sim: SimulatedBus, ekm_bus: Bus
+    secure: SecureBroker, tls: Tls, caplog: pytest.LogCaptureFixture, *, ekm_sim: SimulatedBus, ekm_bus: Bus
 ) -> None:
     """A command left retained on the broker (by mistake or by an attacker) would fire again at every
     reconnect: the bridge ignores it. A command sent while it listens is carried out."""
@@ -234,7 +234,7 @@ async def test_a_command_flood_is_refused_beyond_the_burst_and_never_queued(
     ],
 )
 async def test_a_bad_command_payload_is_answered_in_words_and_sends_nothing(
-    secure: SecureBroker, tls: Tls, payload: str | bytes, said: str, ekm_sim: SimulatedBus, ekm_bus: Bus
+    secure: SecureBroker, tls: Tls, payload: str | bytes, said: str, *, ekm_sim: SimulatedBus, ekm_bus: Bus
 ) -> None:
     async with asyncio.timeout(GUARD), commanded(secure, tls, ekm_sim, ekm_bus, commands=True) as c:
         await c.sub.client.publish(f"ekm/{X}/relay/1/set", payload, qos=1)
@@ -258,7 +258,7 @@ async def test_a_bad_command_payload_is_answered_in_words_and_sends_nothing(
     ],
 )
 async def test_a_hostile_command_topic_is_answered_in_words_and_sends_nothing(
-    secure: SecureBroker, tls: Tls, topic: str, said: str, ekm_sim: SimulatedBus, ekm_bus: Bus
+    secure: SecureBroker, tls: Tls, topic: str, said: str, *, ekm_sim: SimulatedBus, ekm_bus: Bus
 ) -> None:
     async with asyncio.timeout(GUARD), commanded(secure, tls, ekm_sim, ekm_bus, commands=True) as c:
         await c.sub.client.publish(topic, "ON", qos=1)
