@@ -84,10 +84,35 @@ def field_value(spec: FieldSpec, kwh_scale: int) -> st.SearchStrategy[Value]:
     return st.text(alphabet, min_size=spec.width, max_size=spec.width)
 
 
+def _digit_field(spec: FieldSpec) -> bool:
+    """A field of digits only, drawn with the others as one number."""
+    plain_str = spec.type is FieldType.STR and spec.name != "Meter_Time"
+    return spec.name != "kWh_Scale" and (spec.type in (FieldType.INT, FieldType.FLOAT) or plain_str)
+
+
 @st.composite
 def block_fields(draw: st.DrawFn, kind: BlockKind | str, kwh_scale: int) -> dict[str, Value]:
-    """Every field of a block of ``kind``, drawn (what :func:`frames` encodes)."""
-    return {spec.name: draw(field_value(spec, kwh_scale)) for spec in LAYOUTS[_kind(kind)].fields}
+    """Every field of a block of ``kind``, drawn (what :func:`frames` encodes). The fields of digits
+    come from one big number (one draw per block instead of one per field; it shrinks toward zeros),
+    the others (the meter's clock, power factors, hex fields) one draw each."""
+    specs = LAYOUTS[_kind(kind)].fields
+    numeric = [spec for spec in specs if _digit_field(spec)]
+    width = sum(s.width for s in numeric)
+    digits = f"{draw(st.integers(0, 10**width - 1)):0{width}d}"  # no more entropy than a draw per field
+    fields: dict[str, Value] = {}
+    at = 0
+    for spec in numeric:
+        text, at = digits[at : at + spec.width], at + spec.width
+        if spec.type is FieldType.INT:
+            fields[spec.name] = int(text)
+        elif spec.type is FieldType.FLOAT:
+            fields[spec.name] = int(text) / divisor(spec, kwh_scale)
+        else:
+            fields[spec.name] = text
+    for spec in specs:
+        if not _digit_field(spec):
+            fields[spec.name] = draw(field_value(spec, kwh_scale))
+    return {spec.name: fields[spec.name] for spec in specs}
 
 
 def _kind(kind: BlockKind | str) -> BlockKind:
