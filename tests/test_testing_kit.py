@@ -159,18 +159,21 @@ def test_the_plugin_runs_a_users_tests(pytester: pytest.Pytester, mode: str) -> 
     result.assert_outcomes(passed=4)
 
 
-def test_an_unknown_marker_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize(
+    ("marker", "said"),
+    [
+        ('metres=["v4:000000000001"]', r".*ekm_sim: unknown option\(s\) \['metres'\].*"),
+        ('meters=["v5:000000000001"]', r".*ekm_sim: meters: 'v5:000000000001' is not v4:ADDRESS, v3:ADDRESS or an address.*"),
+        ('meters=["v4:12"]', r".*ekm_sim: address must be exactly 12 digits.*"),
+        ('faults=["gremlins"]', r".*ekm_sim: fault 'gremlins'.*"),
+    ],
+)
+def test_a_bad_marker_is_said_in_one_line(pytester: pytest.Pytester, marker: str, said: str) -> None:
     pytester.makepyfile(
-        test_user="""
-import pytest
-
-@pytest.mark.ekm_sim(metres=["v4:000000000001"])
-async def test_it(ekm_sim):
-    pass
-"""
+        test_user=f"import pytest\n\n@pytest.mark.ekm_sim({marker})\nasync def test_it(ekm_sim):\n    pass\n"
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "asyncio_mode=auto")
-    result.stdout.re_match_lines([r".*ekm_sim: unknown option\(s\) \['metres'\].*"])
+    result.stdout.re_match_lines([said])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ class SimulatedBus:
 
     @property
     def transactions(self) -> list[Transaction]:
-        """Every transaction served, in order: the request, the meter that answered, the reply, the faults."""
+        """The transactions served, in order (the latest 1000 at least): the request, the meter that
+        answered, the reply, the faults applied."""
         return self.sim.transactions
 
     def model(self, address: str) -> MeterModel:
@@ -91,7 +92,7 @@ def _meter(spec: str | MeterModel, n: int, time_scale: float) -> MeterModel:
     version, _, address = spec.rpartition(":")
     kinds = {"v4": MeterType.V4, "v3": MeterType.V3, "": MeterType.V4}
     if version not in kinds:
-        raise ValueError(f"ekm_sim meters: {spec!r} is not v4:ADDRESS, v3:ADDRESS or an address")
+        raise ValueError(f"meters: {spec!r} is not v4:ADDRESS, v3:ADDRESS or an address")
     return MeterModel(require_address(address), kinds[version], seed=n, time_scale=time_scale)
 
 
@@ -106,20 +107,23 @@ def simulated_bus(options: dict[str, Any]) -> tuple[SimBus, dict[str, Any]]:
     unknown = set(options) - _OPTIONS
     if unknown:
         pytest.fail(f"ekm_sim: unknown option(s) {sorted(unknown)}; options: {sorted(_OPTIONS)}", pytrace=False)
-    time_scale = float(options.get("time_scale", 1.0))
-    meters: Iterable[str | MeterModel] = options.get("meters", DEFAULT_METERS)
-    models = [_meter(spec, n, time_scale) for n, spec in enumerate(meters)]
-    faults = [f if isinstance(f, Fault) else Fault.parse(f) for f in options.get("faults", ())]
-    baud = int(options.get("baud", 0))
-    sim = SimBus(
-        models,
-        baud=baud,
-        turnaround=float(options.get("turnaround", 0.001)),
-        echo=options.get("echo", False),
-        arrival=_arrival(options.get("arrival")),
-        faults=faults,
-        seed=int(options.get("seed", 0)),
-    )
+    try:
+        time_scale = float(options.get("time_scale", 1.0))
+        meters: Iterable[str | MeterModel] = options.get("meters", DEFAULT_METERS)
+        models = [_meter(spec, n, time_scale) for n, spec in enumerate(meters)]
+        faults = [f if isinstance(f, Fault) else Fault.parse(f) for f in options.get("faults", ())]
+        baud = int(options.get("baud", 0))
+        sim = SimBus(
+            models,
+            baud=baud,
+            turnaround=float(options.get("turnaround", 0.001)),
+            echo=options.get("echo", False),
+            arrival=_arrival(options.get("arrival")),
+            faults=faults,
+            seed=int(options.get("seed", 0)),
+        )
+    except (ValueError, TypeError, KeyError) as exc:  # the marker's words, not a traceback
+        pytest.fail(f"ekm_sim: {exc}", pytrace=False)
     # Unpaced, the wire takes no time: a fast line and a short margin (a loaded CI machine's turns of the
     # event loop are within it) keep a silent meter's timeout short.
     bus_options = {"baud": baud or 1_000_000, "timeout_margin": 0.2, "reconnect_delay": 0.05}
