@@ -80,6 +80,29 @@ def test_v4_reads_merge_a_and_b_of_one_meter(read: Read) -> None:
     assert {spec.name for spec in LAYOUTS[BlockKind.V4B].fields} <= set(read.fields)
 
 
+@given(ekm.labelled_frames(ekm.LIVE_KINDS))
+def test_totals_are_the_sums_of_their_parts(drawn: ekm.LabelledFrame) -> None:
+    fields = decode(drawn.raw, drawn.kind, drawn.kwh_scale).fields
+    unit = 10**drawn.kwh_scale
+    checked = 0
+    for total, parts in ekm.TOTALS:
+        if total in fields and all(part in fields for part in parts):
+            scale = unit if "kWh" in total else 1
+            assert round(float(fields[total]) * scale) == sum(round(float(fields[p]) * scale) for p in parts)
+            checked += 1
+    assert checked >= 1  # every live block has at least its watts
+
+
+@given(ekm.reads("v4"))
+def test_a_reads_tariffs_add_up_to_its_total(read: Read) -> None:
+    assert read.b is not None
+    scale = 10**read.a.kwh_scale
+    for total, tariffs in ekm.TOTALS[2:4]:
+        assert round(float(read.a.fields[total]) * scale) == sum(
+            round(float(read.b.fields[t]) * scale) for t in tariffs
+        )
+
+
 @given(ekm.reads("v3"))
 def test_v3_reads(read: Read) -> None:
     assert read.b is None

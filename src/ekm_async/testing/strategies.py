@@ -13,7 +13,8 @@ enough for hundreds of examples per test::
     def test_my_protocol_takes_any_arrival(pieces): ...
 
 * :func:`frames` — valid 255-byte frames (V3, V4 A, V4 B, the settings pages), each field drawn over
-  the range the meter can send; they decode to what was drawn.
+  the range the meter can send, totals the sums of their parts (:data:`TOTALS`); they decode to what
+  was drawn.
 * :func:`corrupted` — the same frames damaged as a real line damages them (:class:`Damage`).
 * :func:`splits` — bytes cut into the pieces an adapter or gateway could hand them over in.
 * :func:`reads` — decoded reads (a V4 A and B of one meter, or a V3 block), as a poller delivers them.
@@ -42,6 +43,7 @@ from ..wire import FRAME_LEN, seal
 
 __all__ = [
     "LIVE_KINDS",
+    "TOTALS",
     "Damage",
     "LabelledFrame",
     "addresses",
@@ -99,20 +101,46 @@ def block_fields(draw: st.DrawFn, kind: BlockKind | str, kwh_scale: int) -> dict
     numeric = [spec for spec in specs if _digit_field(spec)]
     width = sum(s.width for s in numeric)
     digits = f"{draw(st.integers(0, 10**width - 1)):0{width}d}"  # no more entropy than a draw per field
-    fields: dict[str, Value] = {}
+    texts: dict[str, str] = {}
     at = 0
     for spec in numeric:
-        text, at = digits[at : at + spec.width], at + spec.width
+        texts[spec.name], at = digits[at : at + spec.width], at + spec.width
+    units = _consistent({s.name: s for s in numeric}, {n: int(t) for n, t in texts.items()})
+    fields: dict[str, Value] = {}
+    for spec in numeric:
         if spec.type is FieldType.INT:
-            fields[spec.name] = int(text)
+            fields[spec.name] = units[spec.name]
         elif spec.type is FieldType.FLOAT:
-            fields[spec.name] = int(text) / divisor(spec, kwh_scale)
+            fields[spec.name] = units[spec.name] / divisor(spec, kwh_scale)
         else:
-            fields[spec.name] = text
+            fields[spec.name] = texts[spec.name]
     for spec in specs:
         if not _digit_field(spec):
             fields[spec.name] = draw(field_value(spec, kwh_scale))
     return {spec.name: fields[spec.name] for spec in specs}
+
+
+TOTALS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("kWh_Tot", ("kWh_Ln_1", "kWh_Ln_2", "kWh_Ln_3")),
+    ("Rev_kWh_Tot", ("Rev_kWh_Ln_1", "Rev_kWh_Ln_2", "Rev_kWh_Ln_3")),
+    ("kWh_Tot", ("kWh_Tariff_1", "kWh_Tariff_2", "kWh_Tariff_3", "kWh_Tariff_4")),
+    ("Rev_kWh_Tot", ("Rev_kWh_Tariff_1", "Rev_kWh_Tariff_2", "Rev_kWh_Tariff_3", "Rev_kWh_Tariff_4")),
+    ("RMS_Watts_Tot", ("RMS_Watts_Ln_1", "RMS_Watts_Ln_2", "RMS_Watts_Ln_3")),
+    ("Reactive_Pwr_Tot", ("Reactive_Pwr_Ln_1", "Reactive_Pwr_Ln_2", "Reactive_Pwr_Ln_3")),
+)
+"""Totals a meter sends with their parts (in one block): the total is the sum, as on a real meter."""
+
+
+def _consistent(specs: dict[str, FieldSpec], units: dict[str, int]) -> dict[str, int]:
+    """``units`` (fields in their least unit) with every total of :data:`TOTALS` the sum of its parts,
+    the parts kept small enough for the sum to fit the total's width."""
+    for total, parts in TOTALS:
+        if total in specs and all(part in specs for part in parts):
+            room = (10 ** specs[total].width - 1) // len(parts) + 1
+            for part in parts:
+                units[part] %= room
+            units[total] = sum(units[part] for part in parts)
+    return units
 
 
 def _kind(kind: BlockKind | str) -> BlockKind:
@@ -269,17 +297,24 @@ def _read(draw: st.DrawFn, version: str, address: str | None, times: st.SearchSt
         return Read.of(decode(draw(frames(BlockKind.V3, kwh_scale=1, address=meter)), BlockKind.V3), time=when)
     scale = draw(st.integers(0, 2))
     a = decode(draw(frames(BlockKind.V4A, kwh_scale=scale, address=meter)), BlockKind.V4A)
-    b = decode(draw(frames(BlockKind.V4B, kwh_scale=scale, address=meter)), BlockKind.V4B, scale)
+    fields = draw(block_fields(BlockKind.V4B, scale)) | {"Meter_Address": meter}
+    for total, tariffs in TOTALS[2:4]:  # B's tariffs add up to A's total, as the meter's do
+        units = round(float(a.fields[total]) * 10**scale)
+        cuts = sorted(draw(st.lists(st.integers(0, units), min_size=len(tariffs) - 1, max_size=len(tariffs) - 1)))
+        for tariff, low, high in zip(tariffs, [0, *cuts], [*cuts, units], strict=True):
+            fields[tariff] = (high - low) / 10**scale
+    b = decode(encode(BlockKind.V4B, fields, kwh_scale=scale), BlockKind.V4B, scale)
     return Read.of(a, b, time=when)
 
 
 def reads(
     version: str = "v4", *, address: str | None = None, times: st.SearchStrategy[datetime] | None = None
 ) -> st.SearchStrategy[Read]:
-    """Reads as a poller delivers them: ``"v4"`` (an A and a B block of one meter, one kWh scale) or
-    ``"v3"``; of ``address`` if given; taken at ``times`` (aware datetimes; default: any UTC time of
-    2020–2039). Every field is drawn over its range — the meter's clock may be unreadable (``?`` in
-    ``Meter_Time``: ``meter_datetime`` is None), as a real meter's can be."""
+    """Reads as a poller delivers them: ``"v4"`` (an A and a B block of one meter, one kWh scale, the B
+    block's tariffs adding up to the A block's totals) or ``"v3"``; of ``address`` if given; taken at
+    ``times`` (aware datetimes; default: any UTC time of 2020–2039). Every field is drawn over its
+    range — the meter's clock may be unreadable (``?`` in ``Meter_Time``: ``meter_datetime`` is None),
+    as a real meter's can be."""
     if version not in ("v3", "v4"):
         raise ValueError(f"version must be 'v3' or 'v4'; got {version!r}")
     return _read(version, address, _TIMES if times is None else times)
