@@ -182,21 +182,24 @@ def test_the_plugin_runs_a_users_tests(pytester: pytest.Pytester, mode: str) -> 
     result.assert_outcomes(passed=4)
 
 
-@pytest.mark.parametrize(
-    ("marker", "said"),
-    [
-        ('metres=["v4:000000000001"]', r".*ekm_sim: unknown option\(s\) \['metres'\].*"),
-        ('meters=["v5:000000000001"]', r".*ekm_sim: meters: 'v5:000000000001' is not v4:ADDRESS, v3:ADDRESS.*"),
-        ('meters=["v4:12"]', r".*ekm_sim: address must be exactly 12 digits.*"),
-        ('faults=["gremlins"]', r".*ekm_sim: fault 'gremlins'.*"),
-    ],
-)
-def test_a_bad_marker_is_said_in_one_line(pytester: pytest.Pytester, marker: str, said: str) -> None:
-    pytester.makepyfile(
-        test_user=f"import pytest\n\n@pytest.mark.ekm_sim({marker})\nasync def test_it(ekm_sim):\n    pass\n"
-    )
+BAD_MARKERS = [
+    ('metres=["v4:000000000001"]', r".*ekm_sim: unknown option\(s\) \['metres'\].*"),
+    ('meters=["v5:000000000001"]', r".*ekm_sim: meters: 'v5:000000000001' is not v4:ADDRESS, v3:ADDRESS.*"),
+    ('meters=["v4:12"]', r".*ekm_sim: address must be exactly 12 digits.*"),
+    ('faults=["gremlins"]', r".*ekm_sim: fault 'gremlins'.*"),
+]
+
+
+def test_a_bad_marker_is_said_in_one_line(pytester: pytest.Pytester) -> None:
+    tests = [
+        f"@pytest.mark.ekm_sim({marker})\nasync def test_{n}(ekm_sim):\n    pass\n"
+        for n, (marker, _) in enumerate(BAD_MARKERS)
+    ]
+    pytester.makepyfile(test_user="import pytest\n\n" + "\n".join(tests))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "asyncio_mode=auto")
-    result.stdout.re_match_lines([said])
+    result.assert_outcomes(errors=len(BAD_MARKERS))
+    result.stdout.re_match_lines([said for _, said in BAD_MARKERS], consecutive=False)
+    result.stdout.no_fnmatch_line("*Traceback*")
 
 
 # ---------------------------------------------------------------------------------------------------
