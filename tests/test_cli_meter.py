@@ -343,7 +343,7 @@ def test_address(url: str, v4: str) -> None:
     assert read(url, new)["Meter_Address"] == new
     gone = cli("read", url, v4, "--timeout-margin", "0.1")
     assert gone.returncode == 1
-    assert "no v4a block in time" in gone.stdout + gone.stderr
+    assert "no reply to the V4 A read within" in gone.stdout + gone.stderr
 
 
 @pytest.mark.parametrize("flags", [(), ("--v3",)], ids=["v4", "v3"])
@@ -492,7 +492,16 @@ def test_missing_serial_device_exits_1_with_a_clear_message(tmp_path: Path) -> N
 def test_a_meter_that_does_not_answer_exits_1(url: str) -> None:
     result = cli("read", url, "000311112222", "--timeout-margin", "0.1")
     assert result.returncode == 1
-    assert "error: meter 000311112222: no v4a block in time" in result.stdout + result.stderr
+    said = result.stdout + result.stderr
+    assert "error: meter 000311112222: no reply to the V4 A read within 0.4 s — check the address" in said  # 0.1 s margin
+    assert "and that it is a V4 meter (add --v3 for a V3 meter)" in said
+
+
+def test_an_option_a_setting_does_not_take_is_said_with_that_settings_usage(url: str, v4: str) -> None:
+    result = cli("set", url, v4, "ct-ratio", "800", "--seconds", "5")
+    assert result.returncode == 2
+    assert "usage: ekm-async set URL ADDRESS ct-ratio" in result.stderr
+    assert "ekm-async set URL ADDRESS ct-ratio: error: unrecognized arguments: --seconds 5" in result.stderr
 
 
 @pytest.mark.parametrize("command", ["read", "set"])
@@ -534,3 +543,12 @@ def test_set_capture_redacts_the_password(url: str, v4: str, tmp_path: Path) -> 
     sent = [bytes.fromhex(r["hex"]) for r in records if r["dir"] == "tx"]
     assert any(b"(********)" in data for data in sent)  # the password request, redacted
     assert not any(b"(00000000)" in data for data in sent)
+
+
+def test_poll_takes_several_v3_meters_after_one_v3_flag(url: str) -> None:
+    """``poll URL ADDRESS… --v3 ADDRESS…`` as the README writes it: every address after --v3 is a V3's."""
+    first, second = V3_POOL[-2:]
+    result = cli("poll", url, V4_POOL[-1], "--v3", first, second, "--count", "3", "--json", "--interval", "0")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(row["Meter_Address"] for row in rows) == sorted([V4_POOL[-1], first, second])

@@ -127,6 +127,15 @@ class Line:
     """Requests whose wait ran out: their replies may still arrive (see the module documentation)."""
 
 
+_ASKED: dict[BlockKind, tuple[str, str]] = {
+    BlockKind.V3: ("V3", ", and that it is a V3 meter"),
+    BlockKind.V4A: ("V4 A", ", and that it is a V4 meter"),
+    BlockKind.V4B: ("V4 B", ""),
+}
+"""A block's read in words, and what to check when it gets no reply (a V4 meter does not answer a V3
+read, nor a V3 meter a V4 one)."""
+
+
 # What a transaction asks for (tables of requests, replies and session events, not branches).
 
 
@@ -289,7 +298,10 @@ class Exchange:
         self.line.owed = min(self.line.owed + 1, self.retries + 1)
         if isinstance(step, AckStep):
             return self._refused(step)
-        return self._again(ReplyTimeout(self.address, f"no {step.kind.value} block in time", buffered))
+        wait = self.timing.wait(len(step.request), FRAME_LEN)
+        what, hint = _ASKED.get(step.kind, (f"settings ({step.kind.value})", ""))
+        said = f"no reply to the {what} read within {wait:.1f} s — check the address{hint}"
+        return self._again(ReplyTimeout(self.address, said, buffered))
 
     def close(self) -> bytes:
         """The close string; the session ends."""

@@ -171,8 +171,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _own_parsers(parser: argparse.ArgumentParser) -> None:
+    """Each subcommand's parser as a default of its own arguments: arguments it does not take are said
+    with its usage, not the top level's."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(own_parser=sub)
+                _own_parsers(sub)
+
+
 def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    _own_parsers(parser)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        getattr(args, "own_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code: int = args.run(args, stdin or sys.stdin, stdout or sys.stdout)
     except KeyboardInterrupt:  # Ctrl-C before a command took over the signals: nothing to report

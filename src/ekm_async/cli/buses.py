@@ -41,7 +41,9 @@ FACTORY_PASSWORD = "00000000"
 def add_bus_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("url", nargs="?", metavar="URL", help="the bus (not with --simulate)")
     p.add_argument("addresses", nargs="*", metavar="ADDRESS", help="V4 meters (12 digits)")
-    p.add_argument("--v3", action="append", default=[], metavar="ADDRESS", help="a V3 meter (repeatable)")
+    p.add_argument(
+        "--v3", action="extend", nargs="+", default=[], metavar="ADDRESS", help="V3 meters (one or more; repeatable)"
+    )
     p.add_argument(
         "--interval",
         type=float,

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from ..bus import Bus, BusOpening, open_bus
 from ..calculated import Value
 from ..catalogue import SETTINGS, Effect, SettingSpec
-from ..errors import EkmError
+from ..errors import EkmError, ReplyTimeout
 from ..meters import V3Meter, V4Meter
 from ..wire import require_address
 from .buses import PASSWORD_ENV, add_password_options, add_wire_options, bus_options, meter_password
@@ -37,7 +37,7 @@ def add_meter_commands(sub: Any) -> None:
     p.set_defaults(run=_run_read)
 
     p = sub.add_parser("settings", parents=[common], help="all settings of a meter")
-    p.add_argument("--json", action="store_true", help="one JSON object per settings block")
+    p.add_argument("--json", action="store_true", help="one JSON object: settings block → field → value")
     p.set_defaults(run=_run_settings)
 
     usage = "\n".join(
@@ -102,10 +102,13 @@ def _print_fields(fields: dict[str, Value], out: TextIO) -> None:
         out.write(f"{name:<{width}}  {value}\n")
 
 
-def _guard(run: Callable[[], Coroutine[Any, Any, int]]) -> int:
+def _guard(run: Callable[[], Coroutine[Any, Any, int]], v3: bool = False) -> int:
     """Run the command; a meter or bus failure is one line on stderr and exit status 1."""
     try:
         return asyncio.run(run())
+    except ReplyTimeout as exc:
+        flag = "leave out --v3 for a V4 meter" if v3 else "add --v3 for a V3 meter"
+        sys.stderr.write(f"error: {exc} ({flag})\n")
     except EkmError as exc:
         sys.stderr.write(f"error: {exc}\n")
     except (OSError, TimeoutError) as exc:
@@ -138,7 +141,7 @@ def _run_read(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
         out.write(json.dumps(fields) + "\n") if args.json else _print_fields(fields, out)
         return 0
 
-    return _guard(run)
+    return _guard(run, args.v3)
 
 
 def _run_settings(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
@@ -156,7 +159,7 @@ def _run_settings(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
                 _print_fields(fields, out)
         return 0
 
-    return _guard(run)
+    return _guard(run, args.v3)
 
 
 def _run_set(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
@@ -187,4 +190,4 @@ def _run_set(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
             )
         return 0
 
-    return _guard(run)
+    return _guard(run, args.v3)
