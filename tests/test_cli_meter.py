@@ -493,7 +493,9 @@ def test_a_meter_that_does_not_answer_exits_1(url: str) -> None:
     result = cli("read", url, "000311112222", "--timeout-margin", "0.1")
     assert result.returncode == 1
     said = result.stdout + result.stderr
-    assert "error: meter 000311112222: no reply to the V4 A read within 0.4 s — check the address" in said  # 0.1 s margin
+    assert (
+        "error: meter 000311112222: no reply to the V4 A read within 0.4 s — check the address" in said
+    )  # 0.1 s margin
     assert "and that it is a V4 meter (add --v3 for a V3 meter)" in said
 
 
