@@ -554,3 +554,13 @@ def test_poll_takes_several_v3_meters_after_one_v3_flag(url: str) -> None:
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert sorted(row["Meter_Address"] for row in rows) == sorted([V4_POOL[-1], first, second])
+
+
+def test_a_bad_reply_names_the_meter_and_shows_its_bytes_only_with_verbose() -> None:
+    with simulator("v4:000300001184", extra=("--fault", "crc")) as faulty:
+        brief = cli("read", faulty, "000300001184")
+        verbose = cli("read", faulty, "000300001184", "--verbose")
+    assert brief.returncode == verbose.returncode == 1
+    assert brief.stderr == "error: crc: meter 000300001184's reply to the V4 A read (255 bytes)\n"
+    assert verbose.stderr.startswith("error: crc: meter 000300001184's reply to the V4 A read (255 bytes: 02 ")
+    assert len(verbose.stderr) > 700

@@ -48,7 +48,12 @@ class RejectReason(TableKey):
 
 
 class EkmError(Exception):
-    """Base class of every error raised by ekm-async."""
+    """Base class of every error raised by ekm-async. ``brief``: the message without the bytes a meter
+    sent (what a person reads; ``str(error)`` and ``.raw`` keep them, for a bug report)."""
+
+    @property
+    def brief(self) -> str:
+        return str(self)
 
 
 class FrameError(EkmError):
@@ -59,7 +64,12 @@ class FrameError(EkmError):
         self.raw = bytes(raw)
         self.detail = detail
         text = f"{reason.value}: {detail}" if detail else reason.value
+        self._brief = f"{text} ({len(self.raw)} bytes)"
         super().__init__(f"{text} ({len(self.raw)} bytes: {self.raw.hex(' ')})")
+
+    @property
+    def brief(self) -> str:
+        return self._brief
 
 
 class MeterError(EkmError):
@@ -68,7 +78,12 @@ class MeterError(EkmError):
     def __init__(self, address: str, message: str, raw: bytes = b"") -> None:
         self.address = address
         self.raw = bytes(raw)
+        self._brief = f"meter {address}: {message}" + (f" ({len(self.raw)} bytes came back)" if self.raw else "")
         super().__init__(f"meter {address}: {message}" + (f" ({self.raw.hex(' ')})" if self.raw else ""))
+
+    @property
+    def brief(self) -> str:
+        return self._brief
 
 
 class ReplyTimeout(MeterError, TimeoutError):

@@ -319,7 +319,8 @@ class Exchange:
 
     def _block(self, step: BlockStep, event: Frame | Rejected, at: float) -> Decision:
         if isinstance(event, Rejected):
-            return self._again(FrameError(event.reason, event.raw, f"reply to {step.request!r}"))
+            what = _ASKED.get(step.kind, (f"settings ({step.kind.value})", ""))[0]
+            return self._again(FrameError(event.reason, event.raw, f"meter {self.address}'s reply to the {what} read"))
         try:
             block = decode(event.raw, step.kind, step.kwh_scale, strict=self.strict)
         except FrameError as exc:

@@ -90,6 +90,12 @@ def add_wire_options(p: argparse.ArgumentParser, *, hidden: bool = False) -> Non
     )
     add("--capture", metavar="FILE", help="write every byte both ways to FILE (JSON lines, passwords redacted)")
     add(
+        "--verbose",
+        action="store_true",
+        default=False,
+        help="with an error, also the bytes the meter sent (for a bug report)",
+    )
+    add(
         "--strict",
         action="store_true",
         default=False,

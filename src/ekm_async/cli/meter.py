@@ -102,15 +102,16 @@ def _print_fields(fields: dict[str, Value], out: TextIO) -> None:
         out.write(f"{name:<{width}}  {value}\n")
 
 
-def _guard(run: Callable[[], Coroutine[Any, Any, int]], v3: bool = False) -> int:
-    """Run the command; a meter or bus failure is one line on stderr and exit status 1."""
+def _guard(run: Callable[[], Coroutine[Any, Any, int]], args: argparse.Namespace) -> int:
+    """Run the command; a meter or bus failure is one line on stderr and exit status 1 (the bytes the
+    meter sent only with ``--verbose``)."""
     try:
         return asyncio.run(run())
-    except ReplyTimeout as exc:
-        flag = "leave out --v3 for a V4 meter" if v3 else "add --v3 for a V3 meter"
-        sys.stderr.write(f"error: {exc} ({flag})\n")
     except EkmError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        said = str(exc) if args.verbose else exc.brief
+        if isinstance(exc, ReplyTimeout):
+            said += " (leave out --v3 for a V4 meter)" if args.v3 else " (add --v3 for a V3 meter)"
+        sys.stderr.write(f"error: {said}\n")
     except (OSError, TimeoutError) as exc:
         sys.stderr.write(f"error: cannot open the bus: {exc}\n")
     return 1
@@ -141,7 +142,7 @@ def _run_read(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
         out.write(json.dumps(fields) + "\n") if args.json else _print_fields(fields, out)
         return 0
 
-    return _guard(run, args.v3)
+    return _guard(run, args)
 
 
 def _run_settings(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
@@ -159,7 +160,7 @@ def _run_settings(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
                 _print_fields(fields, out)
         return 0
 
-    return _guard(run, args.v3)
+    return _guard(run, args)
 
 
 def _run_set(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
@@ -190,4 +191,4 @@ def _run_set(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
             )
         return 0
 
-    return _guard(run, args.v3)
+    return _guard(run, args)

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ..bus import Bus
 from ..config import read_secret
-from ..errors import StoreError
+from ..errors import EkmError, StoreError
 from ..poller import Poller, ReadEvent
 from ..store import SqliteStore
 from .buses import add_bus_arguments, check_bus_arguments, interval_of, open_meters, open_store, usage_error
@@ -148,11 +148,12 @@ class _Failures:
         self._report = report
         self._failing: dict[str, tuple[str, int]] = {}
 
-    def failed(self, address: str, error: Exception) -> None:
+    def failed(self, address: str, error: Exception, verbose: bool = False) -> None:
+        said = error.brief if isinstance(error, EkmError) and not verbose else str(error)
         message, count = self._failing.get(address, ("", 0))
-        if str(error) != message:
-            self._report(f"error: {error}")
-        self._failing[address] = (str(error), count + 1)
+        if said != message:
+            self._report(f"error: {said}")
+        self._failing[address] = (said, count + 1)
 
     def read(self, address: str) -> None:
         if address in self._failing:
@@ -202,7 +203,7 @@ async def _poll(args: argparse.Namespace, stdout: Output, stderr: Output, stoppi
                         when = (event.read.time or datetime.now(UTC)).isoformat()
                         stdout.write(json.dumps({"time": when, **event.read.fields}) + "\n")
                 else:
-                    failures.failed(event.address, event.error)
+                    failures.failed(event.address, event.error, args.verbose)
             if live:
                 stdout.show(_table(poller, bus, title))
             watch.check()
