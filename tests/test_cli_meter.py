@@ -564,3 +564,11 @@ def test_a_bad_reply_names_the_meter_and_shows_its_bytes_only_with_verbose() -> 
     assert brief.stderr == "error: crc: meter 000300001184's reply to the V4 A read (255 bytes)\n"
     assert verbose.stderr.startswith("error: crc: meter 000300001184's reply to the V4 A read (255 bytes: 02 ")
     assert len(verbose.stderr) > 700
+
+
+def test_a_bus_that_cannot_be_opened_is_said_with_what_to_check(tmp_path: Path) -> None:
+    refused = cli("read", f"tcp://127.0.0.1:{closed_port()}", "000300001184")
+    missing = cli("read", str(tmp_path / "ttyNOPE"), "000300001184")
+    assert (refused.returncode, missing.returncode) == (1, 1)
+    assert "connection refused: is the gateway running, and is it that port?" in refused.stderr
+    assert f"cannot open the bus at {tmp_path / 'ttyNOPE'}: no such device: is the adapter plugged in" in missing.stderr

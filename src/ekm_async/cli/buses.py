@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import sqlite3
 import sys
@@ -24,6 +25,7 @@ __all__ = [
     "add_password_options",
     "add_wire_options",
     "bus_options",
+    "cannot_open",
     "check_bus_arguments",
     "meter_password",
     "meters_from_args",
@@ -156,6 +158,25 @@ def bus_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+_OPEN_HINTS = {
+    errno.ECONNREFUSED: "connection refused: is the gateway running, and is it that port?",
+    errno.EHOSTUNREACH: "no route to the gateway's host",
+    errno.ENETUNREACH: "no route to the gateway's network",
+    errno.ENOENT: "no such device: is the adapter plugged in, and is it that name?",
+    errno.EACCES: "permission denied: is this user in the group of the device (dialout)?",
+    errno.EBUSY: "the device is busy: another program has it open",
+}
+"""What a failed open of a bus means, by errno, in words a user can act on."""
+
+
+def cannot_open(url: str, exc: BaseException) -> str:
+    """One line: the bus that could not be opened, and why, in the user's words."""
+    if isinstance(exc, TimeoutError):  # the connect timed out (no errno): nothing answered at all
+        return f"cannot open the bus at {url}: no answer in time: is the gateway's address right?"
+    hint = _OPEN_HINTS.get(exc.errno) if isinstance(exc, OSError) and exc.errno is not None else None
+    return f"cannot open the bus at {url}: {hint or exc or type(exc).__name__}"
+
+
 def usage_error(command: str, message: str) -> SystemExit:
     """Bad input: said on stderr, exit status 2, nothing opened."""
     sys.stderr.write(f"ekm-async {command}: {message}\n")
@@ -215,7 +236,7 @@ async def open_meters(
     try:
         return await stack.enter_async_context(meters_from_args(args))
     except (OSError, TimeoutError) as exc:
-        raise CommandError(f"cannot open the bus at {args.url}: {exc or type(exc).__name__}") from None
+        raise CommandError(cannot_open(args.url, exc)) from None
 
 
 async def open_store(stack: contextlib.AsyncExitStack, store: SqliteStore, command: str) -> None:

@@ -17,7 +17,7 @@ from ..catalogue import SETTINGS, Effect, SettingSpec
 from ..errors import EkmError, ReplyTimeout
 from ..meters import V3Meter, V4Meter
 from ..wire import require_address
-from .buses import PASSWORD_ENV, add_password_options, add_wire_options, bus_options, meter_password
+from .buses import PASSWORD_ENV, add_password_options, add_wire_options, bus_options, cannot_open, meter_password
 
 __all__ = ["add_meter_commands"]
 
@@ -113,7 +113,7 @@ def _guard(run: Callable[[], Coroutine[Any, Any, int]], args: argparse.Namespace
             said += " (leave out --v3 for a V4 meter)" if args.v3 else " (add --v3 for a V3 meter)"
         sys.stderr.write(f"error: {said}\n")
     except (OSError, TimeoutError) as exc:
-        sys.stderr.write(f"error: cannot open the bus: {exc}\n")
+        sys.stderr.write(f"error: {cannot_open(args.url, exc)}\n")
     return 1
 
 

@@ -18,7 +18,7 @@ from ..poller import Poller
 from ..sim import MeterModel, MeterType, SimBus, SimServer
 from ..store import SqliteStore
 from ..web import create_app
-from .buses import open_store, usage_error
+from .buses import cannot_open, open_store, usage_error
 from .serve import server_context, start_web
 from .service import CommandError, Output, Stopper, Watch, run_service
 
@@ -177,9 +177,7 @@ async def _serve(config: Config, stdout: Output, stderr: Output, stoppers: list[
                 try:
                     bus = await stack.enter_async_context(_open(bus_config))
                 except (OSError, TimeoutError) as exc:
-                    raise CommandError(
-                        f"cannot open the bus at {bus_config.url}: {exc or type(exc).__name__}"
-                    ) from None
+                    raise CommandError(cannot_open(bus_config.url, exc)) from None
                 buses.append(bus)
                 if store is not None:
                     bus.add_write_listener(store.record_write)  # the audit trail, in the writes table
