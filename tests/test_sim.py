@@ -125,12 +125,17 @@ class Host:
         assert self.write(request, address, sign=sign) == (ACK, ACK)
 
 
+START = datetime(2026, 1, 5, 8)
+"""The clock of the meters these tests make (by default a meter's clock starts at the host's time:
+two meters made a moment apart would differ in their second)."""
+
+
 def v4(address: str = X, **kwargs: Any) -> MeterModel:
-    return MeterModel(address, MeterType.V4, **kwargs)
+    return MeterModel(address, MeterType.V4, **{"start": START} | kwargs)
 
 
 def v3(address: str = X, **kwargs: Any) -> MeterModel:
-    return MeterModel(address, MeterType.V3, **kwargs)
+    return MeterModel(address, MeterType.V3, **{"start": START} | kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------

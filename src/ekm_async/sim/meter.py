@@ -41,7 +41,6 @@ __all__ = ["ACK", "MeterModel", "MeterType"]
 
 ACK = b"\x06"
 DEFAULT_PASSWORD = "00000000"
-DEFAULT_START = datetime(2026, 1, 5, 8, 0, 0)
 
 
 class MeterType(enum.Enum):
@@ -87,6 +86,12 @@ class _Line:
         return ("L" if self.inductive else "C") + f"{round(self.pf * 100):03d}"
 
 
+def _month(rng: random.Random) -> list[float]:
+    """A month's [total, tariff 1, …, tariff 4] kWh, in tenths (the total adds the tariffs up)."""
+    tariffs = [rng.randint(250, 2250) for _ in range(4)]
+    return [sum(tariffs) / 10, *(t / 10 for t in tariffs)]
+
+
 @dataclass
 class _Relay:
     closed: bool = False
@@ -102,8 +107,9 @@ class MeterModel:
     type: MeterType = MeterType.V4
     seed: int = 0
     password: str = DEFAULT_PASSWORD
-    start: datetime = DEFAULT_START
-    """The meter's clock at the first ``now`` it sees."""
+    start: datetime = field(default_factory=lambda: datetime.now().replace(microsecond=0))
+    """The meter's clock at the first ``now`` it sees: the host's local time when the meter is made
+    (a real meter's clock is set to local time), unless given."""
     kwh_scale: int = 2
     """V4 only: decimal places of kWh registers (0, 1, 2); a V3 meter always counts tenths."""
     time_scale: float = 1.0
@@ -160,8 +166,8 @@ class MeterModel:
             self.seasons = [Season(1, 1, 0)] + [Season(0, 0, 0)] * (SHAPE.seasons - 1)
         if not self.holidays:
             self.holidays = [MonthDay(1, 1), MonthDay(12, 25)] + [MonthDay(0, 0)] * (SHAPE.holidays - 2)
-        if not self.months:
-            self.months = [[[round(rng.uniform(100, 900), 1) for _ in range(5)] for _ in range(6)] for _ in range(2)]
+        if not self.months:  # per direction, 6 months of [total, tariffs 1–4]: the total is their sum
+            self.months = [[_month(rng) for _ in range(6)] for _ in range(2)]
         if self.type is MeterType.V3:
             self.kwh_scale = 1
         self._now: float | None = None
