@@ -572,3 +572,15 @@ def test_a_bus_that_cannot_be_opened_is_said_with_what_to_check(tmp_path: Path) 
     assert (refused.returncode, missing.returncode) == (1, 1)
     assert "connection refused: is the gateway running, and is it that port?" in refused.stderr
     assert f"cannot open the bus at {tmp_path / 'ttyNOPE'}: no such device: is the adapter plugged in" in missing.stderr
+
+
+@pytest.mark.parametrize("command", ["read", "settings"])
+def test_a_reader_that_went_away_ends_the_command_quietly(url: str, v4: str, command: str) -> None:
+    """``ekm-async read … | head -1``: the reader is gone before anything is written (its end of the
+    pipe closed at once), so the first write fails — as Unix tools do, the command ends quietly."""
+    proc = subprocess.Popen([*CLI, command, url, v4], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=30)
+    assert err == b""
+    assert proc.returncode == 0

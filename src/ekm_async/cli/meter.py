@@ -112,6 +112,8 @@ def _guard(run: Callable[[], Coroutine[Any, Any, int]], args: argparse.Namespace
         if isinstance(exc, ReplyTimeout):
             said += " (leave out --v3 for a V4 meter)" if args.v3 else " (add --v3 for a V3 meter)"
         sys.stderr.write(f"error: {said}\n")
+    except BrokenPipeError:
+        raise  # whoever read our output stopped reading (`… | head`): main() ends quietly
     except (OSError, TimeoutError) as exc:
         sys.stderr.write(f"error: {cannot_open(args.url, exc)}\n")
     return 1
