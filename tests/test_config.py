@@ -3,6 +3,7 @@ environment only, and a list of hostile files — each one clear line naming the
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ekm_async.cli import main
 from ekm_async.config import FACTORY_PASSWORD, ConfigError, example, load, parse, sections
 
 METER = '[[bus.meter]]\naddress = "000300001184"\n'
@@ -282,3 +284,17 @@ def test_run_with_a_bad_config_starts_nothing(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1
     assert "bus[0].meter[1].address" in result.stderr
     assert not (tmp_path / "ekm.db").exists()
+
+
+def test_mqtt_without_aiomqtt_is_said_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiomqtt" else real(name, *a))
+    path = config(tmp_path, BUS + '[mqtt]\nurl = "mqtt://broker"\n')
+    with pytest.raises(SystemExit) as exit_:
+        main(["config", "check", str(path)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"ekm-async config check: {path}: mqtt: needs aiomqtt: pip install 'ekm-async[mqtt]'\n"
+    )

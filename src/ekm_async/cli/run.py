@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 from typing import Any, TextIO
 
 from aiohttp import web
@@ -67,9 +68,12 @@ def _example(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
 
 def _load(command: str, path: str) -> Config:
     try:
-        return load(path)
+        config = load(path)
     except ConfigError as exc:
         raise usage_error(command, str(exc)) from None
+    if config.mqtt is not None and importlib.util.find_spec("aiomqtt") is None:
+        raise usage_error(command, f"{config.path}: mqtt: needs aiomqtt: pip install 'ekm-async[mqtt]'")
+    return config
 
 
 def _check(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
