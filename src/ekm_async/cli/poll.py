@@ -190,11 +190,8 @@ async def _poll(args: argparse.Namespace, stdout: Output, stderr: Output, stoppi
             stop = asyncio.get_running_loop().create_task(_stop_on(stopper.event, poller))
             stack.callback(stop.cancel)
             title = f"ekm-async poll {bus.url} — {len(meters)} meters, interval {interval:g} s"
-            watch = Watch(report, [bus], store)
-            watcher = asyncio.get_running_loop().create_task(
-                watch.run(also=(lambda: stdout.show(_table(poller, bus, title))) if live else None)
-            )
-            stack.callback(watcher.cancel)
+            redraw = (lambda: stdout.show(_table(poller, bus, title))) if live else None
+            watch = Watch(report, [bus], store).start(stack, also=redraw)
             failures = _Failures(report)
             async for event in poller.events():
                 if isinstance(event, ReadEvent):

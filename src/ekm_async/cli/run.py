@@ -20,7 +20,7 @@ from ..sim import MeterModel, MeterType, SimBus, SimServer
 from ..store import SqliteStore
 from ..web import create_app
 from .buses import cannot_open, open_store, usage_error
-from .serve import server_context, start_web
+from .serve import start_web
 from .service import CommandError, Output, Stopper, Watch, run_service
 
 __all__ = ["add_config_commands", "add_run_command"]
@@ -196,14 +196,14 @@ async def _serve(config: Config, stdout: Output, stderr: Output, stoppers: list[
             await stack.enter_async_context(poller)
             served = None
             if config.web is not None:
-                tls = config.web.tls_cert, config.web.tls_key
-                context = await asyncio.to_thread(server_context, *tls) if tls[0] is not None else None
-                app = _web_app(config.web, poller, store)
-                served = await start_web(stack, app, config.web.host, config.web.port, context)
+                web_config = config.web
+                tls = (web_config.tls_cert, web_config.tls_key) if web_config.tls_cert is not None else None
+                served = await start_web(
+                    stack, _web_app(web_config, poller, store), web_config.host, web_config.port, tls
+                )
             stdout.write(f"running {config.path}: {_summary(config, served)}\n")
             stopper.started()
-            watch = asyncio.get_running_loop().create_task(Watch(report, buses, store).run())
-            stack.callback(watch.cancel)
+            Watch(report, buses, store).start(stack)
             await stopper.event.wait()
     except StoreError as exc:
         report(f"error: {exc}")

@@ -18,7 +18,7 @@ from ..web import create_app
 from .buses import add_bus_arguments, check_bus_arguments, interval_of, open_meters, open_store, usage_error
 from .service import CommandError, Output, Stopper, Watch, run_service
 
-__all__ = ["add_serve_command", "server_context", "start_web"]
+__all__ = ["add_serve_command", "start_web"]
 
 
 def add_serve_command(sub: Any) -> None:
@@ -64,9 +64,11 @@ def server_context(cert: Any, key: Any) -> ssl.SSLContext:
 
 
 async def start_web(
-    stack: contextlib.AsyncExitStack, app: web.Application, host: str, port: int, context: ssl.SSLContext | None
+    stack: contextlib.AsyncExitStack, app: web.Application, host: str, port: int, tls: tuple[Any, Any] | None
 ) -> str:
-    """Serve ``app`` on ``host:port`` until ``stack`` closes; the URL it serves at."""
+    """Serve ``app`` on ``host:port`` until ``stack`` closes — over HTTPS with ``tls``, (certificate,
+    key) files, read off the event loop —; the URL it serves at."""
+    context = await asyncio.to_thread(server_context, *tls) if tls is not None else None
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
@@ -114,14 +116,12 @@ async def _serve(
                 allowed_hosts=(args.host, *args.allowed_hosts),
                 max_streams=args.max_streams,
             )
-            tls = args.tls_cert, args.tls_key
-            context = await asyncio.to_thread(server_context, *tls) if tls[0] is not None else None
-            url = await start_web(stack, app, args.host, args.port, context)
+            tls = (args.tls_cert, args.tls_key) if args.tls_cert is not None else None
+            url = await start_web(stack, app, args.host, args.port, tls)
             writes = "writes need the token" if token else "writes disabled (no --token-file)"
             stdout.write(f"serving {url} — {len(meters)} meters, {writes}\n")
             stopper.started()
-            watch = asyncio.get_running_loop().create_task(Watch(report, [bus], store).run())
-            stack.callback(watch.cancel)
+            Watch(report, [bus], store).start(stack)
             await stopper.event.wait()
     except StoreError as exc:
         report(f"error: {exc}")

@@ -366,6 +366,12 @@ class Watch:
             self.report(f"error: {store.lost - self._lost} reads dropped, never to be committed to {store.path}")
             self._lost = store.lost
 
+    def start(self, stack: contextlib.AsyncExitStack, also: Callable[[], None] | None = None) -> Watch:
+        """:meth:`run` in a task of its own until ``stack`` closes."""
+        task = asyncio.get_running_loop().create_task(self.run(also=also))
+        stack.callback(task.cancel)
+        return self
+
     async def run(self, every: float = 0.25, also: Callable[[], None] | None = None) -> None:
         """Check every ``every`` seconds (and call ``also``, e.g. to redraw a live table)."""
         while True:
