@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..bus import Bus, open_bus
-from ..config import read_secret
+from ..config import MqttConfig, read_secret
 from ..meters import V3Meter, V4Meter
+from ..poller import Poller
 from ..sim import MeterModel, MeterType, SimBus, SimServer
 from ..store import SqliteStore
 from ..wire import require_address, require_password
@@ -27,8 +28,10 @@ __all__ = [
     "bus_options",
     "cannot_open",
     "check_bus_arguments",
+    "enter_bridge",
     "meter_password",
     "meters_from_args",
+    "mqtt_bridge",
     "open_meters",
     "open_store",
     "usage_error",
@@ -237,6 +240,35 @@ async def open_meters(
         return await stack.enter_async_context(meters_from_args(args))
     except (OSError, TimeoutError) as exc:
         raise CommandError(cannot_open(args.url, exc)) from None
+
+
+def mqtt_bridge(mqtt: MqttConfig, poller: Poller) -> Any:
+    """The :class:`~ekm_async.mqtt.MqttBridge` of ``mqtt`` for ``poller``, not started (aiomqtt is an
+    optional extra: its caller has checked that it is there). ``ValueError`` for what it cannot use."""
+    from ..mqtt import MqttBridge  # noqa: PLC0415 — optional extra
+
+    return MqttBridge(
+        poller,
+        mqtt.url,
+        prefix=mqtt.prefix,
+        discovery_prefix=mqtt.discovery_prefix,
+        username=mqtt.username,
+        password=mqtt.password,
+        ca_file=mqtt.ca_file,
+        client_cert=mqtt.client_cert,
+        client_key=mqtt.client_key,
+        commands=mqtt.commands,
+    )
+
+
+async def enter_bridge(stack: contextlib.AsyncExitStack, mqtt: MqttConfig, poller: Poller, where: str) -> Any:
+    """:func:`mqtt_bridge` started on ``stack``; TLS files it cannot use are a :class:`CommandError`
+    (status 2) that begins with ``where``. Enter it before the poller: on the way out the poller drains
+    into it, then it publishes."""
+    try:
+        return await stack.enter_async_context(mqtt_bridge(mqtt, poller))
+    except ValueError as exc:
+        raise CommandError(f"{where}: {exc}", 2) from None
 
 
 async def open_store(stack: contextlib.AsyncExitStack, store: SqliteStore, command: str) -> None:

@@ -10,18 +10,28 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from rich.table import Table
 
 from ..bus import Bus
-from ..config import read_secret
+from ..config import MqttConfig, read_secret
 from ..errors import EkmError, StoreError
 from ..poller import Poller, ReadEvent
 from ..store import SqliteStore
-from .buses import add_bus_arguments, check_bus_arguments, interval_of, open_meters, open_store, usage_error
-from .service import CommandError, Output, Stopper, Watch, run_service
+from .buses import (
+    add_bus_arguments,
+    check_bus_arguments,
+    enter_bridge,
+    interval_of,
+    mqtt_bridge,
+    open_meters,
+    open_store,
+    usage_error,
+)
+from .service import Output, Stopper, Watch, run_service
 
 __all__ = ["add_poll_command"]
 
@@ -73,7 +83,7 @@ def _check(args: argparse.Namespace) -> None:
         raise usage_error("poll", "--count must be ≥ 1")
     if args.mqtt is not None:
         try:
-            from ..mqtt import MqttBridge, check_prefix, check_url  # noqa: PLC0415 — aiomqtt is an optional extra
+            from ..mqtt import check_prefix, check_url  # noqa: PLC0415 — aiomqtt is an optional extra
         except ImportError:
             raise usage_error("poll", "--mqtt needs aiomqtt: pip install 'ekm-async[mqtt]'") from None
         if urlsplit(args.mqtt).password:
@@ -87,11 +97,24 @@ def _check(args: argparse.Namespace) -> None:
                 check(value)
             except ValueError as exc:
                 raise usage_error("poll", f"{option}: {exc}") from None
-        args.mqtt_password = _mqtt_password(args)
+        args.mqtt_config = MqttConfig(
+            args.mqtt,
+            prefix=args.mqtt_prefix,
+            ca_file=_path(args.mqtt_ca_file),
+            client_cert=_path(args.mqtt_client_cert),
+            client_key=_path(args.mqtt_client_key),
+            username=args.mqtt_username,
+            password=_mqtt_password(args),
+            commands=args.mqtt_commands,
+        )
         try:  # every other check of the bridge (TLS files with mqtts://, a key with its certificate)
-            MqttBridge(Poller(), args.mqtt, **_bridge_options(args))  # a poller of its own: nothing starts
+            mqtt_bridge(args.mqtt_config, Poller())  # a poller of its own: nothing starts
         except ValueError as exc:
             raise usage_error("poll", f"--mqtt: {exc}") from None
+
+
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
 def _mqtt_password(args: argparse.Namespace) -> str | None:
@@ -106,18 +129,6 @@ def _mqtt_password(args: argparse.Namespace) -> str | None:
     if password and not args.mqtt_username:
         raise usage_error("poll", "an MQTT password needs --mqtt-username")
     return password or None
-
-
-def _bridge_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "prefix": args.mqtt_prefix,
-        "username": args.mqtt_username,
-        "password": args.mqtt_password,
-        "ca_file": args.mqtt_ca_file,
-        "client_cert": args.mqtt_client_cert,
-        "client_key": args.mqtt_client_key,
-        "commands": args.mqtt_commands,
-    }
 
 
 def _table(poller: Poller, bus: Bus, title: str) -> Table:
@@ -183,8 +194,7 @@ async def _poll(args: argparse.Namespace, stdout: Output, stderr: Output, stoppi
             observers = [store] if store is not None else []
             poller = Poller(meters, interval=interval, count=args.count, observers=observers, drain_timeout=5.0)
             if args.mqtt is not None:
-                # Entered before the poller: on the way out the poller drains into it, then it publishes.
-                bridge = await _enter_bridge(stack, poller, args)
+                bridge = await enter_bridge(stack, args.mqtt_config, poller, "--mqtt")
             await stack.enter_async_context(poller)
             stopper.started()
             stop = asyncio.get_running_loop().create_task(_stop_on(stopper.event, poller))
@@ -227,16 +237,6 @@ async def _open_meters(
     if store is not None:
         bus.add_write_listener(store.record_write)  # MQTT's relay commands, in the writes table
     return bus, meters
-
-
-async def _enter_bridge(stack: contextlib.AsyncExitStack, poller: Poller, args: argparse.Namespace) -> Any:
-    """The MQTT bridge of ``args``, started on ``stack``; TLS files it cannot use are a usage error."""
-    from ..mqtt import MqttBridge  # noqa: PLC0415 — optional extra, checked in _check
-
-    try:
-        return await stack.enter_async_context(MqttBridge(poller, args.mqtt, **_bridge_options(args)))
-    except ValueError as exc:
-        raise CommandError(f"--mqtt: {exc}", 2) from None
 
 
 async def _stop_on(stop: asyncio.Event, poller: Poller) -> None:

@@ -12,14 +12,14 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from ..bus import Bus, open_bus
-from ..config import BusConfig, Config, ConfigError, MqttConfig, WebConfig, example, load
+from ..config import BusConfig, Config, ConfigError, WebConfig, example, load
 from ..errors import StoreError
 from ..meters import V3Meter, V4Meter
 from ..poller import Poller
 from ..sim import MeterModel, MeterType, SimBus, SimServer
 from ..store import SqliteStore
 from ..web import create_app
-from .buses import cannot_open, open_store, usage_error
+from .buses import cannot_open, enter_bridge, open_store, usage_error
 from .serve import start_web
 from .service import CommandError, Output, Stopper, Watch, run_service
 
@@ -144,25 +144,6 @@ def _web_app(config: WebConfig, poller: Poller, store: SqliteStore | None) -> we
     )
 
 
-def _bridge(config: MqttConfig, poller: Poller) -> Any:
-    try:
-        from ..mqtt import MqttBridge  # noqa: PLC0415 — aiomqtt is an optional extra
-    except ImportError:
-        raise CommandError("[mqtt] needs aiomqtt: pip install 'ekm-async[mqtt]'", 2) from None
-    return MqttBridge(
-        poller,
-        config.url,
-        prefix=config.prefix,
-        discovery_prefix=config.discovery_prefix,
-        username=config.username,
-        password=config.password,
-        ca_file=config.ca_file,
-        client_cert=config.client_cert,
-        client_key=config.client_key,
-        commands=config.commands,
-    )
-
-
 async def _serve(config: Config, stdout: Output, stderr: Output, stoppers: list[Stopper]) -> int:
     store = SqliteStore(config.store.path) if config.store is not None else None
     stopper = Stopper(stderr, pending=lambda: store.pending if store is not None else 0)
@@ -188,11 +169,7 @@ async def _serve(config: Config, stdout: Output, stderr: Output, stoppers: list[
                 for meter, interval in _handles(bus, bus_config):
                     poller.add(meter, interval=interval)
             if config.mqtt is not None:
-                # Entered before the poller: on the way out the poller drains into it, then it publishes.
-                try:
-                    await stack.enter_async_context(_bridge(config.mqtt, poller))
-                except ValueError as exc:
-                    raise CommandError(f"{config.path}: mqtt: {exc}", 2) from None
+                await enter_bridge(stack, config.mqtt, poller, f"{config.path}: mqtt")
             await stack.enter_async_context(poller)
             served = None
             if config.web is not None:
