@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
 import signal
 import sqlite3
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,9 +17,9 @@ import trustme
 
 from ekm_async.config import example
 
+from .test_web import started
+
 GUARD = 60.0
-_SCRIPT = Path(sys.executable).with_name("ekm-async")
-PROGRAM = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ekm_async"]
 
 
 @contextlib.asynccontextmanager
@@ -30,28 +27,9 @@ async def running(
     config: Path, env: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """``ekm-async run --config CONFIG`` and the URL it serves at (killed at the end if still running)."""
-    process = await asyncio.create_subprocess_exec(
-        *PROGRAM,
-        "run",
-        "--config",
-        config.name,
-        cwd=config.parent,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-    )
-    try:
-        async with asyncio.timeout(GUARD):
-            line = (await process.stdout.readline()).decode()  # type: ignore[union-attr]
-        match = re.search(
-            r", serving (https?://127\.0\.0\.1:\d+/) \((writes need a token|no token: writes refused)\)\n$", line
-        )
-        assert match, (line, await process.stderr.read())  # type: ignore[union-attr]
-        yield process, match[1]
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    first = r"running .*, serving (https?://127\.0\.0\.1:\d+/) \((writes need a token|no token: writes refused)\)\n"
+    async with started(["run", "--config", config.name], first, cwd=config.parent, env=env) as (process, url):
+        yield process, url
 
 
 def stored(path: Path) -> dict[str, int]:

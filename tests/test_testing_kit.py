@@ -206,16 +206,21 @@ def test_a_bad_marker_is_said_in_one_line(pytester: pytest.Pytester) -> None:
 # examples/testing, as its README section runs it (started with the session: it mostly waits)
 
 
-@early("examples-testing")
-def examples_testing(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+def pytest_run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """pytest ARGS… in a process of its own, as a user runs it in ``cwd``."""
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/testing"],
-        cwd=ROOT,
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=240,
         check=False,
     )
+
+
+@early("examples-testing")
+def examples_testing(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    return pytest_run(ROOT, "examples/testing")
 
 
 def test_the_testing_example_runs_as_it_is(early_runs: EarlyRuns) -> None:
@@ -231,14 +236,7 @@ def readme_test_file(tmp_path_factory: pytest.TempPathFactory) -> subprocess.Com
     (code,) = [block for block in readme.split("```python\n")[1:] if block.startswith("# test_my_app.py")]
     where = tmp_path_factory.mktemp("readme-test-file")
     (where / "test_my_app.py").write_text(code.split("```", 1)[0])
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_my_app.py", "-o", "asyncio_mode=auto"],
-        cwd=where,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    return pytest_run(where, "test_my_app.py", "-o", "asyncio_mode=auto")
 
 
 def test_the_readme_test_file_runs_as_written(early_runs: EarlyRuns) -> None:

@@ -951,33 +951,46 @@ def test_serve_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert message in capsys.readouterr().err
 
 
+_SCRIPT = Path(sys.executable).with_name("ekm-async")
+PROGRAM = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ekm_async"]
+"""The installed command (``python -m ekm_async`` if there is none)."""
+
+
 @contextlib.asynccontextmanager
-async def serving(tmp_path: Path, *args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """``ekm-async serve --simulate 2 --sim-baud 0 --port 0 --token-file F`` and the URL it prints."""
-    token = tmp_path / "token"
-    token.write_text(f"{TOKEN}\n")
-    script = Path(sys.executable).with_name("ekm-async")
-    program = [str(script)] if script.exists() else [sys.executable, "-m", "ekm_async"]
-    command = [*program, "serve", "--simulate", "2", "--sim-baud", "0", "--port", "0"]
+async def started(
+    args: list[str], first_line: str, *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """``ekm-async ARGS…`` running, and the first group of ``first_line`` (a pattern its first line of
+    output must fully match); killed at the end if still running."""
     process = await asyncio.create_subprocess_exec(
-        *command,
-        "--token-file",
-        str(token),
+        *PROGRAM,
         *args,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     try:
         async with asyncio.timeout(GUARD):
             line = (await process.stdout.readline()).decode()  # type: ignore[union-attr]
-        match = re.fullmatch(r"serving (http://127\.0\.0\.1:(\d+)/) — 2 meters, writes need the token\n", line)
+        match = re.fullmatch(first_line, line)
         assert match, (line, await process.stderr.read())  # type: ignore[union-attr]
         yield process, match[1]
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, *args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """``ekm-async serve --simulate 2 --sim-baud 0 --port 0 --token-file F`` and the URL it prints."""
+    token = tmp_path / "token"
+    token.write_text(f"{TOKEN}\n")
+    command = ["serve", "--simulate", "2", "--sim-baud", "0", "--port", "0", "--token-file", str(token), *args]
+    first = r"serving (http://127\.0\.0\.1:(\d+)/) — 2 meters, writes need the token\n"
+    async with started(command, first) as (process, url):
+        yield process, url
 
 
 def listening_on(port: int) -> set[str]:
