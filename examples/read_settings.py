@@ -9,32 +9,26 @@ from __future__ import annotations
 import argparse
 
 from _common import arguments, example_bus, meter_of, run
+from ekm_async.text import settings_text
 
 
 async def main(args: argparse.Namespace) -> None:
     async with example_bus(args) as bus:
         settings = await meter_of(bus, args).read_settings()
 
-    # Schedules are numbered 1–8 as in their field names (Schedule_1_Period_1_Hour …); each has four
-    # periods: from HH:MM on, tariff T (0–3) counts the energy.
+    # All of it as `ekm-async settings` prints it: schedules, seasons, weekends, holidays, months.
+    print(settings_text(settings))
+
+    # Walking it yourself. Schedules are numbered 1–8 and tariffs 1–4, as in the field names
+    # (Schedule_1_Period_1_Tariff, kWh_Tariff_1) and on the meter's display.
     schedules = settings.schedules.schedules() | settings.schedules_5_8.schedules()
-    for number, periods in schedules.items():
-        print(f"Schedule {number}: " + "  ".join(f"{p.hour:02d}:{p.minute:02d} T{p.tariff}" for p in periods))
-
-    # Season, weekend and holiday schedule numbers are shown as the meter stores them (0–7).
-    print(f"\n{'Season':<8}{'Starts':<8}Schedule")
-    for n, season in enumerate(settings.schedules.seasons(), 1):
-        print(f"{n:<8}{season.month:02d}-{season.day:02d}   {season.schedule}")
-
-    print(f"\n{'Month':<7}{'kWh_Tot':>10}{'Tariff_1':>10}{'Tariff_2':>10}{'Tariff_3':>10}{'Tariff_4':>10}   reverse")
-    for fwd, rev in zip(settings.months_forward.months(), settings.months_reverse.months(), strict=True):
-        tariffs = "".join(f"{kwh:>10}" for kwh in fwd.tariffs)
-        print(f"{fwd.month:<7}{fwd.total:>10}{tariffs}   {rev.total}")
-
-    holidays = [f"{day.month:02d}-{day.day:02d}" for day in settings.holidays.holidays() if day.month]
-    print(f"\nHolidays: {', '.join(holidays) or 'none'}")
-    print(f"Holiday schedule = {settings.holidays.Holiday_Schd}")
-    print(f"Weekend schedule = {settings.holidays.Weekend_Schd}")
+    first = schedules[1][0]
+    print(f"Schedule 1 starts at {first.hour:02d}:{first.minute:02d} with tariff {first.tariff}")
+    season = settings.schedules.seasons()[0]
+    print(f"Season 1 starts on {season.month:02d}-{season.day:02d} with schedule {season.schedule}")
+    month = settings.months_forward.months()[0]
+    print(f"Month 1: {month.total} kWh, of which tariff 1 {month.tariffs[0]} kWh")
+    print(f"Weekend schedule = {settings.holidays.Weekend_Schd}, holiday schedule = {settings.holidays.Holiday_Schd}")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from ekm_async import (
     V4Meter,
 )
 from ekm_async.model import PulseInput, Relay, StateOut
+from ekm_async.text import periods_text
 
 Meter = V3Meter | V4Meter
 
@@ -70,7 +71,7 @@ async def relays(meter: Meter) -> None:
 
 
 async def ct_ratio(meter: Meter) -> None:
-    """``set_ct_ratio``: one of ``CTRatio`` (``800`` or ``"AMPS_800"`` as well). Every read has ``CT_Ratio``."""
+    """``set_ct_ratio``: one of ``CTRatio`` (``800`` as well). Every read has ``CT_Ratio``."""
     await meter.set_ct_ratio(CTRatio.AMPS_800)
     show("CT ratio 800", f"CT_Ratio = {(await meter.read()).CT_Ratio}")
 
@@ -79,9 +80,7 @@ async def max_demand(meter: Meter) -> None:
     """Max demand is measured over a period of 15, 30 or 60 minutes; a V4 meter can also reset it by
     itself (off, monthly, weekly, daily, hourly)."""
     await meter.set_max_demand_period(MaxDemandPeriod.MINUTES_30)  # 30 works as well
-    read = await meter.read()
-    period = MaxDemandPeriod(int(read.Max_Demand_Period))  # the field holds the code: 1, 2 or 3
-    show("max demand period 30 min", f"Max_Demand_Period = {period.value} ({period.minutes} minutes)")
+    show("max demand period 30 min", f"Max_Demand_Period = {(await meter.read()).Max_Demand_Period} minutes")
 
     try:  # a bad argument: checked here, nothing is sent
         await meter.set_max_demand_period(45)
@@ -91,9 +90,8 @@ async def max_demand(meter: Meter) -> None:
     if not isinstance(meter, V4Meter):
         v4_only("max demand reset interval")
         return
-    await meter.set_max_demand_reset_interval(MaxDemandResetInterval.DAILY)  # "daily" or 3 as well
-    interval = MaxDemandResetInterval(int((await meter.read()).Max_Demand_Interval_Reset))
-    show("max demand reset daily", f"Max_Demand_Interval_Reset = {interval.value} ({interval.name})")
+    await meter.set_max_demand_reset_interval(MaxDemandResetInterval.DAILY)  # "daily" as well
+    show("max demand reset daily", f"Max_Demand_Interval_Reset = {(await meter.read()).Max_Demand_Interval_Reset}")
 
 
 async def reset_max_demand(meter: Meter) -> None:
@@ -158,14 +156,14 @@ async def lcd(meter: Meter) -> None:
     show("LCD kWh, watts, frequency", "not readable: look at the meter")
 
 
-WINTER, SUMMER, WEEKENDS = 0, 1, 2  # schedule numbers as written (0–7)
+WINTER, SUMMER, WEEKENDS = 1, 2, 3  # schedules are numbered 1–8, as the meter's display and the reads do
 
 
 async def time_of_use(meter: Meter) -> None:
-    """Time-of-use tariffs. A meter has 8 schedules of up to 4 periods: from ``Period(hour, minute,
-    tariff)`` on, tariff 0–3 counts the energy. Seasons say from which date on a schedule applies;
-    holidays and weekends have a schedule of their own. ``read_settings`` reads it all back, where
-    schedule n is ``Schedule_{n+1}``."""
+    """Time-of-use tariffs. A meter has 8 schedules (1–8) of up to 4 periods: from ``Period(hour,
+    minute, tariff)`` on, tariff 1–4 counts the energy (into ``kWh_Tariff_1`` … ``kWh_Tariff_4``).
+    Seasons say from which date on a schedule applies; holidays and weekends have a schedule of their
+    own. ``read_settings`` reads it all back, schedule n as ``Schedule_n``."""
     # ekmmeters' example: tariff 1 from midnight, 2 from 5:30, 3 from noon, 1 again from 17:30.
     await meter.set_schedule(WINTER, [Period(0, 0, 1), Period(5, 30, 2), Period(12, 0, 3), Period(17, 30, 1)])
     await meter.set_schedule(SUMMER, [(0, 0, 1), (11, 0, 3), (19, 0, 1)])  # tuples work too
@@ -177,8 +175,7 @@ async def time_of_use(meter: Meter) -> None:
     settings = await meter.read_settings()
     schedules = settings.schedules.schedules()
     for name, number in (("winter", WINTER), ("summer", SUMMER), ("weekends", WEEKENDS)):
-        periods = "  ".join(f"{p.hour:02d}:{p.minute:02d} T{p.tariff}" for p in schedules[number + 1])
-        show(f"schedule {number} ({name})", f"Schedule_{number + 1}: {periods}")
+        show(f"schedule {number} ({name})", f"Schedule_{number}: {periods_text(schedules[number])}")
     seasons = [f"{s.month:02d}-{s.day:02d} → {s.schedule}" for s in settings.schedules.seasons() if s.month]
     show("seasons", ", ".join(seasons))
     holidays = settings.holidays

@@ -58,7 +58,7 @@ def _json_example(spec: SettingSpec) -> str:
         "password": '{"new_password": "12345678"}',
         "address": '{"new_address": "000300001185"}',
         "schedule": '{"schedule": 1, "periods": [[6, 0, 1], [18, 30, 2]]}',
-        "seasons": '{"seasons": [[1, 1, 0], [6, 1, 1]]}',
+        "seasons": '{"seasons": [[1, 1, 1], [6, 1, 2]]}',
         "holidays": '{"dates": [[1, 1], [12, 25]]}',
     }
     return examples[spec.name]

@@ -22,6 +22,7 @@ from ekm_async.layouts import LAYOUTS, FieldType
 from ekm_async.model import MonthDay, Period, Season, parse_meter_time
 from ekm_async.testing.strategies import block_fields
 from ekm_async.testing.strategies import labelled_frames as frames
+from ekm_async.wire import seal
 
 # ---------------------------------------------------------------------------------------------------
 # Offsets, transcribed by hand from protocol.md §4.2–§4.4 (name, offset, width) — not from layouts.py.
@@ -391,9 +392,56 @@ def test_random_values_round_trip_every_kind_and_scale(kind: BlockKind, scale: i
 def test_decoded_types_follow_the_layout(case: tuple[BlockKind, int, bytes]) -> None:
     kind, scale, frame = case
     block = decode(frame, kind, kwh_scale=scale)
-    native = {FieldType.INT: int, FieldType.FLOAT: float, FieldType.STR: str, FieldType.HEX: str, FieldType.PF: str}
+    native = {
+        FieldType.INT: int,
+        FieldType.FLOAT: float,
+        FieldType.STR: str,
+        FieldType.HEX: str,
+        FieldType.PF: str,
+        FieldType.NUMBER: int,
+    }
     for spec in LAYOUTS[kind].fields:
-        assert type(block.fields[spec.name]) is native[spec.type], spec.name
+        value = block.fields[spec.name]
+        if spec.type is FieldType.CODE:
+            assert value in dict(spec.codes).values(), spec.name
+        else:
+            assert type(value) is native[spec.type], spec.name
+
+
+def _with(kind: str, at: int, digits: bytes, kwh_scale: int = 0) -> bytes:
+    """An all-zero frame of ``kind`` (its constants in place) with ``digits`` at ``at``, sealed."""
+    frame = bytearray(encode(kind, {}, kwh_scale=kwh_scale))
+    frame[at : at + len(digits)] = digits
+    return seal(frame)
+
+
+@pytest.mark.parametrize(
+    ("kind", "at", "digits", "field", "value"),
+    [
+        # schedule and tariff numbers: 0-based on the wire, counted from 1 (docs/numbering.md)
+        ("schedules", 10, b"00", "Schedule_1_Period_1_Tariff", 1),
+        ("schedules", 10, b"03", "Schedule_1_Period_1_Tariff", 4),
+        ("schedules", 202, b"07", "Season_1_Schedule", 8),
+        ("schedules_5_8", 10 + 48 * 3 + 6 * 3, b"02", "Schedule_8_Period_4_Tariff", 3),
+        ("holidays", 86, b"00", "Weekend_Schd", 1),
+        ("holidays", 88, b"05", "Holiday_Schd", 6),
+        ("holidays", 88, b"99", "Holiday_Schd", 100),  # beyond 8: shown, not hidden
+        # codes: what they stand for
+        ("v4b", 155, b"1", "Max_Demand_Period", 15),
+        ("v4b", 155, b"2", "Max_Demand_Period", 30),
+        ("v4b", 155, b"3", "Max_Demand_Period", 60),
+        ("v4b", 155, b"7", "Max_Demand_Period", None),  # no document names code 7: None, the frame keeps it
+        ("v3", 171, b"2", "Max_Demand_Period", 30),
+        ("v4b", 172, b"0", "Max_Demand_Interval_Reset", "off"),
+        ("v4b", 172, b"3", "Max_Demand_Interval_Reset", "daily"),
+        ("v4b", 172, b"4", "Max_Demand_Interval_Reset", "hourly"),
+        ("v4b", 172, b"9", "Max_Demand_Interval_Reset", None),
+    ],
+)
+def test_numbers_and_codes_as_people_say_them(kind: str, at: int, digits: bytes, field: str, value: object) -> None:
+    block = decode(_with(kind, at, digits), kind)
+    assert block.fields[field] == value
+    assert type(block.fields[field]) is type(value)
 
 
 # ---------------------------------------------------------------------------------------------------

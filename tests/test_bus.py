@@ -41,7 +41,7 @@ from ekm_async import (
     V4Meter,
     open_bus,
 )
-from ekm_async.model import StateOut
+from ekm_async.model import Relay, StateOut
 from ekm_async.sim import Fault, MeterModel, MeterType, RequestKind, SimBus, SimServer, Transaction
 
 X = "000300001184"
@@ -286,7 +286,7 @@ async def test_set_relay_shows_in_state_out(transport: str) -> None:
             await meter.set_relay(2, RelayState.CLOSE)
         assert (await meter.read_a()).State_Out == StateOut.ON_ON
         async with one_write(r, X, "0081", "V4A"):
-            await meter.set_relay("relay_1", 0)
+            await meter.set_relay(Relay.RELAY_1, "open")
         assert (await meter.read()).State_Out == StateOut.OFF_ON
         async with one_write(r, X, "0082", "V4A"):
             await meter.set_relay(2, "close", 30)
@@ -304,7 +304,7 @@ async def test_set_pulse_input_ratio_shows_in_the_next_read(transport: str) -> N
         async with one_write(r, X, "00A1", "V4A"):
             await meter.set_pulse_input_ratio(2, 250)
         async with one_write(r, X, "00A2", "V4A"):
-            await meter.set_pulse_input_ratio("line_3", 9999)
+            await meter.set_pulse_input_ratio("3", 9999)
         assert r.model(X).pulse_ratios == [1, 250, 9999]
         read = await meter.read()
         assert (read.Pulse_Ratio_1, read.Pulse_Ratio_2, read.Pulse_Ratio_3) == (1, 250, 9999)
@@ -339,10 +339,10 @@ async def test_zero_resettable_zeroes_the_resettable_registers(transport: str) -
 async def test_set_max_demand_reset_interval_shows_in_the_next_read(transport: str) -> None:
     async with rig([v4(X)], transport) as r:
         meter = r.bus.v4(X)
-        assert (await meter.read()).Max_Demand_Interval_Reset == MaxDemandResetInterval.OFF
+        assert (await meter.read()).Max_Demand_Interval_Reset == "off"
         async with one_write(r, X, "00D5", "V4A"):
-            await meter.set_max_demand_reset_interval("weekly")
-        assert (await meter.read()).Max_Demand_Interval_Reset == MaxDemandResetInterval.WEEKLY
+            await meter.set_max_demand_reset_interval(MaxDemandResetInterval.WEEKLY)
+        assert (await meter.read()).Max_Demand_Interval_Reset == "weekly"  # in words, as it was given
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -426,27 +426,27 @@ async def test_set_schedule_seasons_holidays_show_in_read_settings(transport: st
     async with rig([v3(Z), v4(X)], transport) as r:
         meter: V3Meter | V4Meter = r.bus.v3(Z) if kind == "v3" else r.bus.v4(X)
         sign_on = "V3" if kind == "v3" else "V4A"
-        async with one_write(r, meter.address, "0072", sign_on):
-            await meter.set_schedule(2, [(6, 30, 1), Period(18, 0, 2)])
+        async with one_write(r, meter.address, "0072", sign_on):  # schedule 3 is the wire's 2
+            await meter.set_schedule(3, [(6, 30, 1), Period(18, 0, 2)])
         async with one_write(r, meter.address, "0076", sign_on):
-            await meter.set_schedule(6, [(0, 0, 3), (12, 15, 0), (13, 45, 1), (23, 59, 2)])
+            await meter.set_schedule(7, [(0, 0, 4), (12, 15, 1), (13, 45, 2), (23, 59, 3)])
         async with one_write(r, meter.address, "0080", sign_on):
-            await meter.set_seasons([(3, 1, 1), Season(6, 15, 2), (9, 1, 7)])
+            await meter.set_seasons([(3, 1, 1), Season(6, 15, 2), (9, 1, 8)])
         async with one_write(r, meter.address, "00B0", sign_on):
             await meter.set_holidays([(1, 1), MonthDay(7, 4), (2, 29), (12, 25)])
         async with one_write(r, meter.address, "00C0", sign_on):
             await meter.set_weekend_holiday_schedules(4, 5)
         s = await meter.read_settings()
-        zero = Period(0, 0, 0)
-        assert s.schedules.schedules()[3] == (Period(6, 30, 1), Period(18, 0, 2), zero, zero)
+        unused = Period(0, 0, 1)  # zeros on the wire
+        assert s.schedules.schedules()[3] == (Period(6, 30, 1), Period(18, 0, 2), unused, unused)
         assert s.schedules_5_8.schedules()[7] == (
-            Period(0, 0, 3),
-            Period(12, 15, 0),
-            Period(13, 45, 1),
-            Period(23, 59, 2),
+            Period(0, 0, 4),
+            Period(12, 15, 1),
+            Period(13, 45, 2),
+            Period(23, 59, 3),
         )
         assert s.schedules.schedules()[1] == tuple(r.model(meter.address).schedules[0])  # untouched
-        assert s.schedules.seasons() == (Season(3, 1, 1), Season(6, 15, 2), Season(9, 1, 7), Season(0, 0, 0))
+        assert s.schedules.seasons() == (Season(3, 1, 1), Season(6, 15, 2), Season(9, 1, 8), Season(0, 0, 1))
         assert s.holidays.holidays() == (
             MonthDay(1, 1),
             MonthDay(7, 4),
@@ -768,25 +768,31 @@ BAD_CALLS: list[tuple[str, Callable[[Bus], Any]]] = [
     ("address must be exactly 12 digits", lambda b: b.v3("00030000118x")),
     ("password must be exactly 8 digits", lambda b: b.v4(X, password="1234")),
     ("b_every must be", lambda b: b.v4(X, b_every=0)),
-    ("ratio must be one of", lambda b: b.v4(X).set_ct_ratio(300)),
-    ("ratio must be one of", lambda b: b.v3(Z).set_ct_ratio("lots")),
-    ("relay must be one of", lambda b: b.v4(X).set_relay(3, "close")),
-    ("state must be one of", lambda b: b.v4(X).set_relay(1, "ajar")),
+    ("ratio must be 100, 200, 400,", lambda b: b.v4(X).set_ct_ratio(300)),
+    ("ratio must be 100, 200, 400,", lambda b: b.v3(Z).set_ct_ratio("lots")),
+    ("relay must be 1 or 2; got 3", lambda b: b.v4(X).set_relay(3, "close")),
+    ("state must be open or close; got 'ajar'", lambda b: b.v4(X).set_relay(1, "ajar")),
     ("seconds must be 0..9999", lambda b: b.v4(X).set_relay(1, "close", 10_000)),
-    ("line must be one of", lambda b: b.v4(X).set_pulse_input_ratio(4, 10)),
+    ("line must be 1, 2 or 3; got 4", lambda b: b.v4(X).set_pulse_input_ratio(4, 10)),
     ("ratio must be 1..9999", lambda b: b.v4(X).set_pulse_input_ratio(1, 0)),
-    ("ratio must be one of", lambda b: b.v4(X).set_pulse_output_ratio(3)),
-    ("interval must be one of", lambda b: b.v4(X).set_max_demand_reset_interval("yearly")),
+    ("ratio must be 1, 2, 4, 5, 8,", lambda b: b.v4(X).set_pulse_output_ratio(3)),
+    (
+        "interval must be off, monthly, weekly, daily or hourly",
+        lambda b: b.v4(X).set_max_demand_reset_interval("yearly"),
+    ),
     ("items must be a sequence", lambda b: b.v4(X).set_lcd([])),
-    (r"items\[0\] must be one of", lambda b: b.v4(X).set_lcd(["no_such_item"])),
-    ("period must be one of", lambda b: b.v4(X).set_max_demand_period(45)),
+    (
+        r"items\[0\] must be kWh_Tot \(1\), Rev_kWh_Tot \(2\), RMS_Volts_Ln_1 \(3\) … Calc_Fwd_kWh \(51\); got 'no",
+        lambda b: b.v4(X).set_lcd(["no_such_item"]),
+    ),
+    ("period must be 15, 30 or 60 minutes", lambda b: b.v4(X).set_max_demand_period(45)),
     ("when.year must be", lambda b: b.v3(Z).set_time(datetime(1999, 12, 31, 23, 59, 59))),
-    ("schedule must be 0..7", lambda b: b.v3(Z).set_schedule(8, [])),
-    (r"periods\[0\] hour must be", lambda b: b.v3(Z).set_schedule(0, [(24, 0, 0)])),
-    ("periods must hold at most 4", lambda b: b.v3(Z).set_schedule(0, [(1, 0, 0)] * 5)),
-    (r"seasons\[0\] month must be", lambda b: b.v3(Z).set_seasons([(13, 1, 0)])),
+    ("schedule must be 1..8", lambda b: b.v3(Z).set_schedule(0, [])),
+    (r"periods\[0\] hour must be", lambda b: b.v3(Z).set_schedule(1, [(24, 0, 1)])),
+    ("periods must hold at most 4", lambda b: b.v3(Z).set_schedule(1, [(1, 0, 1)] * 5)),
+    (r"seasons\[0\] month must be", lambda b: b.v3(Z).set_seasons([(13, 1, 1)])),
     (r"dates\[0\] day must be", lambda b: b.v3(Z).set_holidays([(2, 30)])),
-    ("weekend must be 0..7", lambda b: b.v3(Z).set_weekend_holiday_schedules(8, 0)),
+    ("weekend must be 1..8", lambda b: b.v3(Z).set_weekend_holiday_schedules(9, 1)),
     ("new_password must be exactly 8 digits", lambda b: b.v4(X).set_password("1234567")),
     ("new_address must be exactly 12 digits", lambda b: b.v4(X).set_address("12345")),
     ("password must be exactly 8 digits", lambda b: b.v4(X).set_ct_ratio(400, password="secret")),
@@ -908,7 +914,9 @@ async def test_echoing_adapters_with_default_options_read_settings_and_keep_the_
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_closed_bus_fails_queued_calls_with_bus_closed(transport: str) -> None:
     async with rig([v4(X), v3(Z)], transport, pace=9600, turnaround=0.005, timeout_margin=0.3) as r:
-        tasks = [asyncio.create_task(c) for c in (r.bus.v4(X).read(), r.bus.v3(Z).read(), r.bus.v4(X).set_relay(1, 1))]
+        tasks = [
+            asyncio.create_task(c) for c in (r.bus.v4(X).read(), r.bus.v3(Z).read(), r.bus.v4(X).set_relay(1, "close"))
+        ]
         await wait_for(lambda: r.bus.stats.bytes_received > 0)  # the first is on the wire
         await r.bus.close()
         results = await asyncio.gather(*tasks, return_exceptions=True)

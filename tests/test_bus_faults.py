@@ -172,7 +172,7 @@ async def test_healthy_meters_keep_reading_while_one_of_four_is_dead(transport: 
             await d.read_a()
         before = await r.mark()
         with pytest.raises(MeterUnavailable):
-            await d.set_relay(1, 1)
+            await d.set_relay(1, "close")
         assert await r.mark() == before
         _check_counters(r, calls=len(healthy_results) + 3)
 
@@ -260,7 +260,7 @@ async def test_back_off_grows_up_to_its_maximum_and_ends_with_a_success() -> Non
 async def test_queued_calls_for_a_meter_that_gets_backed_off_fail_without_the_wire() -> None:
     options = FAST | {"retries": 0, "quarantine_after": 1, "backoff": 60.0}
     async with rig([v4(X), v3(Z)], faults=[Fault.parse(f"dead@{X}")], **options) as r:
-        calls = [r.bus.v4(X).read(), r.bus.v4(X).read(), r.bus.v3(Z).read(), r.bus.v4(X).set_relay(1, 1)]
+        calls = [r.bus.v4(X).read(), r.bus.v4(X).read(), r.bus.v3(Z).read(), r.bus.v4(X).set_relay(1, "close")]
         results = await asyncio.gather(*calls, return_exceptions=True)
         assert isinstance(results[0], ReplyTimeout)
         assert isinstance(results[1], MeterUnavailable)

@@ -170,12 +170,31 @@ def test_read_json_v3(url: str, v3: str) -> None:
     assert "Pulse_Output_Ratio" not in fields
 
 
-def test_read_text_is_one_field_per_line(url: str, v4: str) -> None:
-    lines = ok(cli("read", url, v4)).splitlines()
-    table = dict(line.split(None, 1) for line in lines)
-    assert table["Meter_Address"] == v4
-    assert table["CT_Ratio"] == "200"
-    assert len(lines) == len(read(url, v4))
+TABLED = re.compile(r".*_(Ln_)?\d|.*_Tot|Model|Firmware|Meter_Address|Meter_Time")
+"""Fields the heading and the tables of read's text show (by line, in total, by tariff)."""
+
+
+@pytest.mark.parametrize("flags", [(), ("--v3",)], ids=["v4", "v3"])
+def test_read_text_says_units_and_times_and_hides_no_field(url: str, v4: str, v3: str, flags: tuple[str, ...]) -> None:
+    address = v3 if flags else v4
+    text = ok(cli("read", url, address, *flags))
+    fields = read(url, address, *flags)
+    model = "V3 (model 1012, firmware 13)" if flags else "V4 (model 1024, firmware 14)"
+    assert text.startswith(f"meter {address}: {model}\nmeter clock: ")
+    assert re.search(r"^meter clock: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z][a-z]+day$", text, re.MULTILINE)
+    assert re.search(r"^ +line 1 +line 2 +line 3 +total$", text, re.MULTILINE)
+    assert re.search(r"^volts( +\d+\.\d V){3}$", text, re.MULTILINE)
+    assert re.search(r"^watts( +\d+ W){4}$", text, re.MULTILINE)
+    decimals = 1 if flags else 2  # the meter's kWh decimals, kept: 1234.50 stays 1234.50
+    assert re.search(rf"^energy( +\d+\.\d{{{decimals}}} kWh){{4}}$", text, re.MULTILINE)
+    assert re.search(r"^CT_Ratio +200 A$", text, re.MULTILINE)
+    assert re.search(r"^Max_Demand_Period +15 min$", text, re.MULTILINE)
+    if not flags:
+        assert re.search(r"^Max_Demand_Interval_Reset +off$", text, re.MULTILINE)
+        assert re.search(r"^Line_Freq +\d\d\.\d\d Hz$", text, re.MULTILINE)
+        assert re.search(r"^State_Out +1 \(relay 1 open, relay 2 open\)$", text, re.MULTILINE)
+    hidden = [n for n in fields if not TABLED.fullmatch(n) and not re.search(rf"^{n} ", text, re.MULTILINE)]
+    assert hidden == []
 
 
 def test_settings_json_has_every_block_with_json_numbers(url: str, v4: str) -> None:
@@ -188,15 +207,25 @@ def test_settings_json_has_every_block_with_json_numbers(url: str, v4: str) -> N
     assert blocks["schedules"]["Schedule_1_Period_2_Hour"] == 7
     assert "Season_1_Month" in blocks["schedules"]
     assert "Schedule_8_Period_4_Tariff" in blocks["schedules_5_8"]
-    assert '"Weekend_Schd": 0' in text
+    assert '"Weekend_Schd": 1' in text  # schedule 1: zeros on the wire
+    assert blocks["schedules"]["Schedule_1_Period_4_Tariff"] == 4  # tariffs 1–4
 
 
 def test_settings_v3_and_text(url: str, v3: str) -> None:
     assert settings(url, v3, "--v3")["holidays"]["Holiday_2_Mon"] == 12
     out = ok(cli("settings", url, v3, "--v3"))
-    for name in ("months_forward", "months_reverse", "schedules", "schedules_5_8", "holidays"):
-        assert f"[{name}]\n" in out
-    assert re.search(r"^Weekend_Schd +0$", out, re.MULTILINE)
+    lines = out.splitlines()
+    assert lines[0] == "schedules (each period from HH:MM on, its tariff T1–T4):"
+    assert lines[1:9] == ["  1  00:00 T1  07:00 T2  17:00 T3  21:00 T4", *(f"  {n}  00:00 T1" for n in range(2, 9))]
+    assert lines[9:12] == [
+        "seasons: from 01-01 schedule 1",
+        "weekends: schedule 1",
+        "holidays: schedule 1 on 01-01, 12-25",
+    ]
+    assert re.search(r"^ +total +T1 +T2 +T3 +T4 +reverse$", out, re.MULTILINE)
+    for month in range(1, 7):  # a V3 meter's tenths
+        assert re.search(rf"^month {month}( +\d+\.\d){{6}}$", out, re.MULTILINE)
+    assert len(lines) < 30  # compact: it was one line per field, ~200
 
 
 def test_a_v4_read_of_a_v3_meter_fails_cleanly(url: str, v3: str) -> None:
@@ -233,9 +262,9 @@ def test_relay_hold_and_timed(url: str, v4: str) -> None:
 def test_max_demand_period(url: str, v4: str, v3: str, flags: tuple[str, ...]) -> None:
     address = v3 if flags else v4
     acked(url, address, "max-demand-period", "60", *flags)
-    assert read(url, address, *flags)["Max_Demand_Period"] == 3  # the code of 60 minutes
+    assert read(url, address, *flags)["Max_Demand_Period"] == 60  # minutes, as given (the wire's code is 3)
     acked(url, address, "max-demand-period", "30", *flags)
-    assert read(url, address, *flags)["Max_Demand_Period"] == 2
+    assert read(url, address, *flags)["Max_Demand_Period"] == 30
 
 
 def test_max_demand_reset_now_v3_is_acknowledged(url: str, v3: str) -> None:
@@ -244,9 +273,9 @@ def test_max_demand_reset_now_v3_is_acknowledged(url: str, v3: str) -> None:
 
 def test_max_demand_reset_interval(url: str, v4: str) -> None:
     acked(url, v4, "max-demand-reset-interval", "weekly")
-    assert read(url, v4)["Max_Demand_Interval_Reset"] == 2
+    assert read(url, v4)["Max_Demand_Interval_Reset"] == "weekly"  # in words, as given (the wire's code is 2)
     acked(url, v4, "max-demand-reset-interval", "HOURLY")
-    assert read(url, v4)["Max_Demand_Interval_Reset"] == 4
+    assert read(url, v4)["Max_Demand_Interval_Reset"] == "hourly"
 
 
 def test_max_demand_reset_now(url: str, v4: str) -> None:
@@ -318,9 +347,9 @@ def test_lcd_names_and_codes_are_acknowledged(url: str, v4: str, items: tuple[st
 
 
 def test_weekend_holiday_schedules(url: str, v4: str) -> None:
-    acked(url, v4, "weekend-holiday-schedules", "3", "7")
+    acked(url, v4, "weekend-holiday-schedules", "3", "8")
     holidays = settings(url, v4)["holidays"]
-    assert (holidays["Weekend_Schd"], holidays["Holiday_Schd"]) == (3, 7)
+    assert (holidays["Weekend_Schd"], holidays["Holiday_Schd"]) == (3, 8)
 
 
 @pytest.mark.parametrize("flags", [(), ("--v3",)], ids=["v4", "v3"])
@@ -349,21 +378,21 @@ def test_address(url: str, v4: str) -> None:
 @pytest.mark.parametrize("flags", [(), ("--v3",)], ids=["v4", "v3"])
 def test_schedule(url: str, v4: str, v3: str, flags: tuple[str, ...]) -> None:
     address = v3 if flags else v4
-    acked(url, address, "schedule", "2", "06:30:1", "18:00:2", *flags)  # written as 2, read as Schedule_3
-    acked(url, address, "schedule", "6", "00:00:3", *flags)
+    acked(url, address, "schedule", "3", "06:30:1", "18:00:4", *flags)  # one numbering: written 3, read Schedule_3
+    acked(url, address, "schedule", "7", "00:00:3", *flags)
     blocks = settings(url, address, *flags)
     first, second = blocks["schedules"], blocks["schedules_5_8"]
     periods = [tuple(first[f"Schedule_3_Period_{p}_{part}"] for part in ("Hour", "Min", "Tariff")) for p in range(1, 5)]
-    assert periods == [(6, 30, 1), (18, 0, 2), (0, 0, 0), (0, 0, 0)]
+    assert periods == [(6, 30, 1), (18, 0, 4), (0, 0, 1), (0, 0, 1)]  # unused periods: zeros on the wire
     assert (second["Schedule_7_Period_1_Hour"], second["Schedule_7_Period_1_Tariff"]) == (0, 3)
     assert first["Schedule_1_Period_2_Hour"] == 7  # the others are untouched
 
 
 def test_seasons(url: str, v4: str) -> None:
-    acked(url, v4, "seasons", "03-21:1", "09-21:7")
+    acked(url, v4, "seasons", "03-21:1", "09-21:8")
     page = settings(url, v4)["schedules"]
     seasons = [tuple(page[f"Season_{n}_{part}"] for part in ("Month", "Day", "Schedule")) for n in range(1, 5)]
-    assert seasons == [(3, 21, 1), (9, 21, 7), (0, 0, 0), (0, 0, 0)]
+    assert seasons == [(3, 21, 1), (9, 21, 8), (0, 0, 1), (0, 0, 1)]
 
 
 def test_holidays_and_clearing_them(url: str, v4: str) -> None:
@@ -398,6 +427,8 @@ BAD = [
     ("relay", "1", "shut"),
     ("relay", "1", "close", "--seconds", "10000"),
     ("max-demand-period", "45"),
+    ("max-demand-period", "2"),  # a code, not minutes
+    ("max-demand-reset-interval", "3"),  # a code, not a word
     ("max-demand-reset-interval", "yearly"),
     ("time", "yesterday"),
     ("time", "1999-12-31T23:59:59"),
@@ -407,16 +438,20 @@ BAD = [
     ("lcd", "Bogus"),
     ("lcd", "46"),
     ("lcd", *(["kWh_Tot"] * 41)),
-    ("weekend-holiday-schedules", "8", "0"),
+    ("weekend-holiday-schedules", "9", "1"),
+    ("weekend-holiday-schedules", "1", "0"),
     ("password", "1234"),
     ("address", "12345"),
     ("schedule", "9", "06:00:1"),
+    ("schedule", "0", "06:00:1"),
     ("schedule", "1", "24:00:1"),
-    ("schedule", "1", "06:00:4"),
+    ("schedule", "1", "06:00:5"),
+    ("schedule", "1", "06:00:0"),
     ("schedule", "1", "6-00-1"),
-    ("schedule", "1", "00:00:0", "06:00:1", "12:00:2", "18:00:3", "21:00:0"),
+    ("schedule", "1", "00:00:1", "06:00:2", "12:00:3", "18:00:4", "21:00:1"),  # 5 periods
     ("seasons", "13-01:1"),
-    ("seasons", "03-21:8"),
+    ("seasons", "03-21:9"),
+    ("seasons", "03-21:0"),
     ("holidays", "02-30"),
     ("holidays", "0101"),
     ("ct-ratio", "800", "--password", "abc"),

@@ -11,7 +11,17 @@ import pytest
 from ekm_async import commands as c
 from ekm_async.commands import LiveRead, Reply, SettingsPage
 from ekm_async.crc import crc16
-from ekm_async.model import CTRatio, LcdItem, MaxDemandPeriod, MonthDay, Period, RelayState, Season
+from ekm_async.model import (
+    CTRatio,
+    LcdItem,
+    MaxDemandPeriod,
+    MaxDemandResetInterval,
+    MonthDay,
+    Period,
+    Relay,
+    RelayState,
+    Season,
+)
 
 ADDRESS = "000300001184"
 
@@ -86,13 +96,15 @@ SECTION_2_3: list[tuple[str, Callable[[], bytes], bytes]] = [
     ),
     ("setCTRatio(800)", lambda: c.ct_ratio(800), bytes.fromhex("01 57 31 02 30 30 44 30 28 30 38 30 30 29 03 64 61")),
     (
+        # ekmmeters' schedule 0 and tariffs 1, 2, 3, 0 as sent: schedule 1, tariffs 2, 3, 4, 1 (docs/numbering.md)
         "setSchedule(S=0, 01:11 t1, 02:21 t2, 03:31 t3, 04:41 t0)",
-        lambda: c.schedule(0, [Period(1, 11, 1), (2, 21, 2), (3, 31, 3), (4, 41, 0)]),
+        lambda: c.schedule(1, [Period(1, 11, 2), (2, 21, 3), (3, 31, 4), (4, 41, 1)]),
         ascii_frame("W1", "0070(011101022102033103044100" + "0" * 24 + ")", "0B 4F"),
     ),
     (
+        # schedules 01–04 as sent are schedules 2–5 counted from 1 (docs/numbering.md)
         "setSeasonSchedules(1/1 s1, 3/21 s2, 6/20 s3, 9/21 s4)",
-        lambda: c.seasons([Season(1, 1, 1), (3, 21, 2), (6, 20, 3), (9, 21, 4)]),
+        lambda: c.seasons([Season(1, 1, 2), (3, 21, 3), (6, 20, 4), (9, 21, 5)]),
         ascii_frame("W1", "0080(010101032102062003092104" + "0" * 24 + ")", "08 57"),
     ),
     (
@@ -101,8 +113,8 @@ SECTION_2_3: list[tuple[str, Callable[[], bytes], bytes]] = [
         ascii_frame("W1", "00B0(01011225" + "0" * 72 + ")", "55 32"),
     ),
     (
-        "setWeekendHolidaySchedules(1, 2)",
-        lambda: c.weekend_holiday_schedules(1, 2),
+        "setWeekendHolidaySchedules(1, 2)",  # 01 and 02 as sent: schedules 2 and 3
+        lambda: c.weekend_holiday_schedules(2, 3),
         bytes.fromhex("01 57 31 02 30 30 43 30 28 30 31 30 32 29 03 3F 10"),
     ),
     (
@@ -156,20 +168,20 @@ def test_settings_reads_q1_to_q5(page: SettingsPage, expected: str) -> None:
 @pytest.mark.parametrize(
     ("make", "length"),
     [
-        (lambda: c.relay(1, 0, 0), 18),
+        (lambda: c.relay(1, "open", 0), 18),
         (lambda: c.pulse_input_ratio(2, 1), 17),
         (lambda: c.pulse_output_ratio(1), 17),
         (c.zero_resettable, 13),
-        (lambda: c.max_demand_reset_interval(0), 14),
-        (lambda: c.max_demand_period(1), 14),
+        (lambda: c.max_demand_reset_interval("off"), 14),
+        (lambda: c.max_demand_period(15), 14),
         (c.max_demand_reset_now, 19),
         (lambda: c.lcd(list(range(1, 41))), 93),
         (lambda: c.set_time(datetime(2030, 1, 1)), 27),
         (lambda: c.ct_ratio(100), 17),
-        (lambda: c.schedule(7, []), 61),
+        (lambda: c.schedule(8, []), 61),
         (lambda: c.seasons([]), 61),
         (lambda: c.holidays([(2, 29)] * 20), 93),
-        (lambda: c.weekend_holiday_schedules(0, 7), 17),
+        (lambda: c.weekend_holiday_schedules(1, 8), 17),
         (lambda: c.change_password("00000000"), 21),
         (lambda: c.change_address(ADDRESS), 25),
         (lambda: c.password("99999999"), 17),
@@ -192,11 +204,32 @@ def test_set_time_sends_iso_weekday() -> None:
         assert data == when.strftime("%y%m%d") + f"{days + 1:02d}" + when.strftime("%H%M%S")
 
 
-def test_enums_accept_members_values_and_names() -> None:
-    assert c.ct_ratio(CTRatio.AMPS_800) == c.ct_ratio(800) == c.ct_ratio("800") == c.ct_ratio("amps_800")
-    assert c.max_demand_period(MaxDemandPeriod.MINUTES_30) == c.max_demand_period(2) == c.max_demand_period(30)
-    assert c.relay("relay_1", "CLOSE", 5) == c.relay(1, 1, 5)
-    assert c.lcd(["kwh_tot", "Line_Freq"]) == c.lcd([1, 28])
+def test_enums_take_members_and_what_people_say() -> None:
+    assert c.ct_ratio(CTRatio.AMPS_800) == c.ct_ratio(800) == c.ct_ratio("800")
+    assert c.max_demand_period(MaxDemandPeriod.MINUTES_30) == c.max_demand_period(30) == c.max_demand_period("30")
+    assert c.max_demand_period(30)[9:10] == b"2"  # the wire's code, and only there
+    assert c.max_demand_reset_interval("Daily") == c.max_demand_reset_interval(MaxDemandResetInterval.DAILY)
+    assert c.relay(1, "CLOSE", 5) == c.relay(Relay.RELAY_1, RelayState.CLOSE, 5)
+    assert c.lcd(["kwh_tot", "Line_Freq"]) == c.lcd([1, 28])  # EKM's list numbers the LCD items
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: c.max_demand_period(2), "period must be 15, 30 or 60 minutes; got 2"),  # a code, not minutes
+        (lambda: c.max_demand_period("MINUTES_30"), "period must be 15, 30 or 60 minutes; got 'MINUTES_30'"),
+        (lambda: c.max_demand_reset_interval(3), "interval must be off, monthly, weekly, daily or hourly; got 3"),
+        (lambda: c.relay(1, 1, 5), "state must be open or close; got 1"),
+        (lambda: c.relay("relay_1", "close", 5), "relay must be 1 or 2; got 'relay_1'"),
+        (
+            lambda: c.ct_ratio("amps_800"),
+            "ratio must be 100, 200, 400, 600, 800, 1000, 1200, 1500, 2000, 3000, 4000 or 5000; got 'amps_800'",
+        ),
+    ],
+)
+def test_codes_and_member_names_are_refused_in_the_users_words(make: Callable[[], bytes], message: str) -> None:
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        make()
 
 
 @pytest.mark.parametrize(
@@ -233,23 +266,26 @@ def test_enums_accept_members_values_and_names() -> None:
         (lambda: c.set_time(datetime(1999, 12, 31)), "when.year"),
         (lambda: c.set_time(datetime(2100, 1, 1)), "when.year"),
         (lambda: c.set_time("2023-01-01"), "when"),  # type: ignore[arg-type]
-        (lambda: c.schedule(8, []), "schedule"),
-        (lambda: c.schedule(-1, []), "schedule"),
-        (lambda: c.schedule(0, [(24, 0, 0)]), "periods[0] hour"),
-        (lambda: c.schedule(0, [(0, 0, 0), (0, 60, 0)]), "periods[1] minute"),
-        (lambda: c.schedule(0, [(0, 0, 4)]), "periods[0] tariff"),
-        (lambda: c.schedule(0, [(0, 0, 0)] * 5), "periods"),
-        (lambda: c.schedule(0, [(0, 0)]), "periods[0]"),  # type: ignore[list-item]
-        (lambda: c.seasons([(13, 1, 0)]), "seasons[0] month"),
-        (lambda: c.seasons([(2, 30, 0)]), "seasons[0] day"),
-        (lambda: c.seasons([(4, 31, 0)]), "seasons[0] day"),
-        (lambda: c.seasons([(1, 1, 8)]), "seasons[0] schedule"),
-        (lambda: c.seasons([(1, 1, 0)] * 5), "seasons"),
+        (lambda: c.schedule(9, []), "schedule"),
+        (lambda: c.schedule(0, []), "schedule"),  # schedules are 1–8
+        (lambda: c.schedule(1, [(24, 0, 1)]), "periods[0] hour"),
+        (lambda: c.schedule(1, [(0, 0, 1), (0, 60, 1)]), "periods[1] minute"),
+        (lambda: c.schedule(1, [(0, 0, 5)]), "periods[0] tariff"),
+        (lambda: c.schedule(1, [(0, 0, 0)]), "periods[0] tariff"),  # tariffs are 1–4
+        (lambda: c.schedule(1, [(0, 0, 1)] * 5), "periods"),
+        (lambda: c.schedule(1, [(0, 0)]), "periods[0]"),  # type: ignore[list-item]
+        (lambda: c.seasons([(13, 1, 1)]), "seasons[0] month"),
+        (lambda: c.seasons([(2, 30, 1)]), "seasons[0] day"),
+        (lambda: c.seasons([(4, 31, 1)]), "seasons[0] day"),
+        (lambda: c.seasons([(1, 1, 9)]), "seasons[0] schedule"),
+        (lambda: c.seasons([(1, 1, 0)]), "seasons[0] schedule"),
+        (lambda: c.seasons([(1, 1, 1)] * 5), "seasons"),
         (lambda: c.holidays([(1, 1), (0, 1)]), "dates[1] month"),
         (lambda: c.holidays([(6, 31)]), "dates[0] day"),
         (lambda: c.holidays([(1, 1)] * 21), "dates"),
-        (lambda: c.weekend_holiday_schedules(8, 0), "weekend"),
-        (lambda: c.weekend_holiday_schedules(0, -1), "holiday"),
+        (lambda: c.weekend_holiday_schedules(9, 1), "weekend"),
+        (lambda: c.weekend_holiday_schedules(0, 1), "weekend"),
+        (lambda: c.weekend_holiday_schedules(1, 0), "holiday"),
         (lambda: c.change_password("1234"), "new_password"),
         (lambda: c.change_address("1185"), "new_address"),
     ],

@@ -103,8 +103,8 @@ REQUESTS = (
     *(cmd.live_read(a, r) for a in ("000300001184", "999999999999", "000000000001") for r in cmd.LiveRead),
     *(cmd.settings_read(page) for page in cmd.SettingsPage),
     cmd.password("00000000"),
-    cmd.relay(1, 1, 10),
-    cmd.relay(2, 0),
+    cmd.relay(1, "close", 10),
+    cmd.relay(2, "open"),
     cmd.pulse_input_ratio(2, 100),
     cmd.pulse_output_ratio(PulseOutputRatio.RATIO_4),
     cmd.zero_resettable(),
@@ -114,7 +114,7 @@ REQUESTS = (
     cmd.set_time(datetime(2024, 2, 29, 23, 59, 58)),
     cmd.ct_ratio(CTRatio.AMPS_200),
     cmd.schedule(3, [Period(7, 0, 1), Period(17, 30, 2)]),
-    cmd.seasons([Season(3, 1, 1), Season(11, 1, 0)]),
+    cmd.seasons([Season(3, 1, 1), Season(11, 1, 2)]),
     cmd.holidays([MonthDay(1, 1), MonthDay(12, 25)]),
     cmd.weekend_holiday_schedules(1, 2),
     cmd.change_password("12345678"),
@@ -142,6 +142,8 @@ def _value(spec: FieldSpec, kwh_scale: int, rng: random.Random) -> Value:
         FieldType.FLOAT: lambda: n / divisor(spec, kwh_scale),
         FieldType.HEX: lambda: bytes(rng.randrange(128) for _ in range(spec.width)).hex(),
         FieldType.PF: lambda: f"{rng.choice('LC0 ?')}{n % 1000:03d}",
+        FieldType.NUMBER: lambda: n + 1,  # a schedule or tariff number: the wire's 0-based digits, counted from 1
+        FieldType.CODE: lambda: rng.choice([said for _, said in spec.codes]),
         FieldType.STR: lambda: "".join(
             rng.choice(STR_ALPHABET.get(spec.name, "0123456789")) for _ in range(spec.width)
         ),
@@ -333,6 +335,8 @@ WIRE_VALUE: dict[FieldType, Callable[[FieldSpec, bytes, int], object]] = {
     FieldType.HEX: lambda spec, chunk, scale: chunk.hex(),
     FieldType.STR: lambda spec, chunk, scale: chunk.decode("ascii"),
     FieldType.PF: lambda spec, chunk, scale: chunk.decode("ascii"),
+    FieldType.NUMBER: lambda spec, chunk, scale: int(chunk) + 1,  # 0-based on the wire, counted from 1
+    FieldType.CODE: lambda spec, chunk, scale: dict(spec.codes).get(int(chunk)),  # None: a code no document names
 }
 
 

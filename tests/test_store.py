@@ -83,11 +83,13 @@ async def wait_for(condition: Any, limit: float = 5.0, step: float = 0.005) -> N
 
 def expected_columns() -> dict[str, str]:
     """The union of the V3, V4 A and V4 B fields with their SQL types, and the calculated fields."""
-    sql = {FieldType.INT: "INTEGER", FieldType.FLOAT: "REAL"}
+    sql = {FieldType.INT: "INTEGER", FieldType.FLOAT: "REAL", FieldType.NUMBER: "INTEGER"}
     out: dict[str, str] = {}
     for kind in (BlockKind.V3, BlockKind.V4A, BlockKind.V4B):
         for spec in LAYOUTS[kind].fields:
             typ = sql.get(spec.type, "TEXT")
+            if spec.type is FieldType.CODE:  # what the codes stand for: minutes, or words
+                typ = "INTEGER" if all(isinstance(said, int) for _, said in spec.codes) else "TEXT"
             assert out.setdefault(spec.name, typ) == typ, f"{spec.name} has two types"
     return out | dict.fromkeys(CALCULATED_NAMES, "INTEGER")
 
@@ -120,6 +122,8 @@ async def test_schema_has_typed_columns_for_v3_and_v4_fields_an_index_wal_and_it
             "Line_Freq": "REAL",  # V4 A only
             "RMS_Watts_Max_Demand": "REAL",  # V4 B only
             "CT_Ratio": "INTEGER",
+            "Max_Demand_Period": "INTEGER",  # minutes
+            "Max_Demand_Interval_Reset": "TEXT",  # "off" … "hourly"
             "Cos_Theta_Ln_1": "TEXT",
             "Meter_Status_Code": "TEXT",
             "Power_Factor_Ln_1": "INTEGER",
@@ -724,4 +728,45 @@ async def test_a_version_1_file_gets_ekmmeters_name_for_v4_b_offset_172_and_keep
         columns = {row["name"] for row in db.execute("PRAGMA table_info(reads)")}
         assert "Max_Demand_Interval_Reset" in columns
         assert "Max_Demand_Reset_Interval" not in columns
-        assert db.execute('SELECT "Max_Demand_Interval_Reset" FROM reads').fetchone()[0] == 3
+        assert db.execute('SELECT "Max_Demand_Interval_Reset" FROM reads').fetchone()[0] == "daily"  # 3, in words
+
+
+async def test_a_version_3_file_gets_minutes_words_and_numbers_counted_from_1(tmp_path: Path) -> None:
+    """Schema 4 (docs/numbering.md): stored codes become what they stand for, and the settings snapshots'
+    schedule and tariff numbers are counted from 1 — as a fresh decode of their raw frames gives them."""
+    import ekm_async.store as store_module  # noqa: PLC0415
+
+    holidays = decode(encode("holidays", {"Weekend_Schd": 1, "Holiday_Schd": 8, "Holiday_1_Mon": 12}), "holidays")
+    schedules = decode(
+        encode("schedules", {"Schedule_1_Period_2_Tariff": 4, "Season_2_Schedule": 3, "Schedule_1_Period_2_Hour": 7}),
+        "schedules",
+    )
+    path = tmp_path / "v3.db"
+    with connect(path) as db:
+        for version in (1, 2, 3):
+            for statement in store_module.MIGRATIONS[version]:
+                db.execute(statement)
+        columns = '(time_utc, kind, raw_a, "Max_Demand_Period", "Max_Demand_Interval_Reset")'
+        db.execute(f"INSERT INTO reads {columns} VALUES (1.0, 'v4', x'00', 2, 3)")
+        db.execute(f"INSERT INTO reads {columns} VALUES (2.0, 'v4', x'00', 3, 0)")
+        for block in (holidays, schedules):
+            numbered = {s.name for s in LAYOUTS[block.kind].fields if s.type is FieldType.NUMBER}
+            old = {name: value - 1 if name in numbered else value for name, value in block.fields.items()}  # type: ignore[operator]
+            db.execute(
+                'INSERT INTO settings ("Meter_Address", time_utc, block, kind, kwh_scale, raw, fields) '
+                "VALUES (?, 1.0, ?, ?, 0, ?, ?)",
+                (X, block.kind.value, block.kind.value, block.raw, json.dumps(old)),
+            )
+        db.execute("PRAGMA user_version=3")
+        db.commit()
+    async with SqliteStore(path):
+        pass
+    with connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 4
+        rows = db.execute('SELECT "Max_Demand_Period", "Max_Demand_Interval_Reset" FROM reads ORDER BY time_utc')
+        assert [tuple(row) for row in rows] == [(30, "daily"), (60, "off")]
+        for kind, fields in db.execute("SELECT kind, fields FROM settings"):
+            block = holidays if kind == "holidays" else schedules
+            assert json.loads(fields) == dict(block.fields)
+    assert (holidays.Weekend_Schd, holidays.Holiday_Schd) == (1, 8)
+    assert (schedules.Schedule_1_Period_2_Tariff, schedules.Season_2_Schedule) == (4, 3)

@@ -36,7 +36,7 @@ from ekm_async import Bus, Poller, SqliteStore, open_bus
 from ekm_async.catalogue import SETTINGS as WRITES
 from ekm_async.cli import main as cli_main
 from ekm_async.exchange import LATENCY_BUCKETS
-from ekm_async.model import MonthDay, Period, Season
+from ekm_async.model import MaxDemandResetInterval, MonthDay, Period, Season
 from ekm_async.sim import Fault, MeterModel, MeterType, SimBus, SimServer
 from ekm_async.web import StreamHub, create_app
 from ekm_async.web.app import HUB, METRICS, OPTIONS
@@ -576,13 +576,13 @@ async def _ct(r: Rig, m: MeterModel) -> None:
 
 
 async def _period(r: Rig, m: MeterModel) -> None:
-    assert m.max_demand_period == 2
-    assert (await _fields(r, A))["Max_Demand_Period"] == 2
+    assert m.max_demand_period == 30
+    assert (await _fields(r, A))["Max_Demand_Period"] == 30  # minutes
 
 
 async def _reset_interval(r: Rig, m: MeterModel) -> None:
-    assert m.max_demand_reset_interval == 3
-    assert (await _fields(r, A))["Max_Demand_Interval_Reset"] == 3
+    assert m.max_demand_reset_interval == MaxDemandResetInterval.DAILY
+    assert (await _fields(r, A))["Max_Demand_Interval_Reset"] == "daily"
 
 
 async def _reset_now(r: Rig, m: MeterModel) -> None:
@@ -637,11 +637,11 @@ async def _address(r: Rig, m: MeterModel) -> None:
 
 
 async def _schedule(r: Rig, m: MeterModel) -> None:
-    assert m.schedules[1] == [Period(6, 30, 1), Period(22, 0, 2), Period(0, 0, 0), Period(0, 0, 0)]
+    assert m.schedules[0] == [Period(6, 30, 1), Period(22, 0, 2), Period(0, 0, 1), Period(0, 0, 1)]  # schedule 1
 
 
 async def _seasons(r: Rig, m: MeterModel) -> None:
-    assert m.seasons == [Season(1, 1, 0), Season(6, 1, 1), Season(0, 0, 0), Season(0, 0, 0)]
+    assert m.seasons == [Season(1, 1, 1), Season(6, 1, 2), Season(0, 0, 1), Season(0, 0, 1)]
 
 
 async def _holidays(r: Rig, m: MeterModel) -> None:
@@ -663,7 +663,7 @@ VALID: dict[str, tuple[dict[str, Any] | None, Check]] = {
     "password": ({"new_password": "12345678"}, _password),
     "address": ({"new_address": "000300003099"}, _address),
     "schedule": ({"schedule": 1, "periods": [[6, 30, 1], [22, 0, 2]]}, _schedule),
-    "seasons": ({"seasons": [[1, 1, 0], [6, 1, 1]]}, _seasons),
+    "seasons": ({"seasons": [[1, 1, 1], [6, 1, 2]]}, _seasons),
     "holidays": ({"dates": [[1, 1], [7, 4]]}, _holidays),
 }
 
@@ -759,13 +759,18 @@ async def test_the_meter_follows_its_new_address() -> None:
         ("lcd", {"items": ["not-an-item"]}, "bad-request"),
         ("lcd", {"items": 5}, "bad-request"),  # a number, not a list
         ("lcd", {"items": None}, "bad-request"),
-        ("weekend-holiday-schedules", {"weekend": 8, "holiday": 0}, "bad-request"),
+        ("weekend-holiday-schedules", {"weekend": 9, "holiday": 1}, "bad-request"),
         ("password", {"new_password": "1234"}, "bad-request"),
         ("address", {"new_address": 300003099}, "bad-request"),
-        ("schedule", {"schedule": 8, "periods": []}, "bad-request"),
-        ("schedule", {"schedule": 0, "periods": [[25, 0, 0]]}, "bad-request"),
-        ("schedule", {"schedule": 0, "periods": [[1, 0, 0]] * 5}, "bad-request"),
-        ("seasons", {"seasons": [[13, 1, 0]]}, "bad-request"),
+        ("schedule", {"schedule": 9, "periods": []}, "bad-request"),
+        ("schedule", {"schedule": 0, "periods": []}, "bad-request"),  # schedules are 1–8
+        ("schedule", {"schedule": 1, "periods": [[25, 0, 1]]}, "bad-request"),
+        ("schedule", {"schedule": 1, "periods": [[1, 0, 0]]}, "bad-request"),  # tariffs are 1–4
+        ("schedule", {"schedule": 1, "periods": [[1, 0, 1]] * 5}, "bad-request"),
+        ("seasons", {"seasons": [[13, 1, 1]]}, "bad-request"),
+        ("seasons", {"seasons": [[1, 1, 0]]}, "bad-request"),
+        ("max-demand-period", {"period": 2}, "bad-request"),  # a code, not minutes
+        ("max-demand-reset-interval", {"interval": 3}, "bad-request"),  # a code, not a word
         ("seasons", {"seasons": 4}, "bad-request"),
         ("holidays", {"dates": [[2, 30]]}, "bad-request"),
         ("holidays", {"dates": [{"month": 1, "day": 1}]}, "bad-request"),

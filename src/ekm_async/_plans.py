@@ -16,6 +16,7 @@ from types import MappingProxyType
 from .calculated import CALCULATED, Calculated, Value
 from .errors import FrameError, RejectReason
 from .layouts import LAYOUTS, BlockKind, FieldSpec, FieldType, Layout, Scale
+from .model import from_wire
 from .wire import FRAME_LEN, STX
 
 __all__ = [
@@ -94,9 +95,11 @@ class Plan:
     ``parts``: per frame, its layout, the names taken from it (None: all) and its kWh scale. The
     fields are cut out by kind, one Struct each, and each kind converted by one C-level ``map``: whole
     numbers by ``int``; scaled numbers by ``int`` then a true division by the field's divisor; text by
-    the field's converter. The values fill a copy of a template dict whose keys are the fields in
-    wire order, then the names of ``calculated``, whose values come last: the mapping keeps the wire
-    order whatever the grouping. Only frames whose digits were checked may be given (:func:`decode`).
+    the field's converter; schedule and tariff numbers by ``int`` then :func:`~ekm_async.model.from_wire`;
+    codes by the field's table (None for an unknown code). The values fill a copy of a template dict
+    whose keys are the fields in wire order, then the names of ``calculated``, whose values come last:
+    the mapping keeps the wire order whatever the grouping. Only frames whose digits were checked may
+    be given (:func:`decode`).
     """
 
     def __init__(
@@ -121,6 +124,11 @@ class Plan:
         ints, self._ints = group(FieldType.INT)
         floats, self._floats = group(FieldType.FLOAT)
         texts, self._texts = group(*_TEXT_CONVERTER)
+        numbers, self._numbers = group(FieldType.NUMBER)
+        codes, self._codes = group(FieldType.CODE)
+        self._number_names = tuple(f.name for f, _ in numbers)
+        self._code_names = tuple(f.name for f, _ in codes)
+        self._code_tables = tuple({str(code).encode(): value for code, value in f.codes} for f, _ in codes)
         self._int_names = tuple(f.name for f, _ in ints)
         self._float_names = tuple(f.name for f, _ in floats)
         self._divisors = tuple(divisor(f, scale) for f, scale in floats)
@@ -138,6 +146,10 @@ class Plan:
         floats = map(operator.truediv, map(int, self._floats(raw)), self._divisors)
         fields.update(zip(self._float_names, floats, strict=False))
         fields.update(zip(self._text_names, map(operator.call, self._text_converters, self._texts(raw)), strict=False))
+        if self._number_names:
+            fields.update(zip(self._number_names, map(from_wire, map(int, self._numbers(raw))), strict=False))
+        if self._code_names:
+            fields.update(zip(self._code_names, map(dict.get, self._code_tables, self._codes(raw)), strict=False))
         for inputs, names, compute in self._calculated:
             fields.update(zip(names, compute(*inputs(fields)), strict=False))
         return MappingProxyType(fields)  # type: ignore[arg-type]  # every value is set: no None is left

@@ -13,7 +13,7 @@ from .model import DirectionFlag
 __all__ = ["CALCULATED", "CALCULATED_NAMES", "NET_WATTS", "POWER_FACTORS", "Calculated", "Value", "power_factor"]
 
 Value = int | float | str
-"""A field's native value."""
+"""A field's native value (a code field holds None for a code no document names: :attr:`FieldType.CODE`)."""
 
 
 def power_factor(cos_theta: str) -> int:

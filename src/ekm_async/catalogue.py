@@ -59,8 +59,8 @@ def _numbers(pattern: str, shape: str, name: str) -> Callable[[str], tuple[int, 
     return parse
 
 
-_PERIOD = _numbers(r"(\d{1,2}):(\d{1,2}):(\d+)", "HH:MM:TARIFF (e.g. 07:00:1)", "a period")
-_SEASON = _numbers(r"(\d{1,2})-(\d{1,2}):(\d+)", "MM-DD:SCHEDULE (e.g. 06-01:1)", "a season")
+_PERIOD = _numbers(r"(\d{1,2}):(\d{1,2}):(\d+)", "HH:MM:TARIFF, tariff 1–4 (e.g. 07:00:2)", "a period")
+_SEASON = _numbers(r"(\d{1,2})-(\d{1,2}):(\d+)", "MM-DD:SCHEDULE, schedule 1–8 (e.g. 06-01:2)", "a season")
 _MONTH_DAY = _numbers(r"(\d{1,2})-(\d{1,2})", "MM-DD (e.g. 12-25)", "a holiday")
 
 
@@ -237,7 +237,7 @@ _SETTINGS = (
         "set_max_demand_period",
         (Argument("period", "15|30|60", _integer("period")),),
         commands.max_demand_period,
-        "the period max demand is averaged over, in minutes",
+        "the period max demand is averaged over: 15, 30 or 60 minutes",
         "setMaxDemandPeriod",
     ),
     SettingSpec(
@@ -306,7 +306,7 @@ _SETTINGS = (
         "set_weekend_holiday_schedules",
         (Argument("weekend", "WEEKEND", _integer("weekend")), Argument("holiday", "HOLIDAY", _integer("holiday"))),
         commands.weekend_holiday_schedules,
-        "the schedules used on weekends and on holidays",
+        "the schedules (1–8) used on weekends and on holidays",
         "setWeekendHolidaySchedules",
     ),
     SettingSpec(
@@ -335,7 +335,7 @@ _SETTINGS = (
             Argument("periods", "HH:MM:TARIFF…", _period, many=True),
         ),
         commands.schedule,
-        "a schedule's periods: from HH:MM, tariff T",
+        "schedule N (1–8): up to 4 periods, each from HH:MM on, tariff 1–4",
         "setSchedule",
     ),
     SettingSpec(
@@ -343,7 +343,7 @@ _SETTINGS = (
         "set_seasons",
         (Argument("seasons", "MM-DD:SCHEDULE…", _season, many=True),),
         commands.seasons,
-        "up to 4 seasons: from MM-DD, schedule S",
+        "up to 4 seasons, each from MM-DD on, schedule 1–8",
         "setSeasonSchedules",
     ),
     SettingSpec(

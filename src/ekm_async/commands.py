@@ -2,6 +2,8 @@
 
 Each encoder validates its arguments and raises ``ValueError`` naming the bad one before any byte
 exists. Templates are data: the frame families, the write registers and the settings pages are tables.
+Arguments are numbered and measured as people do (:mod:`ekm_async.model`: schedules 1–8, tariffs 1–4,
+the max-demand period in minutes); the 0-based numbers and the codes of the wire exist only here.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .model import (
     format_meter_time,
     require_month_day,
     require_range,
+    to_wire,
 )
 from .wire import ADDRESS_DIGITS, ETX, SOH, command_frame, require_address, require_password
 
@@ -188,6 +191,7 @@ class _Shape:
     seasons_pad: int = 24
     holidays: int = 20
     schedules: int = 8
+    tariffs: int = 4
 
 
 SHAPE = _Shape()
@@ -254,9 +258,9 @@ def max_demand_reset_interval(interval: MaxDemandResetInterval | int | str) -> b
 
 
 def max_demand_period(period: MaxDemandPeriod | int | str) -> bytes:
-    """W6: max-demand period: 15, 30 or 60 minutes (or the wire codes 1, 2, 3)."""
+    """W6: max-demand period: 15, 30 or 60 minutes (sent as its code 1, 2, 3)."""
     p = coerce(MaxDemandPeriod, period, "period")
-    return write(Register.MAX_DEMAND_PERIOD, str(p.value))
+    return write(Register.MAX_DEMAND_PERIOD, str(p.code))
 
 
 def max_demand_reset_now() -> bytes:
@@ -302,8 +306,8 @@ def _period(item: object, name: str) -> str:
     p = _as(Period, item, 3, name, "(hour, minute, tariff)")
     h = require_range(p.hour, 0, 23, f"{name} hour")
     m = require_range(p.minute, 0, 59, f"{name} minute")
-    t = require_range(p.tariff, 0, 3, f"{name} tariff")
-    return _num(h, 2) + _num(m, 2) + _num(t, 2)
+    t = require_range(p.tariff, 1, SHAPE.tariffs, f"{name} tariff")
+    return _num(h, 2) + _num(m, 2) + _num(to_wire(t), 2)
 
 
 def _up_to(items: object, most: int, name: str) -> list[object]:
@@ -316,8 +320,8 @@ def _up_to(items: object, most: int, name: str) -> list[object]:
 
 
 def schedule(schedule: int, periods: Sequence[Period | tuple[int, int, int]]) -> bytes:
-    """W11: ``schedule`` (0–7, as sent) with up to 4 periods; unused periods are zeros."""
-    n = require_range(schedule, 0, SHAPE.schedules - 1, "schedule")
+    """W11: ``schedule`` 1–8 with up to 4 periods (from hour:minute, tariff 1–4); unused periods are zeros."""
+    n = to_wire(require_range(schedule, 1, SHAPE.schedules, "schedule"))
     seq = _up_to(periods, SHAPE.schedule_periods, "periods")
     data = "".join(_period(p, f"periods[{i}]") for i, p in enumerate(seq))
     data = data.ljust(6 * SHAPE.schedule_periods + SHAPE.schedule_pad, "0")
@@ -325,13 +329,13 @@ def schedule(schedule: int, periods: Sequence[Period | tuple[int, int, int]]) ->
 
 
 def seasons(seasons: Sequence[Season | tuple[int, int, int]]) -> bytes:
-    """W12: up to 4 seasons (start month, start day, schedule 0–7); unused seasons are zeros."""
+    """W12: up to 4 seasons (start month, start day, schedule 1–8); unused seasons are zeros."""
     parts = []
     for i, item in enumerate(_up_to(seasons, SHAPE.seasons, "seasons")):
         s = _as(Season, item, 3, f"seasons[{i}]", "(month, day, schedule)")
         m, d = require_month_day(s.month, s.day, f"seasons[{i}]")
-        sch = require_range(s.schedule, 0, SHAPE.schedules - 1, f"seasons[{i}] schedule")
-        parts.append(_num(m, 2) + _num(d, 2) + _num(sch, 2))
+        sch = require_range(s.schedule, 1, SHAPE.schedules, f"seasons[{i}] schedule")
+        parts.append(_num(m, 2) + _num(d, 2) + _num(to_wire(sch), 2))
     return write(Register.SEASONS, "".join(parts).ljust(6 * SHAPE.seasons + SHAPE.seasons_pad, "0"))
 
 
@@ -346,10 +350,10 @@ def holidays(dates: Sequence[MonthDay | tuple[int, int]]) -> bytes:
 
 
 def weekend_holiday_schedules(weekend: int, holiday: int) -> bytes:
-    """W14: the schedules (0–7) used on weekends and on holidays."""
-    w = require_range(weekend, 0, SHAPE.schedules - 1, "weekend")
-    h = require_range(holiday, 0, SHAPE.schedules - 1, "holiday")
-    return write(Register.WEEKEND_HOLIDAY_SCHEDULES, _num(w, 2) + _num(h, 2))
+    """W14: the schedules (1–8) used on weekends and on holidays."""
+    w = require_range(weekend, 1, SHAPE.schedules, "weekend")
+    h = require_range(holiday, 1, SHAPE.schedules, "holiday")
+    return write(Register.WEEKEND_HOLIDAY_SCHEDULES, _num(to_wire(w), 2) + _num(to_wire(h), 2))
 
 
 def change_password(new_password: str) -> bytes:

@@ -10,6 +10,7 @@ from ._plans import KWH_SCALE_OFFSET, KWH_SCALES, divisor
 from .blocks import kwh_scale_of
 from .calculated import CALCULATED_NAMES, Value
 from .layouts import LAYOUTS, BlockKind, FieldSpec, FieldType, Layout
+from .model import to_wire
 from .wire import FRAME_LEN, STX, seal
 
 __all__ = ["encode"]
@@ -23,20 +24,27 @@ def _template(layout: Layout) -> bytearray:
     return frame
 
 
+def _digits(spec: FieldSpec, number: int, value: Value) -> bytes:
+    if not 0 <= number < 10**spec.width:
+        raise ValueError(f"{spec.name} = {value!r} does not fit {spec.width} digits")
+    return str(number).zfill(spec.width).encode()
+
+
 def _encode_value(spec: FieldSpec, value: Value, kwh_scale: int) -> bytes:
     t = spec.type
-    if t is FieldType.INT or t is FieldType.FLOAT:
+    if t is FieldType.CODE:
+        code = next((c for c, said in spec.codes if said == value and type(said) is type(value)), None)
+        if code is None:
+            raise ValueError(f"{spec.name} must be one of {[said for _, said in spec.codes]}; got {value!r}")
+        return _digits(spec, code, value)
+    if t in (FieldType.INT, FieldType.FLOAT, FieldType.NUMBER):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{spec.name} must be a number; got {value!r}")
         if t is FieldType.FLOAT:
-            number = round(value * divisor(spec, kwh_scale))
-        elif isinstance(value, int):
-            number = value
-        else:
+            return _digits(spec, round(value * divisor(spec, kwh_scale)), value)
+        if not isinstance(value, int):
             raise ValueError(f"{spec.name} must be an int; got {value!r}")
-        if not 0 <= number < 10**spec.width:
-            raise ValueError(f"{spec.name} = {value!r} does not fit {spec.width} digits")
-        return str(number).zfill(spec.width).encode()
+        return _digits(spec, to_wire(value) if t is FieldType.NUMBER else value, value)
     if not isinstance(value, str):
         raise ValueError(f"{spec.name} must be a str; got {value!r}")
     data = bytes.fromhex(value) if t is FieldType.HEX else value.encode("ascii")
@@ -55,7 +63,8 @@ def encode(
 ) -> bytes:
     """The 255-byte frame of ``kind`` carrying ``fields`` (the inverse of :func:`decode`).
 
-    Fields not given keep the ``template``'s bytes (default: ``0`` digits and the kind's constants);
+    Fields not given keep the ``template``'s bytes (default: ``0`` digits and the kind's constants), and
+    so does a code field given as None (a code no document names, as :func:`decode` gives it);
     calculated fields are ignored; an unknown name or a value that does not fit raises ``ValueError``.
     The kWh scale follows :func:`decode`: a V4 A block uses its ``kWh_Scale`` field.
     """
@@ -79,6 +88,6 @@ def encode(
         scale = kwh_scale_of(bytes(frame), k, kwh_scale)
     for name, value in fields.items():
         spec = specs.get(name)
-        if spec is not None:
+        if spec is not None and not (value is None and spec.type is FieldType.CODE):
             frame[spec.offset : spec.end] = _encode_value(spec, value, scale)
     return seal(frame)

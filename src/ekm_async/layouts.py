@@ -6,11 +6,12 @@ covers are reserved: kept in the raw frame, not decoded. Offsets are 0-based, ST
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ._enum import TableKey
 from .errors import RejectReason
+from .model import MaxDemandPeriod, MaxDemandResetInterval
 from .wire import CRC_OFFSET, FRAME_LEN, TRAILER, TRAILER_OFFSET
 
 __all__ = [
@@ -59,6 +60,11 @@ class FieldType(TableKey):
     """Raw bytes → lowercase hex text (model, firmware, status codes)."""
     PF = "pf"
     """Power factor text: a flag character (``L``, ``C`` or other) and 3 digits d.dd."""
+    NUMBER = "number"
+    """A schedule or tariff number, 0-based on the wire → numbered from 1 (:func:`ekm_async.model.from_wire`)."""
+    CODE = "code"
+    """A code → what it stands for (:attr:`FieldSpec.codes`: minutes, a word); None for a code no
+    document names (the frame keeps the digit)."""
 
 
 class Scale(TableKey):
@@ -80,6 +86,8 @@ class FieldSpec:
     width: int
     type: FieldType = FieldType.INT
     scale: Scale = Scale.NONE
+    codes: tuple[tuple[int, int | str], ...] = ()
+    """A :attr:`FieldType.CODE` field's codes and what each stands for."""
 
     @property
     def end(self) -> int:
@@ -138,7 +146,18 @@ def _request_type(value: bytes, evidence: Evidence) -> Constant:
 
 
 INT, FLOAT, STR, HEX, PF = FieldType.INT, FieldType.FLOAT, FieldType.STR, FieldType.HEX, FieldType.PF
+NUMBER = FieldType.NUMBER
 KWH, DIV10, DIV100 = Scale.KWH, Scale.DIV10, Scale.DIV100
+
+
+def _code(name: str, offset: int, codes: Mapping[int, int | str]) -> FieldSpec:
+    return FieldSpec(name, offset, 1, FieldType.CODE, codes=tuple(codes.items()))
+
+
+MINUTES = {p.code: p.value for p in MaxDemandPeriod}
+"""``Max_Demand_Period``: code → minutes (1 → 15, 2 → 30, 3 → 60)."""
+RESET_INTERVALS = {i.value: i.name.lower() for i in MaxDemandResetInterval}
+"""``Max_Demand_Interval_Reset``: code → its word (0 → "off" … 4 → "hourly")."""
 
 
 def _f(name: str, offset: int, width: int, type: FieldType = INT, scale: Scale = Scale.NONE) -> FieldSpec:
@@ -172,7 +191,7 @@ V3 = Layout(
         *_run(_WATTS, 123, 7),
         *_run(_n("Cos_Theta_Ln_{}", 3), 151, 4, PF),
         _f("Max_Demand", 163, 8, FLOAT, KWH),
-        _f("Max_Demand_Period", 171, 1),
+        _code("Max_Demand_Period", 171, MINUTES),
         _f("Meter_Time", 172, 14, STR),
         _f("CT_Ratio", 186, 4),
         *_run(_n("Pulse_Cnt_{}", 3), 190, 8),
@@ -223,11 +242,11 @@ V4B = Layout(
         *_run(_WATTS, 107, 7),
         *_run(_n("Cos_Theta_Ln_{}", 3), 135, 4, PF),
         _f("RMS_Watts_Max_Demand", 147, 8, FLOAT, DIV10),
-        _f("Max_Demand_Period", 155, 1),
+        _code("Max_Demand_Period", 155, MINUTES),
         *_run(_n("Pulse_Ratio_{}", 3), 156, 4),
         _f("CT_Ratio", 168, 4),
         # Offset 172 has no documented name (EKM: "Reserved_b2"); it holds the W5 setting.
-        _f("Max_Demand_Interval_Reset", 172, 1),
+        _code("Max_Demand_Interval_Reset", 172, RESET_INTERVALS),
         _f("Pulse_Output_Ratio", 173, 4),
         *_run(["Status_A", "Status_B", "Status_C"], 230, 1, HEX),
         _f("Meter_Time", 233, 14, STR),
@@ -255,14 +274,15 @@ def _schedule_fields(first: int, count: int) -> list[FieldSpec]:
         for p in range(1, 5):
             base = 6 + 48 * i + 6 * (p - 1)
             stem = f"Schedule_{s}_Period_{p}_"
-            out += _run([stem + "Hour", stem + "Min", stem + "Tariff"], base, 2)
+            out += [*_run([stem + "Hour", stem + "Min"], base, 2), _f(stem + "Tariff", base + 4, 2, NUMBER)]
     return out
 
 
 def _season_fields() -> list[FieldSpec]:
     out = []
     for n in range(1, 5):
-        out += _run([f"Season_{n}_Month", f"Season_{n}_Day", f"Season_{n}_Schedule"], 198 + 6 * (n - 1), 2)
+        base, stem = 198 + 6 * (n - 1), f"Season_{n}_"
+        out += [*_run([stem + "Month", stem + "Day"], base, 2), _f(stem + "Schedule", base + 4, 2, NUMBER)]
     return out
 
 
@@ -270,7 +290,7 @@ def _holiday_fields() -> list[FieldSpec]:
     out = []
     for n in range(1, 21):
         out += _run([f"Holiday_{n}_Mon", f"Holiday_{n}_Day"], 6 + 4 * (n - 1), 2)
-    return [*out, _f("Weekend_Schd", 86, 2), _f("Holiday_Schd", 88, 2)]
+    return [*out, _f("Weekend_Schd", 86, 2, NUMBER), _f("Holiday_Schd", 88, 2, NUMBER)]
 
 
 MONTHS = Layout(BlockKind.MONTHS, tuple(_month_fields()), live=False)

@@ -217,7 +217,7 @@ class _Meter:
     # Named setters (docs/protocol.md §2.2: W1–W16), each one entry of the settings catalogue.
 
     async def set_max_demand_period(self, period: MaxDemandPeriod | int | str, *, password: str | None = None) -> None:
-        """W6: 15, 30 or 60 minutes."""
+        """W6: 15, 30 or 60 minutes (``Max_Demand_Period`` reads back the minutes)."""
         await self.apply("max-demand-period", period=period, password=password)
 
     async def reset_max_demand(self, *, password: str | None = None) -> None:
@@ -236,13 +236,14 @@ class _Meter:
     async def set_schedule(
         self, schedule: int, periods: Sequence[Period | tuple[int, int, int]], *, password: str | None = None
     ) -> None:
-        """W11: schedule 0–7 (as sent; read back as ``Schedule_{schedule+1}_…``), up to 4 periods."""
+        """W11: schedule 1–8 (read back as ``Schedule_{schedule}_…``), up to 4 periods: from hour:minute
+        on, tariff 1–4."""
         await self.apply("schedule", schedule=schedule, periods=periods, password=password)
 
     async def set_seasons(
         self, seasons: Sequence[Season | tuple[int, int, int]], *, password: str | None = None
     ) -> None:
-        """W12: up to 4 seasons (start month, start day, schedule)."""
+        """W12: up to 4 seasons (start month, start day, schedule 1–8)."""
         await self.apply("seasons", seasons=seasons, password=password)
 
     async def set_holidays(self, dates: Sequence[MonthDay | tuple[int, int]], *, password: str | None = None) -> None:
@@ -250,7 +251,7 @@ class _Meter:
         await self.apply("holidays", dates=dates, password=password)
 
     async def set_weekend_holiday_schedules(self, weekend: int, holiday: int, *, password: str | None = None) -> None:
-        """W14: schedules used on weekends and on holidays."""
+        """W14: the schedules (1–8) used on weekends and on holidays."""
         await self.apply("weekend-holiday-schedules", weekend=weekend, holiday=holiday, password=password)
 
     async def set_password(self, new_password: str, *, password: str | None = None) -> None:
@@ -344,7 +345,8 @@ class V4Meter(_Meter):
     async def set_max_demand_reset_interval(
         self, interval: MaxDemandResetInterval | int | str, *, password: str | None = None
     ) -> None:
-        """W5: automatic max-demand reset: off, monthly, weekly, daily, hourly."""
+        """W5: automatic max-demand reset: "off", "monthly", "weekly", "daily" or "hourly" (as
+        ``Max_Demand_Interval_Reset`` reads back)."""
         await self.apply("max-demand-reset-interval", interval=interval, password=password)
 
     async def set_lcd(self, items: Sequence[LcdItem | int | str], *, password: str | None = None) -> None:

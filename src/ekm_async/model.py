@@ -1,7 +1,19 @@
 """Domain values shared by requests and blocks: enumerations and small value types.
 
-Every enumeration accepts, through :func:`coerce`, a member, its plain value, or its name in any case
-(``"close"``, ``1`` and ``RelayState.CLOSE`` are the same relay state).
+Numbering and units — the rule everything a person sees follows (docs/numbering.md):
+
+* Schedules are numbered 1–8 and tariffs 1–4, as the meter's display and the field names
+  (``Schedule_1_…``, ``kWh_Tariff_1``) number them; seasons 1–4 and holidays 1–20 likewise. The wire
+  carries schedule and tariff numbers 0-based: :func:`to_wire` and :func:`from_wire` are the only
+  translation, used by the request encoders and the block layouts alone.
+* An enumerated setting is given and shown in its real unit: the max-demand period in minutes (15, 30,
+  60), ratios as ratios, relays and pulse lines by their numbers; the settings that are words (a relay
+  state, the max-demand reset interval) by their words. Wire codes stay inside the encoders and the
+  layouts.
+
+Every enumeration takes, through :func:`coerce`, a member or what a person says (:data:`SAID`):
+``"close"`` and ``RelayState.CLOSE`` are the same relay state, ``30`` the same period as
+``MaxDemandPeriod.MINUTES_30``.
 """
 
 from __future__ import annotations
@@ -13,6 +25,8 @@ from datetime import datetime
 from typing import TypeVar
 
 __all__ = [
+    "FIRST",
+    "SAID",
     "CTRatio",
     "DirectionFlag",
     "LcdItem",
@@ -24,13 +38,16 @@ __all__ = [
     "PulseOutputRatio",
     "Relay",
     "RelayState",
+    "Said",
     "Season",
     "StateOut",
     "coerce",
     "format_meter_time",
+    "from_wire",
     "parse_meter_time",
     "require_month_day",
     "require_range",
+    "to_wire",
 ]
 
 E = TypeVar("E", bound=enum.IntEnum)
@@ -76,27 +93,33 @@ class PulseOutputRatio(enum.IntEnum):
 
 
 class MaxDemandPeriod(enum.IntEnum):
-    """Max-demand integration period; the value is the wire code (also ``Max_Demand_Period``).
+    """The period max demand is averaged over, in minutes (``Max_Demand_Period`` reads the same).
 
-    Minutes are accepted as well: ``MaxDemandPeriod(30) is MaxDemandPeriod.MINUTES_30``.
+    The wire carries a code (W6 and the read's byte: 1, 2, 3): :attr:`code`, :meth:`of_code`.
     """
 
-    MINUTES_15 = 1
-    MINUTES_30 = 2
-    MINUTES_60 = 3
+    MINUTES_15 = 15
+    MINUTES_30 = 30
+    MINUTES_60 = 60
 
     @property
-    def minutes(self) -> int:
-        return {1: 15, 2: 30, 3: 60}[self.value]
+    def code(self) -> int:
+        """The digit W6 sends and a read carries for this period."""
+        return _PERIOD_CODES[self]
 
     @classmethod
-    def _missing_(cls, value: object) -> MaxDemandPeriod | None:
-        by_minutes = {15: cls.MINUTES_15, 30: cls.MINUTES_30, 60: cls.MINUTES_60}
-        return by_minutes.get(value) if isinstance(value, int) else None
+    def of_code(cls, code: int) -> MaxDemandPeriod | None:
+        """The period of a wire code; None for a code no document names."""
+        return _PERIODS_BY_CODE.get(code)
+
+
+_PERIOD_CODES = {MaxDemandPeriod.MINUTES_15: 1, MaxDemandPeriod.MINUTES_30: 2, MaxDemandPeriod.MINUTES_60: 3}
+_PERIODS_BY_CODE = {code: period for period, code in _PERIOD_CODES.items()}
 
 
 class MaxDemandResetInterval(enum.IntEnum):
-    """Automatic max-demand reset (W5; read back as ``Max_Demand_Interval_Reset`` in the V4 B block)."""
+    """Automatic max-demand reset (W5), said as its name in lower case (``"daily"``); the value is the
+    wire code, which the V4 B block carries back (``Max_Demand_Interval_Reset`` reads ``"daily"``)."""
 
     OFF = 0
     MONTHLY = 1
@@ -204,27 +227,70 @@ class LcdItem(enum.IntEnum):
     Calc_Fwd_kWh = 51
 
 
-def coerce(cls: type[E], value: object, name: str) -> E:
-    """``value`` as a member of ``cls``: a member, its plain value, or its name (any case).
+class Said(enum.Flag):
+    """How a person gives a member of an enumeration."""
 
-    Raises ``ValueError`` naming the argument ``name`` and listing what is allowed.
+    NUMBER = enum.auto()
+    """By its value, a real number: minutes, a ratio, a relay's number (``30``, ``"800"``)."""
+    NAME = enum.auto()
+    """By its name in any case (``"close"``, ``"daily"``, ``"kWh_Tot"``)."""
+
+
+SAID: dict[type[enum.IntEnum], Said] = {
+    CTRatio: Said.NUMBER,
+    PulseOutputRatio: Said.NUMBER,
+    MaxDemandPeriod: Said.NUMBER,
+    MaxDemandResetInterval: Said.NAME,
+    Relay: Said.NUMBER,
+    RelayState: Said.NAME,
+    PulseInput: Said.NUMBER,
+    LcdItem: Said.NAME | Said.NUMBER,  # EKM's list numbers the items: names or those numbers
+}
+"""What :func:`coerce` takes for each enumeration besides its members (and what its errors offer)."""
+_UNITS: dict[type[enum.IntEnum], str] = {MaxDemandPeriod: " minutes"}
+
+
+def _spoken(cls: type[enum.IntEnum], member: enum.IntEnum) -> str:
+    said = SAID.get(cls, Said.NAME | Said.NUMBER)
+    if said is Said.NUMBER:
+        return str(member.value)
+    return member.name.lower() if said is Said.NAME else f"{member.name} ({member.value})"
+
+
+_LISTED = 20
+"""Members an error lists in full; a longer enumeration (the LCD items) is shown by its ends."""
+
+
+def _one_of(words: list[str]) -> str:
+    if len(words) > _LISTED:
+        return ", ".join(words[:3]) + " … " + words[-1]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def coerce(cls: type[E], value: object, name: str) -> E:
+    """``value`` as a member of ``cls``: a member, or what a person says for it (:data:`SAID`) —
+    its number, or its name in any case.
+
+    Raises ``ValueError`` naming the argument ``name`` and listing what is allowed, in those words.
     """
     if isinstance(value, cls):
         return value
+    said = SAID.get(cls, Said.NAME | Said.NUMBER)
+    number: object = value
     if isinstance(value, str):
         text = value.strip()
-        for member in cls:
-            if member.name.lower() == text.lower():
-                return member
-        if text.isdecimal():
-            value = int(text)
-    if isinstance(value, int) and not isinstance(value, bool):
+        if Said.NAME in said:
+            for member in cls:
+                if member.name.lower() == text.lower():
+                    return member
+        number = int(text) if text.isdecimal() else None
+    if Said.NUMBER in said and isinstance(number, int) and not isinstance(number, bool):
         try:
-            return cls(value)
+            return cls(number)
         except ValueError:
             pass
-    allowed = ", ".join(f"{m.value} ({m.name})" for m in cls)
-    raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
+    allowed = _one_of([_spoken(cls, m) for m in cls]) + _UNITS.get(cls, "")
+    raise ValueError(f"{name} must be {allowed}; got {value!r}")
 
 
 def require_range(value: object, low: int, high: int, name: str) -> int:
@@ -243,9 +309,23 @@ def require_month_day(month: object, day: object, name: str) -> tuple[int, int]:
     return m, d
 
 
+FIRST = 1
+"""The number of the first schedule and of the first tariff, wherever a person sees one."""
+
+
+def to_wire(number: int) -> int:
+    """A schedule (1–8) or tariff (1–4) number as the wire carries it: 0-based."""
+    return number - FIRST
+
+
+def from_wire(index: int) -> int:
+    """A schedule or tariff number as the wire carries it (0-based) → as people number it."""
+    return index + FIRST
+
+
 @dataclass(frozen=True, slots=True)
 class Period:
-    """One period of a schedule: from ``hour``:``minute`` on, ``tariff`` 0–3 applies."""
+    """One period of a schedule: from ``hour``:``minute`` on, ``tariff`` 1–4 applies."""
 
     hour: int
     minute: int
@@ -254,7 +334,7 @@ class Period:
 
 @dataclass(frozen=True, slots=True)
 class Season:
-    """A season starting on ``month``/``day`` that uses schedule ``schedule`` (0–7)."""
+    """A season starting on ``month``/``day`` that uses schedule ``schedule`` (1–8)."""
 
     month: int
     day: int

@@ -30,7 +30,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -41,13 +41,19 @@ from .audit import WriteRecord
 from .blocks import Read
 from .calculated import CALCULATED_NAMES, Value
 from .errors import StoreError
-from .layouts import LAYOUTS, BlockKind, FieldType
+from .layouts import LAYOUTS, MINUTES, RESET_INTERVALS, BlockKind, FieldSpec, FieldType
 from .meters import Settings
 
 __all__ = ["READ_COLUMNS", "SCHEMA_VERSION", "SqliteStore"]
 
-_SQL_TYPE = {FieldType.INT: "INTEGER", FieldType.FLOAT: "REAL"}
+_SQL_TYPE = {FieldType.INT: "INTEGER", FieldType.FLOAT: "REAL", FieldType.NUMBER: "INTEGER"}
 log = logging.getLogger("ekm_async.store")
+
+
+def _sql_type(spec: FieldSpec) -> str:
+    if spec.type is FieldType.CODE:
+        return "INTEGER" if all(isinstance(said, int) for _, said in spec.codes) else "TEXT"
+    return _SQL_TYPE.get(spec.type, "TEXT")
 
 
 def _field_columns() -> dict[str, str]:
@@ -55,7 +61,7 @@ def _field_columns() -> dict[str, str]:
     columns: dict[str, str] = {}
     for kind in (BlockKind.V4A, BlockKind.V4B, BlockKind.V3):
         for spec in LAYOUTS[kind].fields:
-            columns.setdefault(spec.name, _SQL_TYPE.get(spec.type, "TEXT"))
+            columns.setdefault(spec.name, _sql_type(spec))
     for name in sorted(CALCULATED_NAMES):
         columns[name] = "INTEGER"
     return columns
@@ -79,6 +85,20 @@ def _create_reads(names: dict[str, str]) -> str:
     return f"CREATE TABLE reads (\n  id INTEGER PRIMARY KEY,\n  {columns}\n)"
 
 
+def _case(column: str, codes: Mapping[int, int | str]) -> str:
+    """``UPDATE reads`` turning ``column``'s codes into what they stand for (an unknown code: NULL)."""
+    whens = " ".join(f"WHEN {code} THEN {said!r}" for code, said in codes.items())
+    return f'UPDATE reads SET "{column}" = CASE "{column}" {whens} END'
+
+
+_NUMBERED = sorted(
+    f.name
+    for kind in (BlockKind.SCHEDULES, BlockKind.SCHEDULES_5_8, BlockKind.HOLIDAYS)
+    for f in LAYOUTS[kind].fields
+    if f.type is FieldType.NUMBER
+)
+"""The settings fields that hold a schedule or tariff number (0-based on the wire, counted from 1)."""
+
 # Version → the statements that bring a file from the version before to it. Append, never edit.
 MIGRATIONS: dict[int, Sequence[str]] = {
     1: (
@@ -97,6 +117,14 @@ MIGRATIONS: dict[int, Sequence[str]] = {
         '  "Meter_Address" TEXT NOT NULL,\n  setting TEXT NOT NULL,\n  arguments TEXT NOT NULL,\n'
         "  actor TEXT NOT NULL,\n  outcome TEXT NOT NULL,\n  error TEXT NOT NULL,\n  changes TEXT NOT NULL\n)",
         'CREATE INDEX writes_address_time ON writes ("Meter_Address", time_utc)',
+    ),
+    4: (  # one numbering and real units (docs/numbering.md): periods in minutes, intervals in words,
+        # schedules and tariffs counted from 1 in the settings snapshots' fields
+        _case("Max_Demand_Period", MINUTES),
+        _case("Max_Demand_Interval_Reset", RESET_INTERVALS),
+        "UPDATE settings SET fields = (SELECT json_group_object(key, CASE WHEN key IN "
+        f"({', '.join(repr(n) for n in _NUMBERED)}) THEN value + 1 ELSE value END) FROM json_each(settings.fields)) "
+        "WHERE kind IN ('schedules', 'schedules_5_8', 'holidays')",
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -12,10 +12,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TextIO
 
 from ..bus import Bus, BusOpening, open_bus
-from ..calculated import Value
 from ..catalogue import SETTINGS, Effect, SettingSpec
 from ..errors import EkmError, ReplyTimeout
 from ..meters import V3Meter, V4Meter
+from ..text import read_text, settings_text
 from ..wire import require_address
 from .buses import PASSWORD_ENV, add_password_options, add_wire_options, bus_options, cannot_open, meter_password
 
@@ -32,11 +32,23 @@ def add_meter_commands(sub: Any) -> None:
     common.add_argument("--v3", action="store_true", help="a V3 meter (default V4)")
     add_wire_options(common)
 
-    p = sub.add_parser("read", parents=[common], help="one full read of a meter")
+    p = sub.add_parser(
+        "read",
+        parents=[common],
+        help="one full read of a meter",
+        description="One full read: a table per line with units, then every other field. With --json, one "
+        "JSON object: field → value (every field: docs/fields.md).",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object: field → value")
     p.set_defaults(run=_run_read)
 
-    p = sub.add_parser("settings", parents=[common], help="all settings of a meter")
+    p = sub.add_parser(
+        "settings",
+        parents=[common],
+        help="all settings of a meter",
+        description="Every setting of a meter, read in one session: schedules, seasons, weekends and "
+        "holidays, and six months of totals. With --json, one JSON object: block → field → value.",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object: settings block → field → value")
     p.set_defaults(run=_run_settings)
 
@@ -96,12 +108,6 @@ def _user() -> str:
         return f"uid {os.getuid()}"
 
 
-def _print_fields(fields: dict[str, Value], out: TextIO) -> None:
-    width = max(map(len, fields), default=0)
-    for name, value in fields.items():
-        out.write(f"{name:<{width}}  {value}\n")
-
-
 def _guard(run: Callable[[], Coroutine[Any, Any, int]], args: argparse.Namespace) -> int:
     """Run the command; a meter or bus failure is one line on stderr and exit status 1 (the bytes the
     meter sent only with ``--verbose``)."""
@@ -140,8 +146,7 @@ def _run_read(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     async def run() -> int:
         async with opening as bus:
             read = await _meter_of(bus, args).read()
-        fields = dict(read.fields)
-        out.write(json.dumps(fields) + "\n") if args.json else _print_fields(fields, out)
+        out.write(json.dumps(dict(read.fields)) + "\n" if args.json else read_text(read))
         return 0
 
     return _guard(run, args)
@@ -153,13 +158,10 @@ def _run_settings(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     async def run() -> int:
         async with opening as bus:
             settings = await _meter_of(bus, args).read_settings()
-        blocks = {name: dict(block.fields) for name, block in settings.blocks().items()}
         if args.json:
-            out.write(json.dumps(blocks) + "\n")
+            out.write(json.dumps({name: dict(block.fields) for name, block in settings.blocks().items()}) + "\n")
         else:
-            for name, fields in blocks.items():
-                out.write(f"[{name}]\n")
-                _print_fields(fields, out)
+            out.write(settings_text(settings))
         return 0
 
     return _guard(run, args)

@@ -19,7 +19,7 @@ from .. import session
 from ..calculated import Value
 from ..commands import PAGE_BLOCK, SHAPE, LiveRead, Register, SettingsPage
 from ..encoding import encode
-from ..layouts import BlockKind
+from ..layouts import RESET_INTERVALS, BlockKind
 from ..model import (
     CTRatio,
     LcdItem,
@@ -32,8 +32,10 @@ from ..model import (
     Relay,
     RelayState,
     Season,
+    from_wire,
     require_month_day,
     require_range,
+    to_wire,
 )
 from .wire import Request, RequestKind
 
@@ -86,6 +88,12 @@ class _Line:
         return ("L" if self.inductive else "C") + f"{round(self.pf * 100):03d}"
 
 
+_UNUSED_PERIOD = Period(0, 0, from_wire(0))
+"""What an unused period reads as: zeros on the wire (00:00, the first tariff)."""
+_UNUSED_SEASON = Season(0, 0, from_wire(0))
+"""What an unused season reads as: zeros on the wire (month 0 marks it unused)."""
+
+
 def _month(rng: random.Random) -> list[float]:
     """A month's [total, tariff 1, …, tariff 4] kWh, in tenths (the total adds the tariffs up)."""
     tariffs = [rng.randint(250, 2250) for _ in range(4)]
@@ -119,16 +127,17 @@ class MeterModel:
     ct_ratio: int = 200
     pulse_ratios: list[int] = field(default_factory=lambda: [1, 1, 1])
     pulse_output_ratio: int = 1
-    max_demand_period: int = MaxDemandPeriod.MINUTES_15.value
-    max_demand_reset_interval: int = MaxDemandResetInterval.OFF.value
+    max_demand_period: MaxDemandPeriod = MaxDemandPeriod.MINUTES_15
+    max_demand_reset_interval: MaxDemandResetInterval = MaxDemandResetInterval.OFF
     max_demand: float = 0.0
     relays: list[_Relay] = field(default_factory=lambda: [_Relay(), _Relay()])
     lcd: list[int] = field(default_factory=lambda: [LcdItem.kWh_Tot.value, LcdItem.RMS_Watts_Tot.value])
     schedules: list[list[Period]] = field(default_factory=list)
+    """Schedules 1–8, four periods each (tariffs 1–4, as everywhere but on the wire)."""
     seasons: list[Season] = field(default_factory=list)
     holidays: list[MonthDay] = field(default_factory=list)
-    weekend_schedule: int = 0
-    holiday_schedule: int = 0
+    weekend_schedule: int = 1
+    holiday_schedule: int = 1
     pulse_counts: list[int] = field(default_factory=lambda: [0, 0, 0])
     resettable: list[float] = field(default_factory=lambda: [0.0, 0.0])
     """Resettable forward and reverse kWh."""
@@ -159,11 +168,11 @@ class MeterModel:
             total = sum(line.reverse_kwh if direction else line.forward_kwh for line in self._lines)
             self.tariffs[direction] = [total * share for share in (0.5, 0.3, 0.15, 0.05)]
         if not self.schedules:
-            self.schedules = [[Period(0, 0, 0), Period(7, 0, 1), Period(17, 0, 2), Period(21, 0, 3)]] + [
-                [Period(0, 0, 0)] * SHAPE.schedule_periods for _ in range(SHAPE.schedules - 1)
+            self.schedules = [[Period(0, 0, 1), Period(7, 0, 2), Period(17, 0, 3), Period(21, 0, 4)]] + [
+                [_UNUSED_PERIOD] * SHAPE.schedule_periods for _ in range(SHAPE.schedules - 1)
             ]
         if not self.seasons:
-            self.seasons = [Season(1, 1, 0)] + [Season(0, 0, 0)] * (SHAPE.seasons - 1)
+            self.seasons = [Season(1, 1, 1)] + [_UNUSED_SEASON] * (SHAPE.seasons - 1)
         if not self.holidays:
             self.holidays = [MonthDay(1, 1), MonthDay(12, 25)] + [MonthDay(0, 0)] * (SHAPE.holidays - 2)
         if not self.months:  # per direction, 6 months of [total, tariffs 1–4]: the total is their sum
@@ -247,20 +256,21 @@ class MeterModel:
         self._clock = when
 
     def current_tariff(self) -> int:
-        """The tariff (0–3) of the current period of the schedule in use today."""
+        """The index (0–3) of the tariff of the current period of the schedule in use today."""
         minute = self._clock.hour * 60 + self._clock.minute
         started = sorted((p.hour * 60 + p.minute, p.tariff) for p in self.schedules[self._schedule_today()])
         current = [tariff for start, tariff in started if start <= minute]
-        return current[-1] % 4 if current else 0
+        return to_wire(current[-1]) % SHAPE.tariffs if current else 0
 
     def _schedule_today(self) -> int:
+        """The index (0–7) of the schedule in use today."""
         today = MonthDay(self._clock.month, self._clock.day)
         if today in self.holidays:
-            return self.holiday_schedule % SHAPE.schedules
+            return to_wire(self.holiday_schedule) % SHAPE.schedules
         if self._clock.isoweekday() >= 6:
-            return self.weekend_schedule % SHAPE.schedules
+            return to_wire(self.weekend_schedule) % SHAPE.schedules
         started = [s for s in self.seasons if s.month and (s.month, s.day) <= (today.month, today.day)]
-        return (started[-1].schedule if started else 0) % SHAPE.schedules
+        return to_wire(started[-1].schedule) % SHAPE.schedules if started else 0
 
     # -----------------------------------------------------------------------------------------------
     # Requests
@@ -353,7 +363,7 @@ class MeterModel:
             for n in range(3):
                 fields[f"Pulse_Ratio_{n + 1}"] = self.pulse_ratios[n]
             fields["CT_Ratio"] = self.ct_ratio
-            fields["Max_Demand_Period"] = self.max_demand_period
+            fields["Max_Demand_Period"] = self.max_demand_period.value
         if kind is BlockKind.V3:
             fields |= {
                 "kWh_Tot": self._kwh(forward),
@@ -385,7 +395,7 @@ class MeterModel:
         else:
             fields |= {
                 "RMS_Watts_Max_Demand": round(self.max_demand, 1),
-                "Max_Demand_Interval_Reset": self.max_demand_reset_interval,
+                "Max_Demand_Interval_Reset": RESET_INTERVALS[self.max_demand_reset_interval.value],
                 "Pulse_Output_Ratio": self.pulse_output_ratio,
                 "Status_A": "00",
                 "Status_B": "00",
@@ -465,7 +475,8 @@ def _relay(index: int) -> Callable[[MeterModel, str, float], None]:
         seconds = _int(data[1:], 4, "seconds")
         relay = m.relays[Relay(index).value - 1]
         relay.closed = state is RelayState.CLOSE
-        relay.until = now + seconds / m.time_scale if relay.closed and seconds else None
+        timed = relay.closed and seconds and m.time_scale > 0  # time standing still: no end
+        relay.until = now + seconds / m.time_scale if timed else None
 
     return apply
 
@@ -477,15 +488,17 @@ def _pulse_input(line: int) -> Callable[[MeterModel, str, float], None]:
     return apply
 
 
-def _schedule(number: int) -> Callable[[MeterModel, str, float], None]:
+def _schedule(index: int) -> Callable[[MeterModel, str, float], None]:
     def apply(m: MeterModel, data: str, now: float) -> None:
         values = _pairs(data, 6 * SHAPE.schedule_periods + SHAPE.schedule_pad)
-        periods = [Period(*values[i : i + 3]) for i in range(0, 3 * SHAPE.schedule_periods, 3)]
-        for p in periods:
-            require_range(p.hour, 0, 23, "hour")
-            require_range(p.minute, 0, 59, "minute")
-            require_range(p.tariff, 0, 3, "tariff")
-        m.schedules[number] = periods
+        periods = []
+        for i in range(0, 3 * SHAPE.schedule_periods, 3):
+            hour, minute, tariff = values[i : i + 3]
+            require_range(hour, 0, 23, "hour")
+            require_range(minute, 0, 59, "minute")
+            require_range(tariff, 0, SHAPE.tariffs - 1, "tariff")
+            periods.append(Period(hour, minute, from_wire(tariff)))
+        m.schedules[index] = periods
 
     return apply
 
@@ -497,11 +510,13 @@ def _time(m: MeterModel, data: str, now: float) -> None:
 
 def _seasons(m: MeterModel, data: str, now: float) -> None:
     values = _pairs(data, 6 * SHAPE.seasons + SHAPE.seasons_pad)
-    seasons = [Season(*values[i : i + 3]) for i in range(0, 3 * SHAPE.seasons, 3)]
-    for s in seasons:
-        if s != Season(0, 0, 0):
-            require_month_day(s.month, s.day, "season")
-            require_range(s.schedule, 0, SHAPE.schedules - 1, "schedule")
+    seasons = []
+    for i in range(0, 3 * SHAPE.seasons, 3):
+        month, day, schedule = values[i : i + 3]
+        if (month, day, schedule) != (0, 0, 0):
+            require_month_day(month, day, "season")
+            require_range(schedule, 0, SHAPE.schedules - 1, "schedule")
+        seasons.append(Season(month, day, from_wire(schedule)))
     m.seasons = seasons
 
 
@@ -516,8 +531,8 @@ def _holidays(m: MeterModel, data: str, now: float) -> None:
 
 def _weekend_holiday(m: MeterModel, data: str, now: float) -> None:
     weekend, holiday = _pairs(data, 4)
-    m.weekend_schedule = require_range(weekend, 0, SHAPE.schedules - 1, "weekend")
-    m.holiday_schedule = require_range(holiday, 0, SHAPE.schedules - 1, "holiday")
+    m.weekend_schedule = from_wire(require_range(weekend, 0, SHAPE.schedules - 1, "weekend"))
+    m.holiday_schedule = from_wire(require_range(holiday, 0, SHAPE.schedules - 1, "holiday"))
 
 
 def _lcd(m: MeterModel, data: str, now: float) -> None:
@@ -547,11 +562,18 @@ def _reset_max_demand(m: MeterModel, data: str, now: float) -> None:
     m.max_demand = 0.0
 
 
-def _set(attribute: str, width: int, check: Callable[[int], object]) -> Callable[[MeterModel, str, float], None]:
+def _period_of_code(code: int) -> MaxDemandPeriod:
+    period = MaxDemandPeriod.of_code(code)
+    if period is None:
+        raise ValueError(f"max-demand period code {code}")
+    return period
+
+
+def _set(attribute: str, width: int, value_of: Callable[[int], object]) -> Callable[[MeterModel, str, float], None]:
+    """A write of ``width`` digits whose value (``value_of`` them; ValueError: refused) the meter keeps."""
+
     def apply(m: MeterModel, data: str, now: float) -> None:
-        value = _int(data, width, attribute)
-        check(value)
-        setattr(m, attribute, value)
+        setattr(m, attribute, value_of(_int(data, width, attribute)))
 
     return apply
 
@@ -560,7 +582,7 @@ _WRITES: dict[str, Callable[[MeterModel, str, float], None]] = {
     Register.ADDRESS.value: _address,
     Register.PASSWORD.value: _password,
     Register.MAX_DEMAND_RESET_NOW.value: _reset_max_demand,
-    Register.MAX_DEMAND_PERIOD.value: _set("max_demand_period", 1, MaxDemandPeriod),
+    Register.MAX_DEMAND_PERIOD.value: _set("max_demand_period", 1, _period_of_code),
     Register.TIME.value: _time,
     **{Register.SCHEDULE.value + str(n): _schedule(n) for n in range(SHAPE.schedules)},
     Register.SEASONS.value: _seasons,

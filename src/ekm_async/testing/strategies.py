@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -38,7 +38,7 @@ from ..calculated import Value
 from ..commands import LiveRead, SettingsPage
 from ..encoding import encode
 from ..layouts import ADDRESS_SPAN, LAYOUTS, BlockKind, FieldSpec, FieldType
-from ..model import CTRatio
+from ..model import CTRatio, from_wire
 from ..wire import FRAME_LEN, seal
 
 __all__ = [
@@ -67,23 +67,36 @@ def addresses() -> st.SearchStrategy[str]:
     return st.integers(0, 10**12 - 1).map(lambda n: f"{n:012d}")
 
 
-def field_value(spec: FieldSpec, kwh_scale: int) -> st.SearchStrategy[Value]:
-    """Any value a meter could send in the field ``spec``, as :func:`ekm_async.decode` returns it."""
-    top = 10**spec.width - 1
-    if spec.name == "kWh_Scale":
-        return st.just(kwh_scale)
-    if spec.type is FieldType.INT:
-        return st.integers(0, top)
-    if spec.type is FieldType.FLOAT:
-        by = divisor(spec, kwh_scale)
-        return st.integers(0, top).map(lambda n: n / by)
-    if spec.type is FieldType.HEX:
-        return st.binary(min_size=spec.width, max_size=spec.width).map(lambda b: bytes(x & 0x7F for x in b).hex())
-    if spec.type is FieldType.PF:
-        return st.tuples(st.sampled_from("LC0 "), st.integers(0, 999)).map(lambda t: f"{t[0]}{t[1]:03d}")
-    # STR: addresses are digits; the meter time may hold '?' when the meter's clock is corrupt
+def _pf(spec: FieldSpec, by: int) -> st.SearchStrategy[Value]:
+    return st.tuples(st.sampled_from("LC0 "), st.integers(0, 999)).map(lambda t: f"{t[0]}{t[1]:03d}")
+
+
+def _text(spec: FieldSpec, by: int) -> st.SearchStrategy[Value]:
+    # addresses are digits; the meter time may hold '?' when the meter's clock is corrupt
     alphabet = "0123456789?" if spec.name == "Meter_Time" else "0123456789"
     return st.text(alphabet, min_size=spec.width, max_size=spec.width)
+
+
+_DRAWN: dict[FieldType, Callable[[FieldSpec, int], st.SearchStrategy[Value]]] = {
+    FieldType.INT: lambda spec, by: st.integers(0, 10**spec.width - 1),
+    FieldType.FLOAT: lambda spec, by: st.integers(0, 10**spec.width - 1).map(lambda n: n / by),
+    # a schedule or tariff number: the wire's 0-based digits, counted from 1
+    FieldType.NUMBER: lambda spec, by: st.integers(0, 10**spec.width - 1).map(from_wire),
+    FieldType.CODE: lambda spec, by: st.sampled_from([said for _, said in spec.codes]),  # codes the documents name
+    FieldType.HEX: lambda spec, by: st.binary(min_size=spec.width, max_size=spec.width).map(
+        lambda b: bytes(x & 0x7F for x in b).hex()
+    ),
+    FieldType.PF: _pf,
+    FieldType.STR: _text,
+}
+"""Field type → what a meter could send in such a field (given the field and its divisor)."""
+
+
+def field_value(spec: FieldSpec, kwh_scale: int) -> st.SearchStrategy[Value]:
+    """Any value a meter could send in the field ``spec``, as :func:`ekm_async.decode` returns it."""
+    if spec.name == "kWh_Scale":
+        return st.just(kwh_scale)
+    return _DRAWN[spec.type](spec, divisor(spec, kwh_scale))
 
 
 def _digit_field(spec: FieldSpec) -> bool:
