@@ -66,8 +66,10 @@ def _meter_spec(text: str) -> tuple[str, str]:
 
 def _host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT; got {text!r}")
+    if not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT with a port from 0 to 65535 (0: any free port), e.g. 127.0.0.1:5000; got {text!r}"
+        )
     return host or "127.0.0.1", int(port)
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
+import math
+import os
 import signal
+import socket
 from typing import TextIO
 
 from .arrival import Arrival
-from .bus import LocalEcho, SimBus
+from .bus import MAX_TURNAROUND, LocalEcho, SimBus
 from .faults import Fault
 from .meter import MeterModel, MeterType
 from .servers import SimServer
@@ -20,12 +24,19 @@ DEFAULT_METERS = [("v4", "000300001184")]
 
 
 def build_bus(args: argparse.Namespace) -> SimBus:
-    """The bus the ``simulate`` arguments describe (``ValueError`` for a bad fault spec)."""
+    """The bus the ``simulate`` arguments describe (``ValueError``, naming the option, for a bad one)."""
+    if not 0 <= args.turnaround <= MAX_TURNAROUND:
+        raise ValueError(f"--turnaround must be from 0 to {MAX_TURNAROUND:g} seconds; got {args.turnaround:g}")
+    if not 0 <= args.time_scale < math.inf:
+        raise ValueError(
+            f"--time-scale must be a number of simulated seconds per second, 0 or more (0: values stand still); "
+            f"got {args.time_scale:g}"
+        )
     meters = [
         MeterModel(address, MeterType(kind), seed=args.seed, time_scale=args.time_scale)
         for kind, address in (args.meter or DEFAULT_METERS)
     ]
-    faults = [Fault.parse(spec) for spec in args.fault]
+    faults = [Fault.parse(spec, option="--fault") for spec in args.fault]
     return SimBus(
         meters,
         baud=args.baud,
@@ -50,10 +61,17 @@ async def _serve(bus: SimBus, args: argparse.Namespace, out: TextIO) -> None:
     async with SimServer(bus) as server:
         where = []
         if args.tcp:
-            host, port = await server.start_tcp(*args.tcp)
+            host, port = args.tcp
+            try:
+                host, port = await server.start_tcp(host, port)
+            except OSError as exc:
+                raise _CannotServe(_cannot_listen(host, port, exc)) from None
             where.append(f"tcp={host}:{port}")
         if args.pty:
-            where.append(f"pty={await server.start_pty(args.pty)}")
+            try:
+                where.append(f"pty={await server.start_pty(args.pty)}")
+            except OSError as exc:
+                raise _CannotServe(_cannot_link(args.pty, exc)) from None
         meters = ",".join(f"{m.type.value}:{m.address}" for m in bus.meters)
         arrival = bus.arrival.name if bus.arrival else "default"
         out.write(
@@ -76,6 +94,35 @@ def run_simulator(args: argparse.Namespace, out: TextIO) -> int:
         raise SystemExit(f"ekm-async simulate: {exc}") from None
     try:
         asyncio.run(_serve(bus, args, out))
-    except OSError as exc:  # the port is taken, the pty link cannot be made, …
-        raise SystemExit(f"ekm-async simulate: {exc.strerror or exc}") from None
+    except _CannotServe as exc:  # the port is taken, the pty link cannot be made, …
+        raise SystemExit(f"ekm-async simulate: {exc}") from None
     return 0
+
+
+class _CannotServe(Exception):
+    """The simulator cannot listen where it was asked to: the one line that says why."""
+
+
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "another program is listening on that port: give another, or port 0 for any free one",
+    errno.EADDRNOTAVAIL: "that address is not one of this machine's: try 127.0.0.1, or 0.0.0.0 for all of them",
+    errno.EACCES: "ports below 1024 need root: give a port from 1024 up, or 0 for any free one",
+}
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        hint = "no such host name: give an address of this machine, like 127.0.0.1"
+    else:
+        hint = _LISTEN_HINTS.get(exc.errno or 0) or exc.strerror or str(exc)
+    return f"cannot listen on --tcp {host}:{port}: {hint}"
+
+
+def _cannot_link(link: str, exc: OSError) -> str:
+    folder = os.path.dirname(os.path.abspath(link))
+    hints = {
+        errno.ENOENT: f"the directory {folder} does not exist",
+        errno.EISDIR: "that is a directory: give the name of the link to make in it",
+        errno.EACCES: f"this user may not write in {folder}",
+    }
+    return f"cannot make the pty link --pty {link}: {hints.get(exc.errno or 0) or exc.strerror or exc}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 from ..wire import require_address
@@ -47,28 +48,58 @@ class Fault:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.probability <= 1.0:
-            raise ValueError(f"probability must be 0..1; got {self.probability}")
-        if self.seconds < 0:
-            raise ValueError(f"seconds must be ≥ 0; got {self.seconds}")
+            raise ValueError(f"the probability must be from 0 to 1; got {self.probability:g}")
+        if not 0 <= self.seconds < math.inf:
+            raise ValueError(f"the seconds of a delay must be a number, 0 or more; got {self.seconds:g}")
+        if any(n < 1 for n in self.nth):
+            raise ValueError(f"#N counts the replies from 1; got #{min(self.nth)}")
         if self.address is not None:
             require_address(self.address)
 
     @classmethod
-    def parse(cls, spec: str) -> Fault:
+    def parse(cls, spec: str, *, option: str = "fault") -> Fault:
         """``KIND[=PROBABILITY][:SECONDS][@ADDRESS][#N[,N…]]``, e.g. ``crc=0.01``, ``dead@000300001184``,
-        ``delay=0.1:2.5``, ``truncate#3`` (the third frame)."""
+        ``delay=0.1:2.5``, ``truncate#3`` (the third frame). ``ValueError``, in words that begin with
+        ``option`` and the spec, for anything else."""
         rest, nth = spec.partition("#")[::2]
         rest, address = rest.partition("@")[::2]
         rest, seconds = rest.partition(":")[::2]
         kind, probability = rest.partition("=")[::2]
         try:
             return cls(
-                FaultKind(kind.strip().lower()),
-                float(probability) if probability else 1.0,
+                _kind(kind),
+                _number(probability, "the probability (=P) must be a number from 0 to 1") if probability else 1.0,
                 address or None,
-                frozenset(int(n) for n in nth.split(",")) if nth else frozenset(),
-                float(seconds) if seconds else 1.0,
+                frozenset(_nth(n) for n in nth.split(",")) if nth else frozenset(),
+                _number(seconds, "the seconds (:SECONDS) must be a number, 0 or more") if seconds else 1.0,
             )
         except ValueError as exc:
-            kinds = ", ".join(k.value for k in FaultKind)
-            raise ValueError(f"fault {spec!r}: {exc} (KIND[=P][:SECONDS][@ADDRESS][#N,…]; kinds: {kinds})") from None
+            raise ValueError(f"{option} {spec!r}: {exc} (a fault is {SYNTAX}, e.g. crc=0.01 or delay:2.5#3)") from None
+
+
+SYNTAX = "KIND[=P][:SECONDS][@ADDRESS][#N,…]"
+"""How a fault is written on the command line."""
+
+
+def _kind(text: str) -> FaultKind:
+    kinds = ", ".join(k.value for k in FaultKind)
+    word = text.strip().lower()
+    if not word:
+        raise ValueError(f"a fault needs a kind: {kinds}")
+    try:
+        return FaultKind(word)
+    except ValueError:
+        raise ValueError(f"no fault kind {text.strip()!r}; the kinds are {kinds}") from None
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{what}; got {text!r}") from None
+
+
+def _nth(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"#N takes reply numbers counted from 1, like #3 or #1,4; got {text!r}")
+    return int(text)
