@@ -1,7 +1,8 @@
 """Render the documents generated from the code's tables: docs/session.md (the session state diagram,
 from the one transition table), docs/settings.md (every setting, from the settings catalogue),
-docs/checks.md (every byte the decoder checks, with its evidence, from the layouts) and docs/config.md
-(every key of the config file, from its key tables, and the example config).
+docs/checks.md (every byte the decoder checks, with its evidence, from the layouts), docs/config.md
+(every key of the config file, from its key tables, and the example config) and docs/fields.md (every
+field with its JSON type, unit, blocks and meaning, and what prints JSON).
 
     .venv/bin/python scripts/render_docs.py          # write them
     .venv/bin/python scripts/render_docs.py --check  # exit 1 if one is out of date
@@ -11,12 +12,14 @@ The diagram is Mermaid (GitHub renders it); tests/test_docs.py keeps both in ste
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
-from ekm_async import config
+from ekm_async import config, text
+from ekm_async.calculated import CALCULATED
 from ekm_async.catalogue import SETTINGS, SettingSpec
-from ekm_async.layouts import LAYOUTS, Evidence
+from ekm_async.layouts import LAYOUTS, BlockKind, Evidence, FieldSpec, FieldType
 from ekm_async.session import MEANING, TRANSITIONS, SessionEvent, State
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -184,8 +187,120 @@ def render_config() -> str:
     return "\n".join(lines) + "\n"
 
 
+_JSON_TYPE = {
+    FieldType.INT: "integer",
+    FieldType.FLOAT: "number",
+    FieldType.STR: "string",
+    FieldType.HEX: "string (hex)",
+    FieldType.PF: "string",
+    FieldType.NUMBER: "integer, from 1",
+}
+_KIND_NAME = {
+    BlockKind.V3: "V3",
+    BlockKind.V4A: "V4 A",
+    BlockKind.V4B: "V4 B",
+    BlockKind.MONTHS: "months",
+    BlockKind.SCHEDULES: "schedules",
+    BlockKind.SCHEDULES_5_8: "schedules_5_8",
+    BlockKind.HOLIDAYS: "holidays",
+}
+_OUTPUTS = (
+    ("`ekm-async read --json`", "one object: field → value (a V4 read: A's fields, B's own, the calculated ones)"),
+    (
+        "`ekm-async settings --json`",
+        "one object: block (`months_forward`, `months_reverse`, `schedules`, "
+        "`schedules_5_8`, `holidays`) → field → value",
+    ),
+    ("`ekm-async poll --json`", "one line per read: `time` (the host's, ISO 8601, UTC), then field → value"),
+    (
+        "`ekm-async decode`",
+        "one line per frame: `kind`, `crc_ok`, `fields` (field → value); a bad frame "
+        "`error` (the reason), `detail`, `raw` (hex) instead of `fields`",
+    ),
+    (
+        "`GET /api/meters/{address}/latest`, the stream's `read` events",
+        "`address`, `time` (the host's), "
+        "`meter_time` (the meter's clock, ISO 8601 without a zone, null when unreadable), `fields`",
+    ),
+    (
+        "`GET /api/meters/{address}/reads`",
+        "`address`, `reads`: each `address`, `time`, `kind` (`v3`/`v4`), "
+        "`raw_a`, `raw_b` (hex), `fields` (the stored columns that hold a value)",
+    ),
+    ("MQTT `{prefix}/{address}/state`", "`time` (the host's), then field → value"),
+    ("`store.export_json(address, since)`", "one line per read: `time`, then the stored columns"),
+)
+
+
+def _families(kinds: list[tuple[BlockKind, list[str], dict[str, str]]]) -> list[tuple[str, str, set[str], str]]:
+    """(family shown, JSON type, the blocks that carry it, unit) for every field family, in wire order."""
+    out: dict[str, tuple[str, set[str], str, list[tuple[int, ...]]]] = {}
+    for kind, names, types in kinds:
+        for name in names:
+            fam = text.family(name)
+            numbers = tuple(int(n) for n in re.findall(r"\d+", name))
+            entry = out.setdefault(fam, (types[name], set(), text.unit(name), []))
+            entry[1].add(_KIND_NAME[kind])
+            entry[3].append(numbers)
+    rows = []
+    for fam, (json_type, where, unit, numbers) in out.items():
+        letters = iter("nmp") if fam.count("{}") > 1 else iter("n")
+        shown, ranges = fam, []
+        for i in range(fam.count("{}")):
+            letter = next(letters)
+            values = [n[i] for n in numbers]
+            shown = shown.replace("{}", letter, 1)
+            ranges.append(f"{letter} = {min(values)}–{max(values)}")
+        label = f"`{shown}`" + (f" ({', '.join(ranges)})" if ranges else "")
+        rows.append((fam, label, json_type, where, unit))
+    return [(fam, f"{label} | {json_type}", where, unit) for fam, label, json_type, where, unit in rows]
+
+
+def render_fields() -> str:
+    kinds = []
+    for kind, layout in LAYOUTS.items():
+        types = {f.name: _code_type(f) if f.type is FieldType.CODE else _JSON_TYPE[f.type] for f in layout.fields}
+        names = [f.name for f in layout.fields]
+        for calc in CALCULATED.get(kind, ()):
+            names += calc.names
+            types |= dict.fromkeys(calc.names, "integer (calculated)")
+        kinds.append((kind, names, types))
+    lines = [
+        "# Fields and JSON output",
+        "",
+        "Generated from `ekm_async.layouts`, `ekm_async.calculated` and `ekm_async.text` by",
+        "`scripts/render_docs.py`; do not edit. Every value is a JSON number, string or null, never a display",
+        "string; numbering and units follow [numbering.md](numbering.md): schedules 1–8, tariffs 1–4, the",
+        "max-demand period in minutes, the reset interval in words. `ekm-async read` and `settings` without",
+        "`--json` print the same values for people (`ekm_async.text`: units, the meter's clock as a date,",
+        "tables).",
+        "",
+        "## What prints JSON",
+        "",
+        "| where | what |",
+        "|---|---|",
+        *(f"| {where} | {what} |" for where, what in _OUTPUTS),
+        "",
+        "## Every field",
+        "",
+        "| field | JSON | unit | blocks | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    order = list(_KIND_NAME.values())
+    for fam, label_type, where, unit in _families(kinds):
+        blocks = ", ".join(sorted(where, key=order.index))
+        lines.append(f"| {label_type} | {unit} | {blocks} | {text.DESCRIPTIONS[fam]} |")
+    return "\n".join(lines) + "\n"
+
+
+def _code_type(spec: FieldSpec) -> str:
+    said = {type(value) for _, value in spec.codes}
+    return ("integer" if said == {int} else "string") + " or null"
+
+
 RENDERERS = {
     "session.md": render_session,
+    "fields.md": render_fields,
     "settings.md": render_settings,
     "checks.md": render_checks,
     "config.md": render_config,

@@ -518,6 +518,9 @@ async def test_every_read_arrives_as_json_on_its_state_topic_qos1_retained(broke
             assert payload == state_of(read)
             for name, value in read.fields.items():
                 assert type(payload[name]) is type(value), (name, payload[name], value)
+            assert payload["Max_Demand_Period"] == 15  # minutes, as everywhere (docs/numbering.md), not code 1
+            if read.address == X:
+                assert payload["Max_Demand_Interval_Reset"] == "off"  # a word, not code 0
         assert (bridge.dropped, bridge.buffered, bridge.connects) == (0, 0, 1)
         assert bridge.published == count + len(sub.on("homeassistant/"))
         async with subscriber(broker, "ekm/+/state") as late:  # the broker keeps each meter's last state

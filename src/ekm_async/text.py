@@ -17,7 +17,18 @@ from .calculated import CALCULATED_NAMES, Value
 from .layouts import LAYOUTS, FieldSpec, FieldType, Scale
 from .model import FIRST, DirectionFlag, MonthDay, Period, StateOut, parse_meter_time
 
-__all__ = ["DESCRIPTIONS", "UNITS", "SettingsLike", "periods_text", "read_text", "settings_text", "unit", "value_text"]
+__all__ = [
+    "DESCRIPTIONS",
+    "UNITS",
+    "SettingsLike",
+    "description",
+    "family",
+    "periods_text",
+    "read_text",
+    "settings_text",
+    "unit",
+    "value_text",
+]
 
 _UNIT_RULES: tuple[tuple[str, str], ...] = (
     (r"kWh_Scale", ""),
@@ -47,27 +58,74 @@ UNITS: Mapping[str, str] = {name: _unit_of(name) for name in [*_SPECS, *sorted(C
 """Field name → unit, for every field that has one (kWh, V, A, W, var, kvarh, Hz, min)."""
 
 DESCRIPTIONS: Mapping[str, str] = {
-    "Model": "the meter's model, as hex (1024: V4, 1012: V3)",
+    "Model": "the meter's model, as hex: 1024 a V4 meter, 1012 a V3",
     "Firmware": "the firmware version, as hex",
     "Meter_Address": "the meter's 12-digit address",
-    "Meter_Time": "the meter's clock, YYMMDDWWhhmmss (WW the weekday, Monday 01); '?' when unreadable",
-    "kWh_Scale": "decimals of the kWh fields (0, 1 or 2)",
-    "Max_Demand_Period": "the period max demand is averaged over, in minutes (15, 30, 60); null for a code no "
-    "document names",
-    "Max_Demand_Interval_Reset": 'when max demand resets by itself: "off", "monthly", "weekly", "daily", '
-    '"hourly"; null for a code no document names',
-    "State_Inputs": "the pulse inputs' states, a bit each",
-    "State_Watts_Dir": "which lines deliver (R) and which draw (F): 1 FFF … 8 RRR",
-    "State_Out": "the relays: 1 both open, 2 relay 2 closed, 3 relay 1 closed, 4 both closed",
-    "Cos_Theta_Ln_1": "power factor as sent: C (capacitive) or L (inductive) and d.dd",
-    "Power_Factor_Ln_1": "power factor 0–200 (100 unity; below 100 inductive, above capacitive)",
-    "Net_Calc_Watts_Ln_1": "watts signed by State_Watts_Dir (negative: delivered)",
-    "Schedule_1_Period_1_Tariff": "the tariff (1–4) from this period's start",
-    "Season_1_Schedule": "the schedule (1–8) from this season's start",
+    "Meter_Time": "the meter's clock, YYMMDDWWhhmmss (WW the weekday, Monday 01); '?' where it is unreadable",
+    "kWh_Scale": "V4: the decimals of the kWh fields (0, 1 or 2)",
+    "kWh_Tot": "energy drawn, in total",
+    "Rev_kWh_Tot": "energy delivered (reverse), in total",
+    "kWh_Ln_{}": "energy drawn on line n",
+    "Rev_kWh_Ln_{}": "energy delivered on line n",
+    "kWh_Tariff_{}": "energy drawn under tariff n (1–4)",
+    "Rev_kWh_Tariff_{}": "energy delivered under tariff n (1–4)",
+    "Resettable_kWh_Tot": "energy drawn since the resettable registers were last zeroed",
+    "Resettable_Rev_kWh_Tot": "energy delivered since the resettable registers were last zeroed",
+    "Reactive_Energy_Tot": "reactive energy, in total",
+    "RMS_Volts_Ln_{}": "voltage of line n",
+    "Amps_Ln_{}": "current of line n",
+    "RMS_Watts_Ln_{}": "power of line n, unsigned",
+    "RMS_Watts_Tot": "power, in total, unsigned",
+    "Net_Calc_Watts_Ln_{}": "V4: power of line n signed by State_Watts_Dir (negative: delivered); calculated",
+    "Net_Calc_Watts_Tot": "V4: the signed powers' sum; calculated",
+    "Cos_Theta_Ln_{}": "power factor of line n as sent: C (capacitive) or L (inductive), then d.dd",
+    "Power_Factor_Ln_{}": "power factor of line n, 0–200 (100 unity; below, inductive; above, capacitive); calculated",
+    "Reactive_Pwr_Ln_{}": "V4: reactive power of line n",
+    "Reactive_Pwr_Tot": "V4: reactive power, in total",
+    "Line_Freq": "V4: line frequency",
+    "Pulse_Cnt_{}": "pulses counted on input n",
+    "Pulse_Ratio_{}": "input n's pulse ratio: closures per pulse counted",
+    "Pulse_Output_Ratio": "V4: the pulse output's ratio",
+    "CT_Ratio": "the current transformers' ratio: their primary amps (200 means 200:5)",
+    "Max_Demand": "V3: the highest demand since max demand was last reset",
+    "RMS_Watts_Max_Demand": "V4: the highest demand since max demand was last reset",
+    "Max_Demand_Period": "the period max demand is averaged over, in minutes: 15, 30 or 60 (null: a code no "
+    "document names)",
+    "Max_Demand_Interval_Reset": 'V4: when max demand resets by itself: "off", "monthly", "weekly", "daily" or '
+    '"hourly" (null: a code no document names)',
+    "State_Inputs": "the pulse inputs' states, one bit each",
+    "State_Watts_Dir": "V4: which lines draw (F) and deliver (R): 1 FFF, 2 FFR, 3 FRF, 4 RFF, 5 FRR, 6 RFR, "
+    "7 RRF, 8 RRR",
+    "State_Out": "V4: the relays: 1 both open, 2 relay 2 closed, 3 relay 1 closed, 4 both closed",
+    "Meter_Status_Code": "V3: a diagnostic byte, as hex",
+    "Status_A": "V4: a status byte, as hex (undocumented)",
+    "Status_B": "V4: a status byte, as hex (undocumented)",
+    "Status_C": "V4: a status byte, as hex (undocumented)",
+    "Month_{}_Tot": "energy of month n in total, forward or reverse as the block was asked",
+    "Month_{}_Tariff_{}": "energy of month n under tariff m (1–4)",
+    "Schedule_{}_Period_{}_Hour": "schedule n (1–8), period m (1–4): the hour it starts",
+    "Schedule_{}_Period_{}_Min": "schedule n, period m: the minute it starts",
+    "Schedule_{}_Period_{}_Tariff": "schedule n, period m: the tariff (1–4) from its start",
+    "Season_{}_Month": "season n (1–4): the month it starts (0: unused)",
+    "Season_{}_Day": "season n: the day it starts",
+    "Season_{}_Schedule": "season n: the schedule (1–8) from its start",
+    "Holiday_{}_Mon": "holiday n (1–20): its month (0: unused)",
+    "Holiday_{}_Day": "holiday n: its day",
     "Weekend_Schd": "the schedule (1–8) used on weekends",
     "Holiday_Schd": "the schedule (1–8) used on holidays",
 }
-"""What a field means where its name does not say (the first of a numbered family stands for all)."""
+"""What every field means, by family: ``{}`` stands for the numbers in a name (``RMS_Volts_Ln_{}``)."""
+
+
+def family(name: str) -> str:
+    """A field's family: its name with every number ``{}`` (``Schedule_{}_Period_{}_Hour``)."""
+    return re.sub(r"\d+", "{}", name)
+
+
+def description(name: str) -> str:
+    """What the field ``name`` means (:data:`DESCRIPTIONS`)."""
+    return DESCRIPTIONS.get(name) or DESCRIPTIONS[family(name)]
+
 
 _FIXED_DECIMALS = {Scale.NONE: 0, Scale.DIV10: 1, Scale.DIV100: 2}
 _RELAY = {"OFF": "open", "ON": "closed"}
