@@ -370,11 +370,13 @@ def test_time_is_set_and_the_clock_runs_on(when: datetime, later: int, kind: Met
     assert host.live(X, sign, at=5.0 + later).meter_datetime == when + timedelta(seconds=later)
 
 
-periods = st.builds(Period, st.integers(0, 23), st.integers(0, 59), st.integers(0, 3))
+periods = st.builds(Period, st.integers(0, 23), st.integers(0, 59), st.integers(1, 4))
+UNUSED_PERIOD = Period(0, 0, 1)  # zeros on the wire: 00:00, the first tariff
+UNUSED_SEASON = Season(0, 0, 1)  # zeros on the wire: month 0, the first schedule
 
 
 @FEW
-@given(st.integers(0, 7), st.lists(periods, max_size=4))
+@given(st.integers(1, 8), st.lists(periods, max_size=4))
 def test_each_of_the_eight_schedules_shows_on_its_page(number: int, written: list[Period]) -> None:
     host = Host([v4()])
 
@@ -387,7 +389,7 @@ def test_each_of_the_eight_schedules_shows_on_its_page(number: int, written: lis
     assert sorted(before) == list(range(1, 9))
     host.write_ok(commands.schedule(number, written))
     after = all_schedules()
-    expected = {**before, number + 1: tuple(written) + (Period(0, 0, 0),) * (4 - len(written))}
+    expected = {**before, number: tuple(written) + (UNUSED_PERIOD,) * (4 - len(written))}
     assert after == expected
 
 
@@ -397,17 +399,17 @@ month_days = st.integers(1, 12).flatmap(
 
 
 @FEW
-@given(st.lists(st.builds(lambda md, s: Season(md[0], md[1], s), month_days, st.integers(0, 7)), max_size=4))
+@given(st.lists(st.builds(lambda md, s: Season(md[0], md[1], s), month_days, st.integers(1, 8)), max_size=4))
 def test_seasons_show_on_page_one(seasons: list[Season]) -> None:
     host = Host([v4()])
     host.write_ok(commands.seasons(seasons))
     page = host.page(SettingsPage.SCHEDULES_1_4)
     assert isinstance(page, SchedulesBlock)
-    assert page.seasons() == tuple(seasons) + (Season(0, 0, 0),) * (4 - len(seasons))
+    assert page.seasons() == tuple(seasons) + (UNUSED_SEASON,) * (4 - len(seasons))
 
 
 @FEW
-@given(st.lists(month_days.map(lambda md: MonthDay(*md)), max_size=20), st.integers(0, 7), st.integers(0, 7))
+@given(st.lists(month_days.map(lambda md: MonthDay(*md)), max_size=20), st.integers(1, 8), st.integers(1, 8))
 def test_holidays_and_weekend_holiday_schedules_show_in_the_holidays_block(
     days: list[MonthDay], weekend: int, holiday: int
 ) -> None:
@@ -472,7 +474,7 @@ def test_max_demand_period_shows_in_v4_b_and_v3(period: MaxDemandPeriod) -> None
 def test_max_demand_reset_interval_shows_in_b(interval: MaxDemandResetInterval) -> None:
     host = Host([v4()])
     host.write_ok(commands.max_demand_reset_interval(interval))
-    assert host.read().fields["Max_Demand_Interval_Reset"] == interval.value
+    assert host.read().fields["Max_Demand_Interval_Reset"] == interval.name.lower()  # "daily", not its code
 
 
 def test_max_demand_reset_now_clears_the_max_demand() -> None:
@@ -487,7 +489,7 @@ def test_max_demand_reset_now_clears_the_max_demand() -> None:
 def test_a_schedule_write_decides_which_tariff_register_counts() -> None:
     """The default clock starts on a Monday at 08:00; schedule 1 is then used. Make it tariff 4 all day."""
     host = Host([v4()])
-    host.write_ok(commands.schedule(0, [Period(0, 0, 3)]))
+    host.write_ok(commands.schedule(1, [Period(0, 0, 4)]))
     start = host.read(at=0.0).fields
     end = host.read(at=3600.0).fields
     grew = [end[f"kWh_Tariff_{t}"] > start[f"kWh_Tariff_{t}"] for t in (1, 2, 3, 4)]
