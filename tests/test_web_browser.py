@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import re
 import struct
 import sys
 from pathlib import Path
@@ -83,6 +84,7 @@ async def _check_page(tmp_path: Path) -> Path:
 
         assert all(now[a]["errors"] == "0" for a in ADDRESSES), now
         assert all(now[a]["volts"].endswith(" V") and now[a]["energy"] not in (None, "–") for a in ADDRESSES), now
+        assert all(re.fullmatch(r"\d+\.\d\d", now[a]["energy"]) for a in ADDRESSES), now  # two decimals, kept
         status = await page.evaluate("(s => [s.className, s.textContent])(document.getElementById('status'))")
         assert status == ["live", "live"]
         lines = await page.evaluate("document.querySelectorAll('#chart polyline').length")
