@@ -8,6 +8,7 @@ import contextlib
 import io
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +117,102 @@ async def test_a_timed_relay_on_a_simulator_whose_time_stands_still_stays_closed
         await bus.v4(model.address).set_relay(1, "close", 5)
     assert model.relays[0].closed
     assert model.relays[0].until is None
+
+
+# ---------------------------------------------------------------------------------------------------
+# poll and serve: options, and a database that cannot be used
+
+_BIN = Path(sys.executable).parent
+CLI = [str(_BIN / "ekm-async")] if (_BIN / "ekm-async").exists() else [sys.executable, "-m", "ekm_async"]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The installed ``ekm-async ARGS…`` as a user types it (what its threads print included)."""
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("command", ["poll", "serve"])
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--timeout-margin", "-1"], "--timeout-margin must be a number of seconds above 0, e.g. 0.5; got -1"),
+        (["--timeout-margin", "nan"], "--timeout-margin must be a number of seconds above 0, e.g. 0.5; got nan"),
+        (["--interval", "nan"], "--interval must be a number of seconds, 0 or more; got nan"),
+        (["--interval", "inf"], "--interval must be a number of seconds, 0 or more; got inf"),
+    ],
+)
+def test_a_bad_wire_or_interval_option_is_one_line_naming_it(command: str, args: list[str], said: str) -> None:
+    result = cli(command, "--simulate", "1", *args)
+    assert result.returncode == 2
+    assert one_line(result) == f"ekm-async {command}: {said}"
+    assert result.stdout == ""
+
+
+def test_read_with_a_bad_timeout_margin_names_the_option() -> None:
+    result = cli("read", "tcp://127.0.0.1:9", "000300001184", "--timeout-margin", "0")
+    assert one_line(result) == "ekm-async read: --timeout-margin must be a number of seconds above 0, e.g. 0.5; got 0"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--port", "70000"], "ekm-async serve: --port must be from 0 to 65535 (0: any free port); got 70000"),
+        (["--max-streams", "0"], "ekm-async serve: --max-streams must be 1 or more; got 0"),
+    ],
+)
+def test_a_bad_serve_option_says_its_value(args: list[str], said: str) -> None:
+    assert one_line(cli("serve", "--simulate", "1", *args)) == said
+
+
+def test_serve_on_a_port_in_use_says_so_and_what_to_try() -> None:
+    with taken_port() as port:
+        result = cli("serve", "--simulate", "1", "--sim-baud", "0", "--port", str(port))
+    assert one_line(result) == (
+        f"error: cannot listen on 127.0.0.1:{port}: another program is listening on that port: give another, "
+        "or port 0 for any free one"
+    )
+    assert result.stdout == ""
+
+
+def unusable(tmp_path: Path, case: str) -> tuple[str, str]:
+    """A --db that cannot be used, and why (as said after 'cannot use PATH as the database: ')."""
+    if case == "missing directory":
+        return str(tmp_path / "nowhere" / "reads.db"), (
+            f"the directory {tmp_path / 'nowhere'} does not exist: make it, or give a file in a directory that does"
+        )
+    if case == "a directory":
+        return str(tmp_path), f"that is a directory: give a file name in it, e.g. {tmp_path / 'reads.db'}"
+    if case == "not SQLite":
+        (tmp_path / "notes.txt").write_text("shopping: milk, eggs\n" * 200)
+        return str(tmp_path / "notes.txt"), (
+            "it is not an SQLite database: give the name of a new file, or of a database --db made before"
+        )
+    return "/dev/null", "that is not a regular file: give the name of a new file, or of a database --db made before"
+
+
+@pytest.mark.parametrize("case", ["missing directory", "a directory", "not SQLite", "not a file"])
+def test_poll_with_a_db_it_cannot_use_says_why_in_one_line_and_prints_nothing_on_stdout(
+    tmp_path: Path, case: str
+) -> None:
+    """Once a 30-line traceback (and, racing the end of the event loop, aiosqlite's thread's own); then one
+    line, but an empty line on stdout — what a script reading poll's output would take for a read."""
+    db, why = unusable(tmp_path, case)
+    result = run("poll", "--simulate", "1", "--sim-baud", "0", "--count", "1", "--db", db, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == f"error: cannot use {db} as the database: {why}\n"
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("case", ["missing directory", "not SQLite"])
+def test_serve_with_a_db_it_cannot_use_says_why_in_one_line(tmp_path: Path, case: str) -> None:
+    db, why = unusable(tmp_path, case)
+    result = run("serve", "--simulate", "1", "--sim-baud", "0", "--port", "0", "--db", db, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == f"error: cannot use {db} as the database: {why}\n"
+    assert result.stdout == ""
+
+
+def test_poll_in_process_with_a_db_it_cannot_use_prints_nothing_on_stdout(tmp_path: Path) -> None:
+    result = cli("poll", "--simulate", "1", "--count", "1", "--db", str(tmp_path / "nowhere" / "reads.db"))
+    assert result.returncode == 2
+    assert result.stdout == ""

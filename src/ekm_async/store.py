@@ -225,6 +225,10 @@ class SqliteStore:
         return self
 
     async def _open_file(self) -> aiosqlite.Connection:
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            # A path that cannot be opened fails here, in a thread that is done when it fails: aiosqlite's own
+            # thread, failing, answers later, into an event loop that may have closed by then (a traceback).
+            await asyncio.get_running_loop().run_in_executor(None, _openable, self.path)
         db = await aiosqlite.connect(self.path)
         try:
             await self._migrate(db)  # refuses a newer file before anything changes it
@@ -561,3 +565,8 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Value | None]:
         out[name] = value.hex() if isinstance(value, bytes) else value
     out["time"] = datetime.fromtimestamp(row["time_utc"], UTC).isoformat()
     return out
+
+
+def _openable(path: str) -> None:
+    """``sqlite3.Error`` if SQLite cannot open (or make) the file at ``path``."""
+    sqlite3.connect(path).close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import math
 import os
 import sqlite3
 import sys
@@ -151,7 +152,10 @@ def meter_password(args: argparse.Namespace, command: str) -> str:
 
 
 def bus_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The :func:`~ekm_async.open_bus` options of the command line's wire options."""
+    """The :func:`~ekm_async.open_bus` options of the command line's wire options (``ValueError``,
+    naming the option, for a value the bus cannot take)."""
+    if not 0 < args.timeout_margin < math.inf:
+        raise ValueError(f"--timeout-margin must be a number of seconds above 0, e.g. 0.5; got {args.timeout_margin:g}")
     return {
         "echo": args.echo,
         "backend": args.backend,
@@ -195,14 +199,15 @@ def check_bus_arguments(args: argparse.Namespace, command: str) -> None:
             raise usage_error(command, "--simulate N: N must be 1..999")
     elif not args.url or not (args.addresses or args.v3):
         raise usage_error(command, "give URL and at least one ADDRESS (or --simulate N)")
-    if args.interval is not None and args.interval < 0:
-        raise usage_error(command, "--interval must be ≥ 0")
+    if args.interval is not None and not 0 <= args.interval < math.inf:
+        raise usage_error(command, f"--interval must be a number of seconds, 0 or more; got {args.interval:g}")
     args.meter_password = meter_password(args, command)
     try:
         for address in [*args.addresses, *args.v3]:
             require_address(address)
+        options = bus_options(args)
         if args.url:
-            open_bus(args.url, **bus_options(args))
+            open_bus(args.url, **options)
     except ValueError as exc:
         raise usage_error(command, str(exc)) from None
 
@@ -276,6 +281,20 @@ async def open_store(stack: contextlib.AsyncExitStack, store: SqliteStore, comma
     try:
         await stack.enter_async_context(store)
     except (sqlite3.Error, RuntimeError, OSError) as exc:
-        folder = os.path.dirname(os.path.abspath(store.path))
-        reason = f"the directory {folder} does not exist" if not os.path.isdir(folder) else str(exc)
-        raise CommandError(f"cannot use {store.path} as the database: {reason}", 2) from None
+        raise CommandError(f"cannot use {store.path} as the database: {_unusable(store.path, exc)}", 2) from None
+
+
+def _unusable(path: str | os.PathLike[str], exc: BaseException) -> str:
+    """Why ``path`` cannot be the database, and what to try, in the user's words."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"the directory {folder} does not exist: make it, or give a file in a directory that does"
+    if os.path.isdir(path):
+        return "that is a directory: give a file name in it, e.g. " + os.path.join(path, "reads.db")
+    if os.path.exists(path) and not os.path.isfile(path):
+        return "that is not a regular file: give the name of a new file, or of a database --db made before"
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+        return "it is not an SQLite database: give the name of a new file, or of a database --db made before"
+    if isinstance(exc, sqlite3.OperationalError | PermissionError) and not os.access(path, os.W_OK):
+        return "this user may not write it"
+    return str(exc) or "it cannot be opened"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
+import socket
 import ssl
 from typing import Any, TextIO
 
@@ -76,9 +78,23 @@ async def start_web(
     try:
         await site.start()
     except OSError as exc:
-        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise CommandError(f"cannot listen on {host}:{port}: {_listen_hint(exc)}") from None
     bound = runner.addresses[0][1] if runner.addresses else port
     return f"{'https' if context else 'http'}://{host}:{bound}/"
+
+
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "another program is listening on that port: give another, or port 0 for any free one",
+    errno.EADDRNOTAVAIL: "that address is not one of this machine's: try 127.0.0.1, or 0.0.0.0 for all of them",
+    errno.EACCES: "ports below 1024 need root: give a port from 1024 up, or 0 for any free one",
+}
+
+
+def _listen_hint(exc: OSError) -> str:
+    """Why a port could not be listened on, and what to try (asyncio's own text names a tuple)."""
+    if isinstance(exc, socket.gaierror):
+        return "no such host name: give an address of this machine, like 127.0.0.1"
+    return _LISTEN_HINTS.get(exc.errno or 0) or exc.strerror or str(exc)
 
 
 def _token(args: argparse.Namespace) -> dict[str, str]:
@@ -135,11 +151,11 @@ async def _serve(
 def _run_serve(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     check_bus_arguments(args, "serve")
     if not 0 <= args.port <= 65535:
-        raise usage_error("serve", "--port must be 0..65535")
+        raise usage_error("serve", f"--port must be from 0 to 65535 (0: any free port); got {args.port}")
     if (args.tls_cert is None) != (args.tls_key is None):
         raise usage_error("serve", "give --tls-cert and --tls-key together")
     if args.max_streams < 1:
-        raise usage_error("serve", "--max-streams must be ≥ 1")
+        raise usage_error("serve", f"--max-streams must be 1 or more; got {args.max_streams}")
     token = _token(args)
 
     def main(stdout: Output, stderr: Output, stoppers: list[Stopper]) -> Any:

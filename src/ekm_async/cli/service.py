@@ -168,9 +168,8 @@ class Output:
 
     def _run(self) -> None:
         live = Live(console=self._console, auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
+        started = False  # the live display starts with the first thing shown: nothing shown, nothing drawn
         try:
-            if self._live:
-                live.start()
             while True:
                 with self._cond:
                     while not self._lines and self._shown is self._drawn and not self._closing:
@@ -185,10 +184,13 @@ class Output:
                     else:
                         self._sink.write(text)
                 if self._live and shown is not None and shown is not self._drawn:
+                    if not started:
+                        live.start()
+                        started = True
                     live.update(shown, refresh=True)
                     self._drawn = shown
                 if closing and not self._lines:
-                    if self._live:
+                    if started:
                         live.stop()
                         if not self._sink.isatty():
                             self._sink.write("\n")  # a terminal gets its newline from rich; a file or pipe does not
