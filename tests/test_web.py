@@ -389,6 +389,55 @@ async def test_reads_with_a_bad_query_are_400(tmp_path: Path, query: dict[str, s
         assert answer.error == "bad-request"
 
 
+async def test_reads_since_a_zone_offset_typed_into_a_url_whose_plus_arrived_as_a_space(tmp_path: Path) -> None:
+    """``curl '…/reads?since=2026-01-05T08:00:00+00:00'``: the server gets ``…08:00:00 00:00`` (a ``+`` in a
+    query string is a space). That space before a zone offset is all that is wrong: it is taken as the ``+``."""
+    async with stored(tmp_path) as (r, rows):
+        second = datetime.fromisoformat(rows[1]["time"])
+        for typed in (rows[1]["time"], second.astimezone(timezone(timedelta(hours=5, minutes=30))).isoformat()):
+            assert "+" in typed
+            answer = await r.get(f"/api/meters/{A}/reads?since={typed}")  # as typed: not %2B
+            assert answer.status == 200, (typed, answer.body)
+            assert answer.json()["reads"] == rows[2:], typed
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (
+            "since=2026-13-05T08:00:00+00:00",  # a + typed, and a month 13: say how to write the +
+            "since must be a time with its zone, like 2026-01-31T14:30:00Z, or epoch seconds, like 1769869800; "
+            "got '2026-13-05T08:00:00 00:00' (a + in a URL arrives as a space: write it %2B, or give the time "
+            "in UTC with Z)",
+        ),
+        (
+            "since=2026-01-05T08:00:00",
+            "since needs a time zone: add Z for UTC, like 2026-01-05T08:00:00Z (an offset's + is written %2B in "
+            "a URL), or give epoch seconds; got '2026-01-05T08:00:00'",
+        ),
+        (
+            "since=yesterday",
+            "since must be a time with its zone, like 2026-01-31T14:30:00Z, or epoch seconds, like 1769869800; "
+            "got 'yesterday'",
+        ),
+        ("limit=ten", "limit must be a whole number from 1 to 10000; got 'ten'"),
+        ("limit=1.5", "limit must be a whole number from 1 to 10000; got '1.5'"),
+        ("limit=0", "limit must be a whole number from 1 to 10000; got '0'"),
+        ("limit=" + "9" * 5000, "limit must be a whole number from 1 to 10000; got '" + "9" * 5000 + "'"),
+    ],
+    ids=["plus-as-space", "no-zone", "not-a-time", "limit-word", "limit-fraction", "limit-0", "limit-huge"],
+)
+async def test_a_bad_query_says_what_to_write_in_a_form_that_survives_a_url(
+    tmp_path: Path, query: str, message: str
+) -> None:
+    async with stored(tmp_path, n=1) as (r, _):
+        answer = await r.get(f"/api/meters/{A}/reads?{query}")
+        assert answer.status == 400, (query, answer.body)
+        assert answer.error == "bad-request"
+        assert answer.json()["message"] == message
+        assert "+00:00" not in message  # what a URL turns into a space is never suggested
+
+
 async def test_reads_of_the_poller_reach_the_api_through_the_store(tmp_path: Path) -> None:
     async with rig(db=tmp_path / "reads.db", interval=0.01) as r:
         assert r.store is not None
@@ -889,6 +938,9 @@ async def test_the_overall_write_timeout_is_504() -> None:
         answer = await r.write(B, "ct-ratio", {"ratio": 400})
         assert answer.status == 504
         assert answer.error == "timeout"  # not the bus's own "meter-timeout", 0.5 s later
+        assert answer.json()["message"] == (
+            f"the write to meter {B} did not finish within 0.1 s (the bus may be busy): try again"
+        )  # was "TimeoutError"
 
 
 async def test_bad_replies_are_504() -> None:
@@ -896,6 +948,7 @@ async def test_bad_replies_are_504() -> None:
         answer = await r.write(A, "ct-ratio", {"ratio": 400})
         assert answer.status == 504
         assert answer.error == "bad-reply"
+        assert not re.search(r"\b[0-9a-f]{2}( [0-9a-f]{2}){8}", answer.json()["message"])  # no bytes, as hex
         assert r.sim.meter(A).ct_ratio == 200
 
 

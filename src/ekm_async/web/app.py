@@ -15,6 +15,7 @@ import ipaddress
 import json
 import logging
 import math
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from ..catalogue import SETTINGS, Effect, json_object
 from ..errors import (
     BusClosed,
     ConnectionLost,
+    EkmError,
     FrameError,
     MeterUnavailable,
     Refused,
@@ -261,6 +263,12 @@ def _row_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_SINCE_FORMS = "a time with its zone, like 2026-01-31T14:30:00Z, or epoch seconds, like 1769869800"
+"""What ``since`` takes, in forms that survive a URL as typed (a ``+`` in a query string is a space)."""
+_OFFSET = re.compile(r"\d\d(:?\d\d(:?\d\d(\.\d+)?)?)?")
+"""A zone offset after its sign: ``05``, ``05:30``, ``0530``…"""
+
+
 def _since(text: str | None) -> float:
     if text is None:
         return 0.0
@@ -270,15 +278,50 @@ def _since(text: str | None) -> float:
         pass
     else:
         if not math.isfinite(value):
-            raise _error(400, "bad-request", f"since must be a finite number of epoch seconds: {text!r}")
+            raise _error(400, "bad-request", f"since must be {_SINCE_FORMS}; got {text!r}")
         return value
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise _error(400, "bad-request", f"since must be ISO 8601 with a zone, or epoch seconds: {text!r}") from None
-    if when.tzinfo is None:
-        raise _error(400, "bad-request", f"since needs a time zone (e.g. Z or +00:00): {text!r}")
+    when = _aware(text)
+    if when is None:
+        raise _error(400, "bad-request", _since_problem(text))
     return when.timestamp()
+
+
+def _aware(text: str) -> datetime | None:
+    """The time ``text`` gives with its zone, None if it gives none. A ``+`` of a zone offset typed into
+    a URL arrives as a space (``…T08:00:00 00:00``): when that space is all that is wrong, it is taken."""
+    for candidate in (text, _plus(text)):
+        if candidate is None:
+            continue
+        try:
+            when = datetime.fromisoformat(candidate)
+        except ValueError:
+            continue
+        if when.tzinfo is not None:
+            return when
+    return None
+
+
+def _plus(text: str) -> str | None:
+    """``text`` with the space before a trailing zone offset made the ``+`` it was (None if there is none)."""
+    head, space, offset = text.rpartition(" ")
+    return f"{head}+{offset}" if space and head and _OFFSET.fullmatch(offset) else None
+
+
+def _since_problem(text: str) -> str:
+    """Why ``text`` is not a ``since``, and what to write instead, in one line."""
+    try:
+        naive = datetime.fromisoformat(text)
+    except ValueError:
+        if " " in text:
+            return (
+                f"since must be {_SINCE_FORMS}; got {text!r} (a + in a URL arrives as a space: "
+                "write it %2B, or give the time in UTC with Z)"
+            )
+        return f"since must be {_SINCE_FORMS}; got {text!r}"
+    return (
+        f"since needs a time zone: add Z for UTC, like {naive.isoformat()}Z (an offset's + is written %2B in "
+        f"a URL), or give epoch seconds; got {text!r}"
+    )
 
 
 async def reads(request: web.Request) -> web.StreamResponse:
@@ -287,12 +330,10 @@ async def reads(request: web.Request) -> web.StreamResponse:
     if store is None:
         raise _error(404, "no-store", "this service keeps no database (start it with --db)")
     since = _since(request.query.get("since"))
-    try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError:
-        raise _error(400, "bad-request", "limit must be an integer") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise _error(400, "bad-request", f"limit must be 1..{MAX_LIMIT}")
+    text = request.query.get("limit", "100")
+    if not (text.isascii() and text.isdigit() and len(text) <= 6 and 1 <= int(text) <= MAX_LIMIT):
+        raise _error(400, "bad-request", f"limit must be a whole number from 1 to {MAX_LIMIT}; got {text!r}")
+    limit = int(text)
     # Streamed: at most a chunk of the store's rows and a batch of JSON in memory, however many are asked
     # for (a list of 10,000 reads made at once took ~110 MB).
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
@@ -403,12 +444,22 @@ async def write(request: web.Request) -> web.Response:
                 if isinstance(exc, MeterUnavailable):
                     retry = max(1, round(exc.until - asyncio.get_running_loop().time()))
                     headers["Retry-After"] = str(retry)
-                raise _error(status, code, str(exc) or type(exc).__name__, **headers) from exc
+                said = _failure(exc, address, request.app[OPTIONS].write_timeout)
+                raise _error(status, code, said, **headers) from exc
         raise
     answer: dict[str, Any] = {"ok": True, "address": meter.address, "setting": name}
     if spec.effect is Effect.PASSWORD:
         answer["note"] = "the meter has a new password, held by this service only: update its configuration"
     return web.json_response(answer)
+
+
+def _failure(exc: BaseException, address: str, timeout: float) -> str:
+    """A failed write in words: without the bytes a meter sent (``brief``), never an exception's name."""
+    if isinstance(exc, EkmError):
+        return exc.brief
+    if isinstance(exc, TimeoutError):
+        return f"the write to meter {address} did not finish within {timeout:g} s (the bus may be busy): try again"
+    return str(exc) or f"the write to meter {address} failed"
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
