@@ -485,7 +485,7 @@ def test_settings_helpers() -> None:
     assert holidays.Weekend_Schd == 1
 
 
-def b_frame(address: str = "000300001184", scale: int = 0, **fields: Any) -> bytes:
+def b_frame(address: str = "000300001184", scale: int = 1, **fields: Any) -> bytes:
     base = {
         "Model": "1024",
         "Firmware": "14",

@@ -41,7 +41,11 @@ def _encode_value(spec: FieldSpec, value: Value, kwh_scale: int) -> bytes:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{spec.name} must be a number; got {value!r}")
         if t is FieldType.FLOAT:
-            return _digits(spec, round(value * divisor(spec, kwh_scale)), value)
+            by = divisor(spec, kwh_scale)
+            number = round(value * by)
+            if abs(number - value * by) > 1e-6 * max(1.0, abs(value * by)):  # more decimals than the field has
+                raise ValueError(f"{spec.name} = {value!r} has more decimals than {len(str(by)) - 1} (its scale here)")
+            return _digits(spec, number, value)
         if not isinstance(value, int):
             raise ValueError(f"{spec.name} must be an int; got {value!r}")
         return _digits(spec, to_wire(value) if t is FieldType.NUMBER else value, value)
