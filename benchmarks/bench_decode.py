@@ -51,7 +51,7 @@ from ekm_async import BlockKind, FrameDecoder, Read, decode, encode
 from ekm_async.calculated import Value
 from ekm_async.commands import LiveRead, live_read
 from ekm_async.frames import Frame
-from ekm_async.layouts import LAYOUTS
+from ekm_async.layouts import LAYOUTS, FieldType
 from ekm_async.model import DirectionFlag
 
 CAPTURED_A = ROOT / "examples" / "captured_v4a.hex"
@@ -98,10 +98,10 @@ def _b_frame(a: Mapping[str, Value], scale: int, rng: random.Random) -> bytes:
         "RMS_Watts_Tot": sum(watts),
         **{f"Cos_Theta_Ln_{n}": a[f"Cos_Theta_Ln_{n}"] for n in (1, 2, 3)},
         "RMS_Watts_Max_Demand": rng.randint(0, 9_999_999) / 10,
-        "Max_Demand_Period": rng.randint(1, 3),
+        "Max_Demand_Period": rng.choice((15, 30, 60)),
         **{f"Pulse_Ratio_{n}": rng.choice((1, 100, 1000)) for n in (1, 2, 3)},
         "CT_Ratio": rng.choice((100, 200, 400, 800)),
-        "Max_Demand_Interval_Reset": rng.randint(0, 4),
+        "Max_Demand_Interval_Reset": rng.choice(("off", "monthly", "weekly", "daily", "hourly")),
         "Pulse_Output_Ratio": rng.choice((1, 800, 1600)),
         "Status_A": "30",
         "Status_B": "30",
@@ -160,9 +160,18 @@ def build_pairs(count: int, seed: int = 2024) -> list[Pair]:
     return pairs
 
 
+_CODES = {
+    spec.name: {said: code for code, said in spec.codes}
+    for layout in LAYOUTS.values()
+    for spec in layout.fields
+    if spec.type is FieldType.CODE
+}
+"""Code fields (minutes, words in ekm-async) → the wire's code, which ekmmeters keeps as its text."""
+
+
 def _texts(fields: Mapping[str, Value], names: frozenset[str] | set[str]) -> dict[str, str]:
     """Fields as the text ekmmeters keeps (``str()`` of the value: same float and int formatting)."""
-    return {name: str(value) for name, value in fields.items() if name in names}
+    return {name: str(_CODES.get(name, {}).get(value, value)) for name, value in fields.items() if name in names}
 
 
 def expectations(pair: Pair) -> dict[str, Any]:
