@@ -610,7 +610,7 @@ async def test_relay_commands_from_mqtt_reach_the_meter_and_show_in_its_next_sta
         async with running(MqttBridge(poller, broker.url, commands=True)) as bridge, poller:
             await until(lambda: bool(sub.states(X) and sub.states(Y)), "states", bridge=bridge)
 
-            async def command(address: str, relay: int | str, payload: str) -> Msg:
+            async def command(address: str, relay: int | str, payload: str | bytes) -> Msg:
                 result = f"ekm/{address}/relay/{relay}/result"
                 before = len(sub.on(result))
                 await sub.client.publish(f"ekm/{address}/relay/{relay}/set", payload, qos=1)
@@ -648,20 +648,40 @@ async def test_relay_commands_from_mqtt_reach_the_meter_and_show_in_its_next_sta
             assert sub.states(X)[-1].at - timed.at > 0.8
 
             writes = (list(meter.writes), list(v3_meter.writes))
-            refused: list[tuple[str, int | str, str]] = [
-                (UNKNOWN, 1, "ON"),  # not a polled meter
-                (X, 3, "ON"),  # no relay 3
-                (X, "x", "ON"),
-                (X, 1, "MAYBE"),
-                (X, 1, json.dumps({"state": "ajar"})),
-                (X, 1, json.dumps({"state": "close", "seconds": 10_000})),
-                (X, 1, '{"state": "close"'),  # broken JSON
-                (Y, 1, "ON"),  # a V3 meter has no relays
+            send = 'send ON, OFF or a JSON object like {"state": "close", "seconds": 5}'
+            refused: list[tuple[str, int | str, str | bytes, str]] = [
+                (UNKNOWN, 1, "ON", f"meter {UNKNOWN} is not one this service polls"),  # was "unknown command '…'"
+                (X, 3, "ON", "relay must be 1 or 2; got 3"),
+                (X, "x", "ON", "relay must be a whole number; got 'x'"),
+                (X, 1, "BANANA", f"the payload 'BANANA' is not a command: {send}"),  # was "'BANANA'", a KeyError's text
+                (X, 1, "", f"the payload is empty: {send}"),
+                (
+                    X,
+                    1,
+                    json.dumps({"state": "banana"}),
+                    'the payload\'s "state" must be "close" or "open"; got "banana"',
+                ),
+                (X, 1, json.dumps({"state": 1}), 'the payload\'s "state" must be "close" or "open"; got 1'),
+                (X, 1, json.dumps({"seconds": 5}), 'the payload needs "state": "close" or "open"'),
+                (
+                    X,
+                    1,
+                    json.dumps({"state": "close", "when": 5}),
+                    "the payload takes relay, state and seconds; 'when' is not one of them",
+                ),  # was "relay takes ['relay', 'state', 'seconds']; missing [], unknown ['when']"
+                (X, 1, json.dumps({"state": "close", "seconds": 10_000}), "seconds must be 0..9999; got 10000"),
+                (
+                    X,
+                    1,
+                    '{"state": "close"',
+                    f"the payload is not JSON (expecting ',' delimiter at character 18): {send}",
+                ),
+                (X, 1, b"\xff", f"the payload is not UTF-8 text: {send}"),
+                (Y, 1, "ON", f"meter {Y} has no relays"),  # a V3 meter
             ]
-            for address, relay, payload in refused:
+            for address, relay, payload, error in refused:
                 result = (await command(address, relay, payload)).json()
-                assert result["ok"] is False, (address, relay, payload, result)
-                assert result["error"], result
+                assert result == {"ok": False, "error": error}, (address, relay, payload)
             last = sub.on(f"ekm/{Y}/relay/1/result")[-1]
             assert (list(meter.writes), list(v3_meter.writes)) == writes  # nothing reached a meter
             assert [r.closed for r in meter.relays] == [False, False]

@@ -410,13 +410,17 @@ class MqttBridge(BaseObserver):
         address = parts[0]
         try:
             relay = RELAY.arguments[0].parse(parts[2])  # the topic level, as a command-line word
-            meter = self.poller.meter(address)
+            try:
+                meter = self.poller.meter(address)
+            except KeyError:
+                raise ValueError(f"meter {address} is not one this service polls") from None
             if not isinstance(meter, V4Meter):
                 raise ValueError(f"meter {address} has no relays")
             command = _relay_command(payload)
             if command.setdefault("relay", relay) != relay:
                 raise ValueError(f"the topic is relay {relay}'s, the payload says relay {command['relay']!r}")
             arguments = RELAY.from_json(command)  # as the web service takes a body
+            RELAY.request(**arguments)  # every check made before the command counts against the meter's budget
             self._admit(address)
             self._commanding.add(address)
             try:
@@ -438,19 +442,59 @@ class _Refused(Exception):
 
 
 def _said(exc: BaseException) -> str:
-    """An error in words (a ``KeyError``'s own text is just the key, quoted)."""
+    """A refused command in words: without the bytes a meter sent, never an exception's name or repr."""
+    if isinstance(exc, EkmError):
+        return exc.brief
     if isinstance(exc, KeyError):
-        return f"unknown command {exc.args[0]!r}: ON, OFF or a JSON object" if exc.args else "unknown command"
-    return str(exc) or type(exc).__name__
+        return f"the relay command failed: {exc.args[0] if exc.args else 'something'} is unknown"
+    if isinstance(exc, TimeoutError):
+        return "the meter did not answer in time: try again"
+    return str(exc) or "the relay command failed"
+
+
+_SEND = 'send ON, OFF or a JSON object like {"state": "close", "seconds": 5}'
+"""What a relay command's payload may be."""
+_STATES = ("close", "open")
 
 
 def _relay_command(payload: Any) -> dict[str, Any]:
-    """``ON``/``OFF`` or a JSON object, as :func:`ekm_async.catalogue.json_object` takes a web body."""
+    """``ON``/``OFF`` or a JSON object, as :func:`ekm_async.catalogue.json_object` takes a web body;
+    ``ValueError``, a sentence that says what to send, for anything else."""
     raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-    text = bytes(raw).decode("utf-8")
-    if text.lstrip().startswith("{"):
-        return json_object(text)
-    return {"state": _COMMANDS[text.strip().upper()]}
+    try:
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"the payload is not UTF-8 text: {_SEND}") from None
+    if not text.lstrip().startswith("{"):
+        word = text.strip().upper()
+        if not word:
+            raise ValueError(f"the payload is empty: {_SEND}")
+        if word not in _COMMANDS:
+            raise ValueError(f"the payload {_shown(text.strip())!r} is not a command: {_SEND}")
+        return {"state": _COMMANDS[word]}
+    try:
+        command = json_object(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the payload is not JSON ({exc.msg.lower()} at character {exc.pos + 1}): {_SEND}") from None
+    except ValueError as exc:
+        raise ValueError(f"the payload cannot be taken ({exc}): {_SEND}") from None
+    names = [a.name for a in RELAY.arguments]
+    unknown = sorted(set(command) - set(names))
+    if unknown:
+        takes = f"{', '.join(names[:-1])} and {names[-1]}"
+        raise ValueError(f"the payload takes {takes}; {_shown(unknown[0])!r} is not one of them")
+    state = command.get("state")
+    if "state" not in command:
+        raise ValueError('the payload needs "state": "close" or "open"')
+    if not (isinstance(state, str) and state.strip().lower() in _STATES):
+        raise ValueError(f'the payload\'s "state" must be "close" or "open"; got {_shown(json.dumps(state))}')
+    command["state"] = state.strip().lower()
+    return command
+
+
+def _shown(text: str, most: int = 40) -> str:
+    """``text`` for a message, cut short if long (a payload can be anything)."""
+    return text if len(text) <= most else text[:most] + "…"
 
 
 def _client_context(
