@@ -401,6 +401,61 @@ def test_auto_noise_before_an_ack_counts_unless_it_continues_the_request() -> No
     assert b"".join(e.raw for e in events if isinstance(e, Rejected)) == b"\x7f)\x03\x06"
 
 
+def test_auto_noise_ending_as_two_bytes_of_the_request_is_no_acknowledgement() -> None:
+    """The decoder machine's case: after the password request for 00000000, noise ending ``00`` and an
+    ACK. Byte by byte it is what an echo whose SOH was lost and whose next ``0`` was damaged into 06
+    looks like, so the ACK is taken for a byte of the echo (docs/wire.md, "Echo"): never a false
+    acknowledgement, at the cost of this ACK."""
+    request = commands.password("00000000")
+    decoder = FrameDecoder(max_garbage=1)
+    decoder.sent(request)
+    noise = b"\x02\x00\x00\x0000"
+    assert decoder.feed(noise) == [Rejected(RejectReason.GARBAGE, bytes([b])) for b in noise]
+    assert decoder.feed(b"\x06") == [Rejected(RejectReason.GARBAGE, b"\x06")]
+
+
+@pytest.mark.parametrize("echo", [Echo.AUTO, Echo.ON])
+@pytest.mark.parametrize("damaged", [False, True])
+@pytest.mark.parametrize(("reply", "answer"), [(b"\x06", ACK), (b"\x15", NAK)])
+@pytest.mark.parametrize("bytewise", [False, True])
+def test_after_the_whole_echo_an_ack_counts_whatever_the_echo_ends_with(
+    echo: Echo, damaged: bool, reply: bytes, answer: Event, bytewise: bool
+) -> None:
+    """The password request for 00001413 ends ``)\\x033)``: its last two bytes, ``3)``, are found earlier
+    in it, followed by another byte. Once its echo came whole (exact, or with a byte changed) it is
+    accounted for, and the meter's ACK or NAK after it is the answer, not a byte of the echo: it was
+    dropped, and a correct password looked refused on every echoing line (1 password in ~1800)."""
+    request = commands.password("00001413")
+    assert request.endswith(b")\x033)")
+    assert request[-2:] in request[:-2]
+    heard = request[:5] + b"X" + request[6:] if damaged else request
+    decoder = FrameDecoder(echo=echo, max_garbage=1)
+    decoder.sent(request)
+    data = heard + reply
+    chunks = [data[i : i + 1] for i in range(len(data))] if bytewise else [data]
+    events = [event for chunk in chunks for event in decoder.feed(chunk)]
+    said = Rejected(RejectReason.ECHO, heard) if damaged else Echoed(request)
+    assert events == [said, answer]
+    assert decoder.buffered == b""
+
+
+def test_the_tail_of_an_echo_past_a_region_begun_too_early_is_no_acknowledgement() -> None:
+    """On a line known to echo, noise before an echo whose SOH is damaged: the region, as long as what was
+    sent, begins at the noise and ends before the echo does. The echo's own ACK byte (``\\x7f\\x06``, the
+    CRC of 82065494) comes after it and is still no acknowledgement; the meter's NAK behind it counts."""
+    request = commands.password("82065494")
+    assert request.endswith(b"\x03\x7f\x06")
+    decoder = FrameDecoder(echo=Echo.ON)
+    decoder.sent(request)
+    events = decoder.feed(b"\x11U" + b"\x11" + request[1:] + b"\x15")
+    assert events == [
+        Rejected(RejectReason.ECHO, b"\x11U\x11" + request[1:-2]),
+        Rejected(RejectReason.GARBAGE, b"\x7f"),
+        Rejected(RejectReason.GARBAGE, b"\x06"),
+        NAK,
+    ]
+
+
 def test_auto_a_damaged_echo_does_not_tell_the_line_echoes(frame_a: bytes) -> None:
     """Only an exact echo tells that the line echoes: garbage that happens to start as a request does
     (a damaged echo looks the same) must not make the decoder take every reply's first bytes for one."""

@@ -104,12 +104,15 @@ class Echo(TableKey):
     :data:`ECHO_DAMAGE_MAX` places were garbage: looked at again after their first byte, so garbage that
     happens to hold SOH never swallows the reply behind it.
 
-    In every mode but ``OFF``, an ACK or NAK received since the request is taken for a byte of its echo
-    (garbage) where the request holds that byte at that place (counted in bytes since it was sent), or
-    right after two bytes that, in what was sent, another byte follows: an echo whose first byte was
-    damaged, or that was damaged into an ACK or NAK or next to one, gives no acknowledgement. (An STX
-    there still opens a frame: a frame's CRC guards it, and an echo cut short may be followed by the
-    reply.)"""
+    In every mode but ``OFF``, until an echo region of the request's whole length ended, an ACK or NAK
+    is taken for a byte of its echo (garbage) where the request holds that byte at that place (counted
+    in bytes since it was sent), or right after two bytes that, in what was sent, another byte follows:
+    an echo whose first byte was damaged, or that was damaged into an ACK or NAK or next to one, gives
+    no acknowledgement. (An STX there still opens a frame: a frame's CRC guards it, and an echo cut
+    short may be followed by the reply.) After an exact echo, an ACK or NAK is the meter's, whatever the
+    echo's last two bytes were; after a damaged echo region of the whole length, it is taken for a byte
+    of the echo only where the echo holds it right after the two bytes before it (the echo's tail, past
+    a region that began too early: noise before an echo whose start was not found, a byte inserted)."""
     ON = "on"
     """The adapter always echoes: the first bytes after a request are its echo, whatever they hold."""
     OFF = "off"
@@ -154,8 +157,12 @@ class FrameDecoder:
         self._prev = b""
         """The last two bytes received since :meth:`sent`, before the present :meth:`feed`."""
         self._echoed = b""
-        """The echo awaited when the request was sent: an ACK or NAK where it holds one, or right after
-        two bytes of it that another byte of it follows, is taken for a byte of the echo."""
+        """The echo awaited when the request was sent, until it came exact: an ACK or NAK where it holds
+        one, or right after two bytes of it that another byte of it follows, is taken for a byte of the
+        echo."""
+        self._echo_spill = False
+        """A damaged echo region of the whole length ended since :meth:`sent`: only the echo's tail may
+        still come (an ACK or NAK where :attr:`_echoed` holds it after the two bytes before it)."""
         self._received = 0
         """Bytes received since :meth:`sent`, before the present :meth:`feed`."""
         self._region_at = 0
@@ -213,7 +220,7 @@ class FrameDecoder:
                 self._echo = expected if len(expected) <= ECHO_MAX else bytes(data)
         self.expect(expected_reply(data))
         self._echoed = self._echo
-        self._heard, self._prev, self._received = False, b"", 0
+        self._heard, self._prev, self._received, self._echo_spill = False, b"", 0, False
         return events
 
     def expect(self, reply: Reply | None) -> None:
@@ -226,7 +233,7 @@ class FrameDecoder:
         """Report what is held (end of stream, or a timeout) and start clean."""
         events = self._flush_held()
         self._end_echo(events, whole=False)
-        self._prev, self._received, self._echoed = b"", 0, b""
+        self._prev, self._received, self._echoed, self._echo_spill = b"", 0, b"", False
         return events
 
     def _flush_held(self) -> list[Event]:
@@ -301,8 +308,11 @@ class FrameDecoder:
 
     def _of_echo(self, byte: int, before: bytes, at: int) -> bool:
         """Whether ``byte`` (an ACK or NAK ``at`` bytes after the request, after ``before``) may be a byte
-        of the request's echo: the request holds it there, or the two bytes before it continue it."""
+        of the request's echo: the request holds it there, or the two bytes before it continue it. After
+        a damaged echo region of the whole length, only where the echo holds it after those two bytes."""
         echo = self._echoed
+        if self._echo_spill:
+            return len(before) == 2 and before + bytes((byte,)) in echo
         return (at < len(echo) and echo[at] == byte) or (len(before) == 2 and before in echo[:-1])
 
     def _feed_echo(self, chunk: bytes, i: int, events: list[Event]) -> int:
@@ -369,7 +379,9 @@ class FrameDecoder:
 
     def _end_echo(self, events: list[Event], *, whole: bool) -> None:
         """The echo region ends (``whole``: all of it came): noise before it is garbage; an exact echo is
-        :class:`Echoed`, any other (damaged, cut short) ``Rejected(ECHO)`` — never a reply."""
+        :class:`Echoed`, any other (damaged, cut short) ``Rejected(ECHO)`` — never a reply. After an exact
+        one an ACK or NAK is the meter's, even where the two bytes before it (the echo's last two) are
+        found earlier in what was sent; after a damaged whole one, only the echo's tail may still come."""
         if not self._echo_got:  # no region (the common case after an exchange): nothing to report
             self._echo = b""
             self._echo_open = False
@@ -383,10 +395,12 @@ class FrameDecoder:
             if whole and not self._echo_bad:
                 events.append(Echoed(got[start:]))
                 self.echoes += 1
+                self._echoed = b""  # all of the echo came: an ACK or NAK now is no byte of it
                 if self._echo_mode is Echo.AUTO:
                     self._echo_mode = Echo.ON  # the line echoes: the next echo is expected, whatever it holds
             else:
                 events.append(Rejected(RejectReason.ECHO, got[start:]))  # accounted for: what follows counts
+                self._echo_spill = whole  # it may have begun too early: the echo's tail may still come
         self._echo = b""
         self._clear_region()
         self._sync = _SYNC[self._awaited]
