@@ -38,7 +38,8 @@ CLI = [str(_BIN / "ekm-async")] if (_BIN / "ekm-async").exists() else [sys.execu
 """The installed console script (``python -m ekm_async`` if there is none)."""
 SIMULATED = [f"{300001184 + n:012d}" for n in range(4)]
 """The addresses ``--simulate 4`` polls."""
-COMMITTED = re.compile(r"committed (\d+) reads to (.+)")
+COMMITTED = re.compile(r"committed ([\d,]+) reads? to (.+) \(([\d,]+) in all\)")
+"""A commit said on stderr: the reads it committed, the file, and how many in all."""
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -70,7 +71,8 @@ def decodes(row: sqlite3.Row) -> Read:
 
 
 def commits(stderr: str) -> list[int]:
-    return [int(m[1]) for m in COMMITTED.finditer(stderr)]
+    """The totals committed, as the commits said them."""
+    return [int(m[3].replace(",", "")) for m in COMMITTED.finditer(stderr)]
 
 
 @contextlib.contextmanager
@@ -107,8 +109,8 @@ def wait_for_commit(lines: queue.Queue[str], at_least: int, limit: float, log: l
             break
         log.append(line)
         match = COMMITTED.match(line)
-        if match and int(match[1]) >= at_least:
-            return int(match[1])
+        if match and int(match[3].replace(",", "")) >= at_least:
+            return int(match[3].replace(",", ""))
     raise AssertionError(f"no commit of {at_least} reads within {limit} s; stderr: {''.join(log)[-2000:]}")
 
 
@@ -204,6 +206,93 @@ def test_the_live_table_shows_every_meter(tmp_path: Path) -> None:
         assert column in result.stdout
     assert "3 meters" in result.stdout
     assert "committed" not in result.stderr  # no --db, no store
+
+
+def test_each_commit_is_a_line_with_its_reads_and_the_total_where_no_table_counts_them(tmp_path: Path) -> None:
+    """With --json (and wherever stderr is not the terminal the table is drawn on): a line per commit,
+    its own reads and how many in all — not a running total that reads like a commit's count."""
+    db = tmp_path / "reads.db"
+    result = cli("poll", "--simulate", "2", "--sim-baud", "0", "--json", "--count", "10", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    said = list(COMMITTED.finditer(result.stderr))
+    assert said
+    each = [int(m[1]) for m in said]
+    assert [int(m[3]) for m in said] == [sum(each[: n + 1]) for n in range(len(each))]
+    assert commits(result.stderr)[-1] == 10
+    assert all(m[2] == str(db) for m in said)
+
+
+def test_the_table_counts_commits_and_shows_the_progress_toward_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = cli("poll", "--simulate", "2", "--sim-baud", "0", "--count", "8", "--db", "reads.db")
+    assert result.returncode == 0, result.stderr
+    assert "[####################] 8/8 reads" in result.stdout
+    assert "reads.db: 8 reads committed" in result.stdout  # counted once the store has closed: every read
+    assert "— 2 meters," in result.stdout
+
+
+def test_one_meter_is_one_meter() -> None:
+    result = cli("poll", "--simulate", "1", "--sim-baud", "0", "--count", "1")
+    assert result.returncode == 0, result.stderr
+    assert "— 1 meter, interval 0 s" in result.stdout
+    assert "[####################] 1/1 reads" in result.stdout
+
+
+def test_the_table_shows_kwh_with_the_decimals_the_meter_counts_in() -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    from ekm_async.bus import BusHealth  # noqa: PLC0415
+    from ekm_async.cli.poll import _table  # noqa: PLC0415
+
+    def status(kwh: float, scale: int) -> SimpleNamespace:
+        fields = {"kWh_Tot": kwh, "RMS_Watts_Tot": 1641, "RMS_Volts_Ln_1": 118.0, "Amps_Ln_1": 7.5}
+        read = SimpleNamespace(fields=fields, a=SimpleNamespace(kwh_scale=scale), time=None)
+        return SimpleNamespace(last_read=read, ok=1, errors=0)
+
+    statuses = {"000300001184": status(1234.5, 2), "000300001185": status(1234.56, 2), "000300001186": status(98.0, 1)}
+    bus = SimpleNamespace(meter_stats={}, health=lambda: BusHealth(True, None, 0.0, "", False))
+    console = Console(file=io.StringIO(), width=160)
+    console.print(_table(SimpleNamespace(status=lambda: statuses), bus, "title", count=4))  # type: ignore[arg-type]
+    text: str = console.file.getvalue()  # type: ignore[attr-defined]
+    rows = {line.split()[1]: line.split()[3] for line in text.splitlines() if "0003000011" in line}
+    assert rows == {"000300001184": "1234.50", "000300001185": "1234.56", "000300001186": "98.0"}
+    assert "[###############-----] 3/4 reads" in text
+
+
+def test_on_a_terminal_the_table_carries_the_commits_and_no_line_scrolls_it(tmp_path: Path) -> None:
+    """stdout and stderr the same terminal (a user at a shell): a line per commit scrolled above the table
+    every second; the table now counts them."""
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*CLI, "poll", "--simulate", "2", "--sim-baud", "0", "--count", "8", "--db", "reads.db"],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=slave,
+        )
+        os.close(slave)
+        seen = bytearray()
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every end of the terminal closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(60) == 0, seen.decode(errors="replace")
+    finally:
+        os.close(master)
+    screen = seen.decode(errors="replace")
+    assert "reads.db: 8 reads committed" in screen
+    assert "8/8 reads" in screen
+    assert not re.search(r"committed [\d,]+ reads? to", screen)  # no line of its own, in any form
+    assert len(stored(tmp_path / "reads.db")) == 8
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -999,9 +999,9 @@ def test_serve_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     for argv, message in (
         (["--token-file", str(tmp_path / "missing")], "--token-file: cannot read"),
         (["--token-file", str(empty)], "is empty"),
-        (["--port", "70000"], "--port must be 0..65535"),
+        (["--port", "70000"], "--port must be from 0 to 65535 (0: any free port); got 70000"),
         (["--tls-cert", str(empty)], "give --tls-cert and --tls-key together"),
-        (["--max-streams", "0"], "--max-streams must be ≥ 1"),
+        (["--max-streams", "0"], "--max-streams must be 1 or more; got 0"),
     ):
         with pytest.raises(SystemExit) as exit_:
             cli_main(["serve", "--simulate", "1", "--sim-baud", "0", *argv])

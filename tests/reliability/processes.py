@@ -27,7 +27,8 @@ _BIN = Path(sys.executable).parent
 CLI = [os.environ.get("EKM_CLI") or str(_BIN / "ekm-async")]
 """The command under test (``EKM_CLI`` may name another build, e.g. an older one to see a cell fail)."""
 MOSQUITTO = shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None)
-COMMITTED = re.compile(r"committed (\d+) reads to")
+COMMITTED = re.compile(r"committed [\d,]+ reads? to .+ \(([\d,]+) in all\)")
+"""A commit poll says on stderr; the group: how many reads in all."""
 
 
 def free_port() -> int:
@@ -137,7 +138,7 @@ class Proc:
 
     def committed(self) -> int:
         """The last committed total the process reported."""
-        found = [int(m[1]) for line in self.stderr.snapshot() if (m := COMMITTED.search(line))]
+        found = [int(m[1].replace(",", "")) for line in self.stderr.snapshot() if (m := COMMITTED.search(line))]
         return found[-1] if found else 0
 
     def wait_committed(self, at_least: int, limit: float) -> int:

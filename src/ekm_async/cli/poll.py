@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from rich.markup import escape
 from rich.table import Table
 
+from ..blocks import Read
 from ..bus import Bus
 from ..config import MqttConfig, read_secret
 from ..errors import EkmError, StoreError
@@ -31,7 +34,7 @@ from .buses import (
     open_store,
     usage_error,
 )
-from .service import Output, Stopper, Watch, run_service
+from .service import Output, Stopper, Watch, counted, run_service
 
 __all__ = ["add_poll_command"]
 
@@ -131,24 +134,50 @@ def _mqtt_password(args: argparse.Namespace) -> str | None:
     return password or None
 
 
-def _table(poller: Poller, bus: Bus, title: str) -> Table:
-    """Each meter's last values, ok and error counts, and the latency of its last transaction on the wire."""
+def _table(
+    poller: Poller, bus: Bus, title: str, *, count: int | None = None, store: SqliteStore | None = None
+) -> Table:
+    """Each meter's last values, ok and error counts, and the latency of its last transaction on the wire;
+    below, how far toward ``count`` reads, how many reads ``store`` committed, and an outage of the bus."""
     table = Table(title=title, title_justify="left")
     for name in ("meter", *(label for _, label in LIVE_FIELDS), "ok", "errors", "latency", "last read"):
         table.add_column(name, justify="left" if name in ("meter", "last read") else "right", no_wrap=True)
-    for address, status in poller.status().items():
+    statuses = poller.status()
+    for address, status in statuses.items():
         read = status.last_read
-        values = [f"{read.fields.get(f, '')}" if read else "–" for f, _ in LIVE_FIELDS]
+        values = [_value(read, f) if read else "–" for f, _ in LIVE_FIELDS]
         wire = bus.meter_stats.get(address)
         latency = f"{wire.last_latency * 1000:.0f} ms" if wire and wire.last_latency is not None else "–"
         last = read.time.astimezone().strftime("%H:%M:%S") if read and read.time else "–"
         errors = f"[red]{status.errors}[/red]" if status.errors else "0"
         table.add_row(address, *values, str(status.ok), errors, latency, last)
+    below = []
+    if count is not None:
+        below.append(escape(_progress(sum(status.ok for status in statuses.values()), count)))
+    if store is not None:
+        below.append(f"{escape(store.path)}: {counted(store.committed, 'read')} committed")
     health = bus.health()
     if health.outage:
-        table.caption = f"[red]bus unreachable for {health.down_seconds:.0f} s: {health.reason}[/red]"
+        below.append(f"[red]bus unreachable for {health.down_seconds:.0f} s: {escape(health.reason)}[/red]")
+    if below:
+        table.caption = "\n".join(below)
         table.caption_justify = "left"
     return table
+
+
+def _value(read: Read, field: str) -> str:
+    """A field of ``read`` as the table shows it: kWh with the decimals the meter counts in (1234.50,
+    not 1234.5 next to 1234.56)."""
+    value = read.fields.get(field, "")
+    if field.startswith("kWh") and isinstance(value, float):
+        return f"{value:.{read.a.kwh_scale}f}"
+    return f"{value}"
+
+
+def _progress(done: int, count: int, width: int = 20) -> str:
+    """``[#####---------------] 10/40 reads``."""
+    filled = min(width, done * width // count)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {min(done, count)}/{count} reads"
 
 
 class _Failures:
@@ -169,16 +198,16 @@ class _Failures:
     def read(self, address: str) -> None:
         if address in self._failing:
             _, count = self._failing.pop(address)
-            self._report(f"meter {address} read again after {count} failed reads")
+            self._report(f"meter {address} read again after {counted(count, 'failed read')}")
 
 
 async def _poll(args: argparse.Namespace, stdout: Output, stderr: Output, stopping: list[Stopper]) -> int:
-    store = SqliteStore(args.db, on_commit=_on_commit(stderr, args.db)) if args.db else None
+    live = not args.json
+    said = stdout if live and stdout.is_terminal and sys.stderr.isatty() else stderr  # lines above the table
+    store = _store(args, stderr, lines=said is stderr)
     stopper = Stopper(stderr, pending=lambda: store.pending if store is not None else 0)
     stopping.append(stopper)
     stdout.bind(asyncio.get_running_loop(), stopper.event.set)  # whoever read our output stopped: so do we
-    live = not args.json
-    said = stdout if live and stdout.is_terminal and sys.stderr.isatty() else stderr  # lines above the table
 
     def report(line: str) -> None:
         said.write(line + "\n")
@@ -199,8 +228,9 @@ async def _poll(args: argparse.Namespace, stdout: Output, stderr: Output, stoppi
             stopper.started()
             stop = asyncio.get_running_loop().create_task(_stop_on(stopper.event, poller))
             stack.callback(stop.cancel)
-            title = f"ekm-async poll {bus.url} — {len(meters)} meters, interval {interval:g} s"
-            redraw = (lambda: stdout.show(_table(poller, bus, title))) if live else None
+            title = f"ekm-async poll {escape(bus.url)} — {counted(len(meters), 'meter')}, interval {interval:g} s"
+            table = functools.partial(_table, poller, bus, title, count=args.count, store=store)
+            redraw = (lambda: stdout.show(table())) if live else None
             watch = Watch(report, [bus], store).start(stack, also=redraw)
             failures = _Failures(report)
             async for event in poller.events():
@@ -211,9 +241,9 @@ async def _poll(args: argparse.Namespace, stdout: Output, stderr: Output, stoppi
                         stdout.write(json.dumps({"time": when, **event.read.fields}) + "\n")
                 else:
                     failures.failed(event.address, event.error, args.verbose)
-            if live:
-                stdout.show(_table(poller, bus, title))
             watch.check()
+        if live:
+            stdout.show(table())  # the last: the store is closed, every read committed and counted
     except StoreError as exc:
         report(f"error: {exc}")
         code = 1
@@ -244,9 +274,22 @@ async def _stop_on(stop: asyncio.Event, poller: Poller) -> None:
     await poller.aclose()
 
 
+def _store(args: argparse.Namespace, stderr: Output, *, lines: bool) -> SqliteStore | None:
+    """The store of ``--db``; ``lines``: a line on stderr for each commit (not where the table counts them,
+    on the terminal stderr shares with it: the lines would scroll it)."""
+    if args.db is None:
+        return None
+    return SqliteStore(args.db, on_commit=_on_commit(stderr, args.db) if lines else None)
+
+
 def _on_commit(stderr: Output, db: str) -> Callable[[int], None]:
+    """A line per commit: the reads it committed, and how many in all."""
+    before = 0
+
     def report(total: int) -> None:
-        stderr.write(f"committed {total} reads to {db}\n")
+        nonlocal before
+        stderr.write(f"committed {counted(total - before, 'read')} to {db} ({total:,} in all)\n")
+        before = total
 
     return report
 

@@ -18,7 +18,7 @@ from ..poller import Poller
 from ..store import SqliteStore
 from ..web import create_app
 from .buses import add_bus_arguments, check_bus_arguments, interval_of, open_meters, open_store, usage_error
-from .service import CommandError, Output, Stopper, Watch, run_service
+from .service import CommandError, Output, Stopper, Watch, counted, run_service
 
 __all__ = ["add_serve_command", "start_web"]
 
@@ -135,7 +135,7 @@ async def _serve(
             tls = (args.tls_cert, args.tls_key) if args.tls_cert is not None else None
             url = await start_web(stack, app, args.host, args.port, tls)
             writes = "writes need the token" if token else "writes disabled (no --token-file)"
-            stdout.write(f"serving {url} — {len(meters)} meters, {writes}\n")
+            stdout.write(f"serving {url} — {counted(len(meters), 'meter')}, {writes}\n")
             stopper.started()
             Watch(report, [bus], store).start(stack)
             await stopper.event.wait()

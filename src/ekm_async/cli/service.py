@@ -40,7 +40,7 @@ from rich.text import Text
 from ..bus import Bus
 from ..store import SqliteStore
 
-__all__ = ["OUTPUT_LIMIT", "STOP_LIMIT", "CommandError", "Output", "Stopper", "Watch", "run_service"]
+__all__ = ["OUTPUT_LIMIT", "STOP_LIMIT", "CommandError", "Output", "Stopper", "Watch", "counted", "run_service"]
 
 STOP_LIMIT = 15.0
 """Seconds from the first stop signal within which a long-running command has exited."""
@@ -51,6 +51,11 @@ _FINISH_WAIT = 2.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _GONE = (errno.EPIPE, errno.ECONNRESET)
 """Write errors that mean the reader went away."""
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 meter``, ``2 meters``, ``1,234 reads``."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def _fd_of(stream: TextIO) -> int | None:
@@ -299,7 +304,7 @@ class Stopper:
     def _exit(self, message: str, status: int) -> NoReturn:
         """Exit at once, saying why (and what is lost) in one line, as far as stderr takes it in 0.5 s."""
         pending = self._pending()
-        self._report.write(message + (f"; {pending} reads not committed" if pending else "") + "\n")
+        self._report.write(message + (f"; {counted(pending, 'read')} not committed" if pending else "") + "\n")
         self._report.finish(0.5)
         os._exit(status)
 
@@ -365,7 +370,9 @@ class Watch:
                 "the reads from now on go there"
             )
         if store.lost > self._lost:
-            self.report(f"error: {store.lost - self._lost} reads dropped, never to be committed to {store.path}")
+            self.report(
+                f"error: {counted(store.lost - self._lost, 'read')} dropped, never to be committed to {store.path}"
+            )
             self._lost = store.lost
 
     def start(self, stack: contextlib.AsyncExitStack, also: Callable[[], None] | None = None) -> Watch:
@@ -424,7 +431,8 @@ def _finish(code: int, stdout: Output, stderr: Output, stored: bool, stoppers: l
     unwritten = stdout.dropped + (0 if written else max(1, stdout.unwritten))
     if unwritten and not _gone(stdout):
         elsewhere = "" if stored else "; the reads are in no other place"
-        stderr.write(f"warning: {unwritten} lines of output were not written: stdout was not read{elsewhere}\n")
+        said = f"{counted(unwritten, 'line')} of output {'was' if unwritten == 1 else 'were'} not written"
+        stderr.write(f"warning: {said}: stdout was not read{elsewhere}\n")
         if not stored:
             code = code or 1
     stderr.finish()
