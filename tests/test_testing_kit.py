@@ -186,7 +186,9 @@ BAD_MARKERS = [
     ('metres=["v4:000000000001"]', r".*ekm_sim: unknown option\(s\) \['metres'\].*"),
     ('meters=["v5:000000000001"]', r".*ekm_sim: meters: 'v5:000000000001' is not v4:ADDRESS, v3:ADDRESS.*"),
     ('meters=["v4:12"]', r".*ekm_sim: address must be exactly 12 digits.*"),
-    ('faults=["gremlins"]', r".*ekm_sim: fault 'gremlins'.*"),
+    ('faults=["gremlins"]', r".*ekm_sim: fault 'gremlins': no fault kind 'gremlins'; the kinds are crc, .*"),
+    ('baud="fast"', r".*ekm_sim: baud must be a whole number; got 'fast'$"),  # was int()'s 'invalid literal'
+    ("turnaround=None", r".*ekm_sim: turnaround must be a number; got None$"),
 ]
 
 

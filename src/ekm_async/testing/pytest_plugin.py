@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -41,6 +41,7 @@ __all__ = ["DEFAULT_METERS", "SimulatedBus", "ekm_bus", "ekm_sim"]
 DEFAULT_METERS = ("v4:000300001184", "v4:000300001185", "v3:000000001234")
 """The meters of ``ekm_sim`` unless a test's marker says otherwise."""
 _OPTIONS = {"meters", "faults", "baud", "arrival", "turnaround", "echo", "time_scale", "seed"}
+_N = TypeVar("_N", int, float)
 _MARKER = (
     "ekm_sim(meters=..., faults=..., baud=0, arrival=None, turnaround=0.001, echo=False, time_scale=1.0, "
     "seed=0): the simulated bus of the ekm_sim and ekm_bus fixtures (ekm_async.testing.pytest_plugin)"
@@ -102,25 +103,35 @@ def _arrival(spec: str | Arrival | None) -> Arrival | None:
     return ARRIVALS[spec] if spec in ARRIVALS else Arrival.parse(spec)
 
 
+def _number(options: dict[str, Any], name: str, default: _N, kind: type[_N]) -> _N:
+    """A marker's numeric option (``ValueError`` naming it, where ``int()`` would say 'invalid literal')."""
+    value = options.get(name, default)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{name} must be {what}; got {value!r}") from None
+
+
 def simulated_bus(options: dict[str, Any]) -> tuple[SimBus, dict[str, Any]]:
     """The :class:`~ekm_async.sim.SimBus` of a marker's options, and the bus options that fit it."""
     unknown = set(options) - _OPTIONS
     if unknown:
         pytest.fail(f"ekm_sim: unknown option(s) {sorted(unknown)}; options: {sorted(_OPTIONS)}", pytrace=False)
     try:
-        time_scale = float(options.get("time_scale", 1.0))
+        time_scale = _number(options, "time_scale", 1.0, float)
         meters: Iterable[str | MeterModel] = options.get("meters", DEFAULT_METERS)
         models = [_meter(spec, n, time_scale) for n, spec in enumerate(meters)]
         faults = [f if isinstance(f, Fault) else Fault.parse(f) for f in options.get("faults", ())]
-        baud = int(options.get("baud", 0))
+        baud = _number(options, "baud", 0, int)
         sim = SimBus(
             models,
             baud=baud,
-            turnaround=float(options.get("turnaround", 0.001)),
+            turnaround=_number(options, "turnaround", 0.001, float),
             echo=options.get("echo", False),
             arrival=_arrival(options.get("arrival")),
             faults=faults,
-            seed=int(options.get("seed", 0)),
+            seed=_number(options, "seed", 0, int),
         )
     except (ValueError, TypeError, KeyError) as exc:  # the marker's words, not a traceback
         pytest.fail(f"ekm_sim: {exc}", pytrace=False)
