@@ -836,6 +836,23 @@ async def test_bad_bodies_are_400_before_the_bus_is_touched(setting: str, body: 
         assert r.sim.meter(A).writes == []
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "the body is not JSON (expecting property name enclosed in double quotes at character 2)"),
+        (b'{"ratio": 400', "the body is not JSON (expecting ',' delimiter at character 14)"),
+        (b"\xff\xfe{}", "the body is not UTF-8 text"),  # was "'utf-8' codec can't decode byte 0xff in position 0…"
+    ],
+)
+async def test_a_body_that_is_not_json_says_where_and_what_to_send(body: bytes, message: str) -> None:
+    async with rig() as r:
+        answer = await r.write(A, "ct-ratio", None, data=body, headers=AUTH | {"Content-Type": "application/json"})
+        assert answer.status == 400
+        assert answer.error == "bad-json"
+        said = answer.json()["message"]
+        assert said == f"{message}: send a JSON object of the setting's arguments by name, in UTF-8"
+
+
 async def test_unknown_meter_and_setting_are_404() -> None:
     async with rig() as r:
         untouched = r.untouched()

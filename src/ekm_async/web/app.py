@@ -462,6 +462,9 @@ def _failure(exc: BaseException, address: str, timeout: float) -> str:
     return str(exc) or f"the write to meter {address} failed"
 
 
+_SEND_BODY = "send a JSON object of the setting's arguments by name, in UTF-8"
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
     if not request.body_exists:
         return {}
@@ -469,7 +472,12 @@ async def _body(request: web.Request) -> dict[str, Any]:
         body = await request.json(loads=json_object)
     except LookupError:
         raise _error(415, "bad-charset", f"unknown charset {request.charset!r}: send UTF-8 JSON") from None
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
+    except json.JSONDecodeError as exc:
+        said = f"the body is not JSON ({exc.msg.lower()} at character {exc.pos + 1}): {_SEND_BODY}"
+        raise _error(400, "bad-json", said) from None
+    except UnicodeDecodeError:
+        raise _error(400, "bad-json", f"the body is not UTF-8 text: {_SEND_BODY}") from None
+    except ValueError as exc:
         raise _error(400, "bad-json", f"the body must be a JSON object: {exc}") from None
     assert isinstance(body, dict)
     return body
