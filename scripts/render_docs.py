@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ekm_async import config, text
 from ekm_async.calculated import CALCULATED
-from ekm_async.catalogue import SETTINGS, SettingSpec
+from ekm_async.catalogue import BODY_EXAMPLES, SETTINGS, SettingSpec
 from ekm_async.layouts import LAYOUTS, BlockKind, Evidence, FieldSpec, FieldType
 from ekm_async.session import MEANING, TRANSITIONS, SessionEvent, State
 
@@ -46,25 +46,7 @@ def render_session() -> str:
 
 
 def _json_example(spec: SettingSpec) -> str:
-    examples = {
-        "relay": '{"relay": 1, "state": "close", "seconds": 5}',
-        "ct-ratio": '{"ratio": 800}',
-        "max-demand-period": '{"period": 30}',
-        "max-demand-reset-interval": '{"interval": "daily"}',
-        "max-demand-reset-now": "{}",
-        "time": '{"when": "2026-01-31T14:30:00+01:00"}',
-        "pulse-input-ratio": '{"line": 1, "ratio": 100}',
-        "pulse-output-ratio": '{"ratio": 800}',
-        "zero-resettable": "{}",
-        "lcd": '{"items": ["kWh_Tot", "RMS_Watts_Tot", 33]}',
-        "weekend-holiday-schedules": '{"weekend": 2, "holiday": 3}',
-        "password": '{"new_password": "12345678"}',
-        "address": '{"new_address": "000300001185"}',
-        "schedule": '{"schedule": 1, "periods": [[6, 0, 1], [18, 30, 2]]}',
-        "seasons": '{"seasons": [[1, 1, 1], [6, 1, 2]]}',
-        "holidays": '{"dates": [[1, 1], [12, 25]]}',
-    }
-    return examples[spec.name]
+    return BODY_EXAMPLES[spec.name]
 
 
 def render_settings() -> str:

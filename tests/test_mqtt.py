@@ -667,7 +667,7 @@ async def test_relay_commands_from_mqtt_reach_the_meter_and_show_in_its_next_sta
                     X,
                     1,
                     json.dumps({"state": "close", "when": 5}),
-                    "the payload takes relay, state and seconds; 'when' is not one of them",
+                    'relay takes "relay", "state" and "seconds"; "when" is not one of them',
                 ),  # was "relay takes ['relay', 'state', 'seconds']; missing [], unknown ['when']"
                 (X, 1, json.dumps({"state": "close", "seconds": 10_000}), "seconds must be 0..9999; got 10000"),
                 (

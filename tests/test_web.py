@@ -853,6 +853,26 @@ async def test_a_body_that_is_not_json_says_where_and_what_to_send(body: bytes, 
         assert said == f"{message}: send a JSON object of the setting's arguments by name, in UTF-8"
 
 
+@pytest.mark.parametrize(
+    ("setting", "body", "message"),
+    [
+        ("relay", {"relay": 1}, 'relay needs "state", like {"relay": 1, "state": "close", "seconds": 5}'),
+        ("ct-ratio", {"ratio": 800, "colour": "red"}, 'ct-ratio takes "ratio"; "colour" is not one of them'),
+        ("zero-resettable", {"now": True}, 'zero-resettable takes nothing but the password; "now" is not one of them'),
+        ("ct-ratio", [800], "a JSON object is needed ({…}); got an array"),  # was "…, not list"
+        ("ct-ratio", "800", "a JSON object is needed ({…}); got a string"),
+        ("max-demand-period", {"period": 2}, "period must be 15, 30 or 60 minutes; got 2"),  # a code, not minutes
+        ("relay", {"relay": 1, "state": 1}, "state must be open or close; got 1"),  # was "one of 0 (OPEN), 1 (CLOSE)"
+    ],
+)
+async def test_a_bad_body_is_said_in_the_users_words(setting: str, body: Any, message: str) -> None:
+    async with rig() as r:
+        answer = await r.write(A, setting, body)
+        assert answer.status == 400
+        assert message in answer.json()["message"]
+        assert r.sim.meter(A).writes == []
+
+
 async def test_unknown_meter_and_setting_are_404() -> None:
     async with rig() as r:
         untouched = r.untouched()

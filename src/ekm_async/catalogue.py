@@ -18,7 +18,7 @@ from typing import Any
 from . import commands
 from .model import MonthDay, Period, Season
 
-__all__ = ["SETTINGS", "Argument", "Effect", "SettingSpec", "json_object", "setting"]
+__all__ = ["BODY_EXAMPLES", "SETTINGS", "Argument", "Effect", "SettingSpec", "json_object", "setting"]
 
 
 def _integer(name: str) -> Callable[[str], int]:
@@ -158,13 +158,17 @@ class SettingSpec:
         return out
 
     def from_json(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The keyword arguments from a JSON body; ``ValueError`` naming missing and unknown keys."""
+        """The keyword arguments from a JSON body; ``ValueError`` in words naming a key that is missing
+        or one the setting does not take."""
         names = [a.name for a in self.arguments]
         required = [a.name for a in self.arguments if not (a.optional or a.option or a.many)]
         missing = [key for key in required if key not in body]
         unknown = sorted(set(body) - set(names))
-        if missing or unknown:
-            raise ValueError(f"{self.name} takes {names}; missing {missing}, unknown {unknown}")
+        if unknown:
+            takes = f"takes {_and(names)}" if names else "takes nothing but the password"
+            raise ValueError(f"{self.name} {takes}; {json.dumps(unknown[0])} is not one of them")
+        if missing:
+            raise ValueError(f"{self.name} needs {_and(missing)}, like {_body_example(self)}")
         return {a.name: a.from_json(body[a.name]) for a in self.arguments if a.name in body}
 
     def request(self, **arguments: Any) -> bytes:
@@ -196,8 +200,43 @@ def json_object(text: str | bytes) -> dict[str, Any]:
     except ValueError:  # Python's own limit on the digits of an integer (4300)
         raise ValueError("a number has too many digits") from None
     if not isinstance(value, dict):
-        raise ValueError(f"a JSON object is needed, not {type(value).__name__}")
+        raise ValueError(f"a JSON object is needed ({{…}}); got {_JSON_KIND.get(type(value), 'something else')}")
     return value
+
+
+_JSON_KIND = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false"}
+_JSON_KIND[type(None)] = "null"
+
+
+def _and(names: Sequence[str]) -> str:
+    """``"a", "b" and "c"``: JSON keys as a person lists them."""
+    quoted = [json.dumps(name) for name in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _body_example(spec: SettingSpec) -> str:
+    return BODY_EXAMPLES[spec.name]
+
+
+BODY_EXAMPLES = {
+    "relay": '{"relay": 1, "state": "close", "seconds": 5}',
+    "ct-ratio": '{"ratio": 800}',
+    "max-demand-period": '{"period": 30}',
+    "max-demand-reset-interval": '{"interval": "daily"}',
+    "max-demand-reset-now": "{}",
+    "time": '{"when": "2026-01-31T14:30:00+01:00"}',
+    "pulse-input-ratio": '{"line": 1, "ratio": 100}',
+    "pulse-output-ratio": '{"ratio": 800}',
+    "zero-resettable": "{}",
+    "lcd": '{"items": ["kWh_Tot", "RMS_Watts_Tot", 33]}',
+    "weekend-holiday-schedules": '{"weekend": 2, "holiday": 3}',
+    "password": '{"new_password": "12345678"}',
+    "address": '{"new_address": "000300001185"}',
+    "schedule": '{"schedule": 1, "periods": [[6, 0, 1], [18, 30, 2]]}',
+    "seasons": '{"seasons": [[1, 1, 1], [6, 1, 2]]}',
+    "holidays": '{"dates": [[1, 1], [12, 25]]}',
+}
+"""A JSON body of every setting (the web service's ``POST``; docs/settings.md shows them, a test posts each)."""
 
 
 def _set_time(when: datetime | None = None) -> bytes:
