@@ -597,6 +597,21 @@ async def test_a_clean_stop_leaves_availability_offline(broker: Broker, ekm_bus:
         assert [m.text() for m in late.messages] == ["offline"], "the stopped bridge is still announced online"
 
 
+async def test_a_bridge_closed_before_its_first_connection_is_up_still_publishes(broker: Broker, ekm_bus: Bus) -> None:
+    """A short run (``count=2`` on an unpaced bus) may end before the broker has answered: the close
+    waits for the connection being made, within its flush time, instead of dropping the reads."""
+    async with asyncio.timeout(GUARD), contextlib.nullcontext(ekm_bus) as bus, subscriber(broker) as sub:
+        read = await bus.v4(X).read()
+        bridge = MqttBridge(Poller([bus.v4(X)]), broker.url)
+        await bridge.start()
+        await bridge.on_read(read)
+        assert not bridge.connected  # the race this is about: closed while connecting
+        await bridge.aclose()
+        assert (bridge.published, bridge.undelivered) == (len(bridge._discovery[X]) + 1, 0)
+        await until(lambda: bool(sub.states(X)), "the state")
+        assert sub.states(X)[-1].json()["Meter_Address"] == X
+
+
 # ---------------------------------------------------------------------------------------------------
 # 4. Relay commands
 

@@ -177,6 +177,8 @@ class MqttBridge(BaseObserver):
         self.published = 0
         self.connects = 0
         self.connected = False
+        self._connecting = False
+        """A connection is being made (not yet up, not yet failed): a close waits for it to publish."""
         self.last_error = ""
         """Why the last connection failed or ended."""
         self._closing = False
@@ -208,18 +210,20 @@ class MqttBridge(BaseObserver):
             except (OSError, ssl.SSLError) as exc:
                 raise ValueError(f"cannot use the TLS files (CA, client certificate, key): {exc}") from None
         if self._task is None:
+            self._connecting = True  # from now: a close before the task has run waits for its connection too
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"ekm-mqtt {self.host}")
         return self
 
     async def aclose(self, *, flush_timeout: float = 3.0) -> None:
-        """Publish what is buffered (for up to ``flush_timeout`` seconds while connected), say ``offline``,
-        then disconnect. What could not be published stays counted in :attr:`undelivered`."""
+        """Publish what is buffered (for up to ``flush_timeout`` seconds while connected, or while a
+        connection is being made: a bridge closed before its first connection is up still publishes),
+        say ``offline``, then disconnect. What could not be published stays counted in :attr:`undelivered`."""
         if self._task is None:
             return
         self._closing = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(flush_timeout):
-                while (self._buffer or self._unannounced) and self.connected:
+                while (self._buffer or self._unannounced) and (self.connected or self._connecting):
                     await asyncio.sleep(0.02)
                 if self._client is not None and self.connected:
                     with contextlib.suppress(aiomqtt.MqttError):
@@ -319,15 +323,16 @@ class MqttBridge(BaseObserver):
     async def _run(self) -> None:
         delay, most = self._reconnect
         wait = delay
-        while not self._closing:
+        while True:  # also once closing began: a close waits for the connection it may still publish on
             connects = self.connects
             failure: aiomqtt.MqttError | None = None
+            self._connecting = True
             try:
                 await self._session()
             except* aiomqtt.MqttError as group:  # from the connect, or from either task of the session
                 failure = next(e for e in group.exceptions if isinstance(e, aiomqtt.MqttError))
             finally:
-                self.connected, self._client = False, None
+                self.connected, self._client, self._connecting = False, None, False
             if self._closing:
                 # aclose() cancelled us; on Python 3.11 a TaskGroup whose child failed at the same
                 # moment raises that failure instead of the cancellation: stop here all the same.
@@ -353,7 +358,7 @@ class MqttBridge(BaseObserver):
             tls_context=self._tls,
             max_queued_incoming_messages=INCOMING_LIMIT,
         ) as client:
-            self.connected, self._client = True, client
+            self.connected, self._client, self._connecting = True, client, False
             self.connects += 1
             # A new broker may have lost the retained configs: announce every meter again.
             self._unannounced = deque(m for messages in self._discovery.values() for m in messages)
