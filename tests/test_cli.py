@@ -63,6 +63,7 @@ def test_stdin_one_frame_per_line_and_exit_status(frame_a: bytes) -> None:
     assert reports[1]["error"] == "crc"
     assert reports[1]["raw"] == bad.hex()
     assert reports[2]["error"] == "hex"
+    assert reports[2]["detail"] == "not hex: give pairs of hex digits (0–9, a–f), spaces allowed, one frame per line"
 
 
 def test_crc_ok_but_content_bad(frame_a: bytes) -> None:

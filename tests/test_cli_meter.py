@@ -596,8 +596,13 @@ def test_a_bad_reply_names_the_meter_and_shows_its_bytes_only_with_verbose() -> 
         brief = cli("read", faulty, "000300001184")
         verbose = cli("read", faulty, "000300001184", "--verbose")
     assert brief.returncode == verbose.returncode == 1
-    assert brief.stderr == "error: crc: meter 000300001184's reply to the V4 A read (255 bytes)\n"
+    assert brief.stderr == (
+        "error: crc: meter 000300001184's reply to the V4 A read (255 bytes) — a damaged reply, after every "
+        "retry: check the wiring, the line's termination and that no two meters share the address "
+        "(--verbose shows the bytes)\n"
+    )
     assert verbose.stderr.startswith("error: crc: meter 000300001184's reply to the V4 A read (255 bytes: 02 ")
+    assert verbose.stderr.endswith(" and that no two meters share the address\n")
     assert len(verbose.stderr) > 700
 
 

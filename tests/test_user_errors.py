@@ -85,8 +85,9 @@ def taken_port() -> Iterator[int]:
     ],
 )
 def test_a_bad_simulate_option_is_one_line_naming_it(args: list[str], said: str) -> None:
-    line = one_line(cli("simulate", "--tcp", "127.0.0.1:0", "--baud", "0", *args))
-    assert said in line
+    result = cli("simulate", "--tcp", "127.0.0.1:0", "--baud", "0", *args)
+    assert said in one_line(result)
+    assert result.returncode == 2  # bad input, as every command says it (it was 1)
 
 
 def test_simulate_on_a_port_in_use_says_so_and_what_to_try() -> None:

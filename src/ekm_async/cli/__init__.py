@@ -30,8 +30,9 @@ def _frame_report(text: str, kind: str | None, kwh_scale: int | None) -> tuple[d
     """The JSON object for one hex frame, and whether the frame was good."""
     try:
         raw = bytes.fromhex(text)
-    except ValueError as exc:
-        return {"kind": kind, "crc_ok": False, "error": "hex", "detail": str(exc)}, False
+    except ValueError:
+        detail = "not hex: give pairs of hex digits (0–9, a–f), spaces allowed, one frame per line"
+        return {"kind": kind, "crc_ok": False, "error": "hex", "detail": detail}, False
     crc_ok = len(raw) == FRAME_LEN and crc_fault(raw) is None
     try:
         block = decode(raw, kind, kwh_scale)

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from ..bus import Bus, BusOpening, open_bus
 from ..catalogue import SETTINGS, Effect, SettingSpec
-from ..errors import EkmError, ReplyTimeout
+from ..errors import EkmError, FrameError, ReplyTimeout
 from ..meters import V3Meter, V4Meter
 from ..text import read_text, settings_text
 from ..wire import require_address
@@ -117,6 +117,9 @@ def _guard(run: Callable[[], Coroutine[Any, Any, int]], args: argparse.Namespace
         said = str(exc) if args.verbose else exc.brief
         if isinstance(exc, ReplyTimeout):
             said += " (leave out --v3 for a V4 meter)" if args.v3 else " (add --v3 for a V3 meter)"
+        elif isinstance(exc, FrameError):
+            said += " — a damaged reply, after every retry: check the wiring, the line's termination and that "
+            said += "no two meters share the address" + ("" if args.verbose else " (--verbose shows the bytes)")
         sys.stderr.write(f"error: {said}\n")
     except BrokenPipeError:
         raise  # whoever read our output stopped reading (`… | head`): main() ends quietly

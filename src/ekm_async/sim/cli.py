@@ -10,6 +10,7 @@ import math
 import os
 import signal
 import socket
+import sys
 from typing import TextIO
 
 from .arrival import Arrival
@@ -85,13 +86,19 @@ async def _serve(bus: SimBus, args: argparse.Namespace, out: TextIO) -> None:
             loop.remove_signal_handler(sig)
 
 
+def _bad_input(message: str) -> SystemExit:
+    """Bad input: one line on stderr, exit status 2 (as every command), nothing served."""
+    sys.stderr.write(f"ekm-async simulate: {message}\n")
+    return SystemExit(2)
+
+
 def run_simulator(args: argparse.Namespace, out: TextIO) -> int:
     if not args.tcp and not args.pty:
-        raise SystemExit("ekm-async simulate: give --tcp HOST:PORT and/or --pty LINK")
+        raise _bad_input("give --tcp HOST:PORT and/or --pty LINK")
     try:
         bus = build_bus(args)
     except ValueError as exc:
-        raise SystemExit(f"ekm-async simulate: {exc}") from None
+        raise _bad_input(str(exc)) from None
     try:
         asyncio.run(_serve(bus, args, out))
     except _CannotServe as exc:  # the port is taken, the pty link cannot be made, …
