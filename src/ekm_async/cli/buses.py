@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import math
 import os
 import sqlite3
@@ -12,7 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..bus import Bus, open_bus
+from ..bus import Bus, open_bus, open_hint
 from ..config import MqttConfig, read_secret
 from ..meters import V3Meter, V4Meter
 from ..poller import Poller
@@ -165,23 +164,9 @@ def bus_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-_OPEN_HINTS = {
-    errno.ECONNREFUSED: "connection refused: is the gateway running, and is it that port?",
-    errno.EHOSTUNREACH: "no route to the gateway's host",
-    errno.ENETUNREACH: "no route to the gateway's network",
-    errno.ENOENT: "no such device: is the adapter plugged in, and is it that name?",
-    errno.EACCES: "permission denied: is this user in the group of the device (dialout)?",
-    errno.EBUSY: "the device is busy: another program has it open",
-}
-"""What a failed open of a bus means, by errno, in words a user can act on."""
-
-
 def cannot_open(url: str, exc: BaseException) -> str:
     """One line: the bus that could not be opened, and why, in the user's words."""
-    if isinstance(exc, TimeoutError):  # the connect timed out (no errno): nothing answered at all
-        return f"cannot open the bus at {url}: no answer in time: is the gateway's address right?"
-    hint = _OPEN_HINTS.get(exc.errno) if isinstance(exc, OSError) and exc.errno is not None else None
-    return f"cannot open the bus at {url}: {hint or exc or type(exc).__name__}"
+    return f"cannot open the bus at {url}: {open_hint(exc) or exc or type(exc).__name__}"
 
 
 def usage_error(command: str, message: str) -> SystemExit:
