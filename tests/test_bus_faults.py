@@ -636,7 +636,8 @@ async def test_health_says_since_when_and_why_the_wire_is_gone_and_calls_it_an_o
         task = asyncio.create_task(bus.v4(X).read())  # reconnects are tried, and refused
         await wait_for(lambda: "refused" in bus.health().reason.lower() or "connect" in bus.health().reason.lower())
         # in words first, what to check; the system's text after it (it was "[Errno 111] Connect call failed …")
-        assert bus.health().reason.startswith("connection refused: is the gateway running, and is it that port? (")
+        refused = "connection refused: is the gateway running, and is it that port? ("
+        await wait_for(lambda: bus.health().reason.startswith(refused))
         assert not bus.health().outage
         await wait_for(lambda: bus.health().outage)
         assert bus.health().down_seconds > bus.outage_after
