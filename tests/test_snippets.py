@@ -40,6 +40,7 @@ import trustme
 from ekm_async.cli import _parser
 from ekm_async.sim import MeterModel, MeterType, SimBus, SimServer
 
+from .conftest import EarlyRuns, early
 from .realparts import find, free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -592,8 +593,7 @@ async def run_all(todo: list[Block], directory: Path, secrets: Secrets) -> dict[
     return {block.id: steps for block, steps in zip(todo, results, strict=True)}
 
 
-@pytest.fixture(scope="module")
-def secrets(tmp_path_factory: pytest.TempPathFactory) -> Secrets:
+def make_secrets(tmp_path_factory: pytest.TempPathFactory) -> Secrets:
     directory = tmp_path_factory.mktemp("snippet-secrets")
     ca = trustme.CA()
     server = ca.issue_cert("localhost", "127.0.0.1")
@@ -607,10 +607,18 @@ def secrets(tmp_path_factory: pytest.TempPathFactory) -> Secrets:
     return made
 
 
-@pytest.fixture(scope="module")
-def ran(tmp_path_factory: pytest.TempPathFactory, secrets: Secrets) -> dict[str, list[Step]]:
-    """Every runnable block, run side by side (most of the time is processes starting or waiting)."""
+@early("snippets")
+def run_every_block(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Step]]:
+    """Every runnable block, run side by side (most of the time is processes starting or waiting), from
+    the session's start, beside the other tests."""
+    secrets = make_secrets(tmp_path_factory)
     return asyncio.run(run_all(runnable(), tmp_path_factory.mktemp("snippets"), secrets))
+
+
+@pytest.fixture(scope="module")
+def ran(early_runs: EarlyRuns) -> dict[str, list[Step]]:
+    result: dict[str, list[Step]] = early_runs.result("snippets")
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------

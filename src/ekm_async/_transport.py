@@ -12,13 +12,46 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from importlib.util import find_spec
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["BACKENDS", "Connector", "connector_for"]
+__all__ = ["BACKENDS", "Connector", "connector_for", "listen_hint", "open_hint"]
+
+OPEN_HINTS = {
+    errno.ECONNREFUSED: "connection refused: is the gateway running, and is it that port?",
+    errno.EHOSTUNREACH: "no route to the gateway's host",
+    errno.ENETUNREACH: "no route to the gateway's network",
+    errno.ENOENT: "no such device: is the adapter plugged in, and is it that name?",
+    errno.EACCES: "permission denied: is this user in the group of the device (dialout)?",
+    errno.EBUSY: "the device is busy: another program has it open",
+}
+"""What a failed open of a bus means, by errno, in words a user can act on."""
+LISTEN_HINTS = {
+    errno.EADDRINUSE: "another program is listening on that port: give another, or port 0 for any free one",
+    errno.EADDRNOTAVAIL: "that address is not one of this machine's: try 127.0.0.1, or 0.0.0.0 for all of them",
+    errno.EACCES: "ports below 1024 need root: give a port from 1024 up, or 0 for any free one",
+}
+"""Why a port could not be listened on (the simulator's, the web service's), and what to try."""
+
+
+def open_hint(exc: BaseException) -> str | None:
+    """What to check when a bus cannot be opened for ``exc`` (None: nothing known to say)."""
+    if isinstance(exc, TimeoutError):  # the connect timed out (no errno): nothing answered at all
+        return "no answer in time: is the gateway's address right?"
+    return OPEN_HINTS.get(exc.errno) if isinstance(exc, OSError) and exc.errno is not None else None
+
+
+def listen_hint(exc: OSError) -> str:
+    """Why a port could not be listened on, in words (asyncio's own text names a tuple)."""
+    if isinstance(exc, socket.gaierror):
+        return "no such host name: give an address of this machine, like 127.0.0.1"
+    return LISTEN_HINTS.get(exc.errno or 0) or exc.strerror or str(exc)
+
 
 Connector = Callable[[asyncio.Protocol], Awaitable[asyncio.BaseTransport]]
 """Opens the wire for a protocol; returns its transport (the protocol's ``connection_made`` is called)."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
@@ -32,7 +31,7 @@ from typing import Any, Generic, TypeVar
 from . import commands, exchange
 from ._capture import Capture
 from ._protocol import MeterProtocol
-from ._transport import BACKENDS, Connector, connector_for
+from ._transport import BACKENDS, Connector, connector_for, open_hint
 from ._version import __version__
 from .audit import WriteRecord
 from .blocks import Block, LiveBlock
@@ -49,24 +48,6 @@ T = TypeVar("T")
 log = logging.getLogger("ekm_async.bus")
 _READ_BYTES = 2 * (len(commands.live_read("0" * 12, LiveRead.V4A)) + FRAME_LEN) + len(CLOSE)
 """A full V4 read on the wire: A and B requests and replies, and the close string."""
-
-
-OPEN_HINTS = {
-    errno.ECONNREFUSED: "connection refused: is the gateway running, and is it that port?",
-    errno.EHOSTUNREACH: "no route to the gateway's host",
-    errno.ENETUNREACH: "no route to the gateway's network",
-    errno.ENOENT: "no such device: is the adapter plugged in, and is it that name?",
-    errno.EACCES: "permission denied: is this user in the group of the device (dialout)?",
-    errno.EBUSY: "the device is busy: another program has it open",
-}
-"""What a failed open of a bus means, by errno, in words a user can act on."""
-
-
-def open_hint(exc: BaseException) -> str | None:
-    """What to check when a bus cannot be opened for ``exc`` (None: nothing known to say)."""
-    if isinstance(exc, TimeoutError):  # the connect timed out (no errno): nothing answered at all
-        return "no answer in time: is the gateway's address right?"
-    return OPEN_HINTS.get(exc.errno) if isinstance(exc, OSError) and exc.errno is not None else None
 
 
 def _reason(exc: BaseException) -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "SettingsLike",
     "description",
     "family",
+    "number_text",
     "periods_text",
     "read_text",
     "settings_text",
@@ -146,6 +147,16 @@ def unit(name: str) -> str:
     return UNITS.get(name, "")
 
 
+def number_text(name: str, value: Value, kwh_scale: int = 0) -> str:
+    """A field's value with the decimals the meter gives it (``kwh_scale`` for kWh fields: 1234.50, not
+    1234.5 beside 1234.56), without its unit."""
+    spec = _SPECS.get(name)
+    if spec is not None and spec.type is FieldType.FLOAT and isinstance(value, float):
+        decimals = kwh_scale if spec.scale is Scale.KWH else _FIXED_DECIMALS[spec.scale]
+        return f"{value:.{decimals}f}"
+    return str(value)
+
+
 def value_text(name: str, value: Value | None, kwh_scale: int = 0) -> str:
     """A field's value as a person reads it: the decimals the meter gives (``kwh_scale`` for kWh
     fields), its unit, the meter's clock as a date and weekday; an unknown code says so."""
@@ -154,11 +165,7 @@ def value_text(name: str, value: Value | None, kwh_scale: int = 0) -> str:
     if name == "Meter_Time":
         when = parse_meter_time(str(value))
         return f"{when:%Y-%m-%d %H:%M:%S %A}" if when else f"unreadable ({value})"
-    spec = _SPECS.get(name)
-    text = str(value)
-    if spec is not None and spec.type is FieldType.FLOAT and isinstance(value, float):
-        decimals = kwh_scale if spec.scale is Scale.KWH else _FIXED_DECIMALS[spec.scale]
-        text = f"{value:.{decimals}f}"
+    text = number_text(name, value, kwh_scale)
     said = _SAID.get(name, {}).get(value)
     if said is not None:
         return f"{text} ({said})"

@@ -11,7 +11,8 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..bus import Bus, open_bus, open_hint
+from .._transport import open_hint
+from ..bus import Bus, open_bus
 from ..config import MqttConfig, read_secret
 from ..meters import V3Meter, V4Meter
 from ..poller import Poller

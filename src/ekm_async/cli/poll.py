@@ -24,6 +24,7 @@ from ..config import MqttConfig, read_secret
 from ..errors import EkmError, StoreError
 from ..poller import Poller, ReadEvent
 from ..store import SqliteStore
+from ..text import number_text
 from .buses import (
     add_bus_arguments,
     check_bus_arguments,
@@ -166,12 +167,10 @@ def _table(
 
 
 def _value(read: Read, field: str) -> str:
-    """A field of ``read`` as the table shows it: kWh with the decimals the meter counts in (1234.50,
-    not 1234.5 next to 1234.56)."""
-    value = read.fields.get(field, "")
-    if field.startswith("kWh") and isinstance(value, float):
-        return f"{value:.{read.a.kwh_scale}f}"
-    return f"{value}"
+    """A field of ``read`` as the table shows it: with the decimals the meter gives it (1234.50, not
+    1234.5 next to 1234.56)."""
+    value = read.fields.get(field)
+    return "" if value is None else number_text(field, value, read.a.kwh_scale)
 
 
 def _progress(done: int, count: int, width: int = 20) -> str:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
-import socket
 import ssl
 from typing import Any, TextIO
 
 from aiohttp import web
 
+from .._transport import listen_hint
 from ..config import parse_tokens, read_secret
 from ..errors import StoreError
 from ..poller import Poller
@@ -78,23 +77,9 @@ async def start_web(
     try:
         await site.start()
     except OSError as exc:
-        raise CommandError(f"cannot listen on {host}:{port}: {_listen_hint(exc)}") from None
+        raise CommandError(f"cannot listen on {host}:{port}: {listen_hint(exc)}") from None
     bound = runner.addresses[0][1] if runner.addresses else port
     return f"{'https' if context else 'http'}://{host}:{bound}/"
-
-
-_LISTEN_HINTS = {
-    errno.EADDRINUSE: "another program is listening on that port: give another, or port 0 for any free one",
-    errno.EADDRNOTAVAIL: "that address is not one of this machine's: try 127.0.0.1, or 0.0.0.0 for all of them",
-    errno.EACCES: "ports below 1024 need root: give a port from 1024 up, or 0 for any free one",
-}
-
-
-def _listen_hint(exc: OSError) -> str:
-    """Why a port could not be listened on, and what to try (asyncio's own text names a tuple)."""
-    if isinstance(exc, socket.gaierror):
-        return "no such host name: give an address of this machine, like 127.0.0.1"
-    return _LISTEN_HINTS.get(exc.errno or 0) or exc.strerror or str(exc)
 
 
 def _token(args: argparse.Namespace) -> dict[str, str]:

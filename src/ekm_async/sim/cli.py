@@ -9,10 +9,10 @@ import errno
 import math
 import os
 import signal
-import socket
 import sys
 from typing import TextIO
 
+from .._transport import listen_hint
 from .arrival import Arrival
 from .bus import MAX_TURNAROUND, LocalEcho, SimBus
 from .faults import Fault
@@ -110,19 +110,8 @@ class _CannotServe(Exception):
     """The simulator cannot listen where it was asked to: the one line that says why."""
 
 
-_LISTEN_HINTS = {
-    errno.EADDRINUSE: "another program is listening on that port: give another, or port 0 for any free one",
-    errno.EADDRNOTAVAIL: "that address is not one of this machine's: try 127.0.0.1, or 0.0.0.0 for all of them",
-    errno.EACCES: "ports below 1024 need root: give a port from 1024 up, or 0 for any free one",
-}
-
-
 def _cannot_listen(host: str, port: int, exc: OSError) -> str:
-    if isinstance(exc, socket.gaierror):
-        hint = "no such host name: give an address of this machine, like 127.0.0.1"
-    else:
-        hint = _LISTEN_HINTS.get(exc.errno or 0) or exc.strerror or str(exc)
-    return f"cannot listen on --tcp {host}:{port}: {hint}"
+    return f"cannot listen on --tcp {host}:{port}: {listen_hint(exc)}"
 
 
 def _cannot_link(link: str, exc: OSError) -> str:
