@@ -50,6 +50,7 @@ from .catalogue import SETTINGS, json_object
 from .errors import EkmError
 from .meters import V4Meter
 from .poller import BaseObserver, Poller
+from .text import unit
 
 __all__ = ["SENSORS", "MqttBridge", "Sensor", "check_prefix", "check_url"]
 
@@ -71,14 +72,13 @@ class Sensor:
     """How a field becomes a Home Assistant sensor."""
 
     device_class: str | None
-    unit: str | None
     state_class: str
     template: str = "{{{{ value_json.{field} }}}}"
 
 
-_ENERGY = Sensor("energy", "kWh", "total_increasing")
-_POWER = Sensor("power", "W", "measurement")
-_PF = Sensor("power_factor", None, "measurement", "{{{{ (value_json.{field}[1:] | int) / 100 }}}}")
+_ENERGY = Sensor("energy", "total_increasing")
+_POWER = Sensor("power", "measurement")
+_PF = Sensor("power_factor", "measurement", "{{{{ (value_json.{field}[1:] | int) / 100 }}}}")
 
 
 def _lines(stem: str, sensor: Sensor) -> dict[str, Sensor]:
@@ -92,18 +92,19 @@ SENSORS: dict[str, Sensor] = {
     **_lines("Rev_kWh_Ln_", _ENERGY),
     **{f"kWh_Tariff_{n}": _ENERGY for n in (1, 2, 3, 4)},
     "Resettable_kWh_Tot": _ENERGY,
-    "Reactive_Energy_Tot": Sensor(None, "kvarh", "total_increasing"),
+    "Reactive_Energy_Tot": Sensor(None, "total_increasing"),
     "RMS_Watts_Tot": _POWER,
     **_lines("RMS_Watts_Ln_", _POWER),
     "Net_Calc_Watts_Tot": _POWER,
-    **_lines("RMS_Volts_Ln_", Sensor("voltage", "V", "measurement")),
-    **_lines("Amps_Ln_", Sensor("current", "A", "measurement")),
-    "Line_Freq": Sensor("frequency", "Hz", "measurement"),
-    "Reactive_Pwr_Tot": Sensor("reactive_power", "var", "measurement"),
+    **_lines("RMS_Volts_Ln_", Sensor("voltage", "measurement")),
+    **_lines("Amps_Ln_", Sensor("current", "measurement")),
+    "Line_Freq": Sensor("frequency", "measurement"),
+    "Reactive_Pwr_Tot": Sensor("reactive_power", "measurement"),
     **{f"Cos_Theta_Ln_{n}": _PF for n in (1, 2, 3)},
-    **_lines("Pulse_Cnt_", Sensor(None, None, "total_increasing")),
+    **_lines("Pulse_Cnt_", Sensor(None, "total_increasing")),
 }
-"""Field → Home Assistant sensor (only the fields a meter's reads carry are announced)."""
+"""Field → Home Assistant sensor (only the fields a meter's reads carry are announced); its unit is the
+field's (:data:`ekm_async.text.UNITS`)."""
 
 # Relay n is on (closed) for these State_Out values: 1 off/off, 2 off/on, 3 on/off, 4 on/on.
 _RELAY_ON = {1: (3, 4), 2: (2, 4)}
@@ -297,8 +298,8 @@ class MqttBridge(BaseObserver):
             }
             if sensor.device_class:
                 config["device_class"] = sensor.device_class
-            if sensor.unit:
-                config["unit_of_measurement"] = sensor.unit
+            if unit(field):  # the field's unit, as everywhere (ekm_async.text)
+                config["unit_of_measurement"] = unit(field)
             topic = f"{self.discovery_prefix}/sensor/ekm_{address}/{field}/config"
             out.append(_Message(topic, json.dumps(config)))
         if not read.v3:
