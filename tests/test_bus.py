@@ -799,6 +799,35 @@ BAD_CALLS: list[tuple[str, Callable[[Bus], Any]]] = [
 ]
 
 
+async def test_reads_queued_behind_an_address_change_go_to_the_new_address() -> None:
+    """A poller's next read of a meter may be queued while its address is being changed: it must sign
+    on at the new address (it signed on at the old one, timed out, and counted a failure)."""
+    new = "000444555666"
+    async with rig([v4(X)], retries=0, timeout_margin=0.05) as r:
+        meter = r.bus.v4(X)
+        start = await r.mark()
+        change = asyncio.create_task(meter.set_address(new))
+        await asyncio.sleep(0)  # the change holds the bus now
+        queued = [asyncio.create_task(r.bus.v4(X).read()) for _ in range(2)]  # asked for by the old address
+        await change
+        reads = await asyncio.gather(*queued)
+        assert [read.address for read in reads] == [new, new]
+        signed_on = [t.request.address for t in r.sim.transactions[start:] if t.request.kind is RequestKind.SIGN_ON]
+        assert signed_on == [X, new, new, new, new]  # the change's own session, then A and B of both reads
+        assert r.bus.meter_stats[new].consecutive_failures == 0
+
+
+async def test_a_write_queued_behind_a_password_change_sends_the_new_password() -> None:
+    async with rig([v4(X)]) as r:
+        meter = r.bus.v4(X)
+        change = asyncio.create_task(meter.set_password("12345678"))
+        await asyncio.sleep(0)  # the change holds the bus now
+        queued = asyncio.create_task(meter.set_ct_ratio(400))  # asked for while the old password held
+        await change
+        await queued  # it was refused when the old password went with it
+        assert r.model(X).ct_ratio == 400
+
+
 @pytest.mark.parametrize(("match", "call"), BAD_CALLS, ids=[str(n) for n in range(len(BAD_CALLS))])
 async def test_bad_arguments_raise_value_error_before_the_bus_is_touched(
     match: str, call: Callable[[Bus], Any]

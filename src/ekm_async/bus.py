@@ -284,10 +284,14 @@ class Bus:
                 )
 
     def readdress(self, old: str, new: str) -> None:
-        """Meter ``old`` now answers at ``new`` (its address was changed): its health moves with it."""
+        """Meter ``old`` now answers at ``new`` (its address was changed): its health moves with it, and
+        the transactions queued for it (a poller's next read, asked for by the old address) go to ``new``."""
         stats = self.meter_stats.pop(old, None)
         if stats is not None:
             self.meter_stats[new] = stats
+        for job in self._jobs:
+            if job.address == old:
+                job.address = new
 
     def add_write_listener(self, listener: Callable[[WriteRecord], None]) -> None:
         """Call ``listener`` with the :class:`~ekm_async.audit.WriteRecord` of every write asked of a

@@ -136,14 +136,20 @@ class _Meter:
 
         return await self.bus.transact(self.address, run, idempotent=True)
 
-    async def _write(self, request: bytes, password: str | None) -> None:
-        """connect → password → ``request`` → close; raises :class:`Refused` without an ACK."""
-        pwd = require_password(password) if password is not None else self.password
+    async def _write(
+        self, request: bytes, password: str | None, acknowledged: Callable[[], None] | None = None
+    ) -> None:
+        """connect → password → ``request`` → close; raises :class:`Refused` without an ACK.
+        ``acknowledged`` runs on the ACK, within the transaction: before anything queued behind it."""
+        given = require_password(password) if password is not None else None
 
         async def run(tx: Transaction) -> None:
             await self._sign_on(tx)
-            await tx.password(pwd)
+            # the handle's password as it is when the write runs: one changed by a write queued before it counts
+            await tx.password(given if given is not None else self.password)
             await tx.write(request)
+            if acknowledged is not None:
+                acknowledged()
 
         try:
             await self.bus.transact(self.address, run, idempotent=False)
@@ -166,14 +172,17 @@ class _Meter:
             spec = catalogue.setting(setting) if isinstance(setting, str) else setting
             if spec.v4_only and not isinstance(self, V4Meter):
                 raise ValueError(f"{spec.name} is a V4 setting; meter {self.address} is a V3")
-            await self._write(spec.request(**arguments), password)
-            if spec.effect is Effect.PASSWORD:
-                self.password = arguments["new_password"]
-                changes["password"] = "changed: the new one is held by this process only"
-            elif spec.effect is Effect.ADDRESS:
-                old, self.address = self.address, arguments["new_address"]
-                self.bus.readdress(old, self.address)
-                changes["address"] = self.address
+
+            def took_effect() -> None:  # the meter acknowledged: from now on it is as written
+                if spec.effect is Effect.PASSWORD:
+                    self.password = arguments["new_password"]
+                    changes["password"] = "changed: the new one is held by this process only"
+                elif spec.effect is Effect.ADDRESS:
+                    old, self.address = self.address, arguments["new_address"]
+                    self.bus.readdress(old, self.address)  # with what is queued for it
+                    changes["address"] = self.address
+
+            await self._write(spec.request(**arguments), password, took_effect)
         except BaseException as exc:
             self._audit(meter, name, arguments, actor=actor, error=exc, changes=changes)
             raise
