@@ -14,6 +14,8 @@ import pytest
 
 from tests.test_cli_meter import simulator
 
+from .conftest import EarlyRuns, early
+
 pytestmark = pytest.mark.timeout(60)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -235,15 +237,24 @@ def test_poll_to_sqlite_queries_what_it_stored(
     assert rows[-1] <= float(newest["000300001184"]), out
 
 
-def test_examples_talk_to_the_bus_given_by_url() -> None:
+Ran = subprocess.CompletedProcess[str]
+
+
+@early("examples-by-url")
+def examples_by_url(tmp_path_factory: pytest.TempPathFactory) -> tuple[Ran, Ran, Ran, Ran]:
+    """Examples given a URL, on one simulator (started with the session: they mostly wait on the bus)."""
     meters = ("v4:000300005555", "v4:000300005556", "v4:000300005557")
     with simulator(*meters) as url, ThreadPoolExecutor() as pool:
         polling = pool.submit(run_example, "poll_many", url, "000300005555", "000300005556")
         read = run_example("read", url, "000300005555")
         settings = run_example("settings", url, "000300005557")
-        # Still at its address, and with the CT ratio the example set:
-        assert_lines(run_example("read", url, "000300005557").stdout, [r'"CT_Ratio": 800,'])
-        poll = polling.result()
+        again = run_example("read", url, "000300005557")
+        return read, settings, polling.result(), again
+
+
+def test_examples_talk_to_the_bus_given_by_url(early_runs: EarlyRuns) -> None:
+    read, settings, poll, again = early_runs.result("examples-by-url")
+    assert_lines(again.stdout, [r'"CT_Ratio": 800,'])  # still at its address, with the CT ratio the example set
     for result in (read, settings, poll):
         assert result.returncode == 0, result.stdout + result.stderr
         assert "simulated" not in result.stdout

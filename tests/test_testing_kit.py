@@ -165,21 +165,28 @@ def test_and_closed_once_the_test_ended():
 """
 
 
-@pytest.mark.parametrize("mode", ["auto", "strict"])
-def test_the_plugin_runs_a_users_tests(pytester: pytest.Pytester, mode: str) -> None:
-    mark = "@pytest.mark.asyncio" if mode == "strict" else ""
-    pytester.makepyfile(test_user=USER_TESTS.format(mark=mark))
-    result = pytester.runpytest_subprocess(
-        "-p",
-        "no:cacheprovider",
-        "-W",
-        "error::ResourceWarning",
-        "-o",
-        f"asyncio_mode={mode}",
-        "-o",
-        "asyncio_default_fixture_loop_scope=function",
-    )
-    result.assert_outcomes(passed=4)
+MODES = ("auto", "strict")
+
+
+@early("users-tests")
+def users_tests(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
+    """The plugin in a user's suite, in each of pytest-asyncio's modes (started with the session: its
+    processes mostly wait on their simulated buses)."""
+    done = {}
+    for mode in MODES:
+        where = tmp_path_factory.mktemp(f"users-tests-{mode}")
+        mark = "@pytest.mark.asyncio" if mode == "strict" else ""
+        (where / "test_user.py").write_text(USER_TESTS.format(mark=mark))
+        flags = ("-W", "error::ResourceWarning", "-o", f"asyncio_mode={mode}")
+        done[mode] = pytest_run(where, *flags, "-o", "asyncio_default_fixture_loop_scope=function", "test_user.py")
+    return done
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_plugin_runs_a_users_tests(early_runs: EarlyRuns, mode: str) -> None:
+    done = early_runs.result("users-tests")[mode]
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 passed" in done.stdout, done.stdout
 
 
 BAD_MARKERS = [
