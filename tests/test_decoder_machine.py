@@ -39,9 +39,11 @@ Invariants, each stated once (checked after every step that could break it):
    or Nak when none or an ACK is awaited, and never otherwise — except where it is taken for a byte of
    the request's echo (docs/wire.md, "Echo"). Before an echo region of the request's whole length
    ended, that is where the request holds that byte at that place (counted in bytes since it was
-   sent) or where the two bytes received before it are found in the request with another byte after
-   them, and it is then never an Ack or Nak; after a damaged such region, where what was sent holds it
-   right after those two bytes (the echo's tail); after an exact echo, nowhere.
+   sent), where the two bytes received before it are found in the request with another byte after
+   them, or where the request holds it right after four bytes that differ from the four received
+   before it in at most one place (noise moved the echo, and a byte next to it was damaged), and it is
+   then never an Ack or Nak; after a damaged such region, where what was sent holds it right after
+   those two bytes, or after such four bytes (the echo's tail); after an exact echo, nowhere.
 10. ``decode()`` of anything (every Frame event as every kind; arbitrary 255-byte and other inputs
     with any kind and kWh scale) raises only ``FrameError`` carrying the input as ``raw``, or
     ``ValueError`` for a kind or kWh scale that is not one.
@@ -177,6 +179,16 @@ cuts = st.lists(st.integers(0, 3000), max_size=8)  # where a segment is cut; a r
 Wrap = Callable[[bytes], bytes | bytearray | memoryview]
 WRAPS: tuple[Wrap, ...] = (bytes, bytearray, memoryview)
 wraps = st.sampled_from(WRAPS)
+
+
+def near(byte: int, got: bytes, echo: bytes) -> bool:
+    """Whether ``echo`` holds ``byte`` right after four bytes that differ in at most one place from the
+    last four of ``got`` (invariant 9)."""
+    tail = got[-4:]
+    return len(tail) == 4 and any(
+        echo[k] == byte and sum(a != b for a, b in zip(tail, echo[k - 4 : k], strict=True)) <= 1
+        for k in range(4, len(echo))
+    )
 
 
 def split(data: bytes, at: list[int]) -> list[bytes]:
@@ -601,10 +613,15 @@ class DecoderMachine(RuleBasedStateMachine):
             return False
         if self.echo_came is Rejected:  # a damaged echo region of the whole length: its tail may come
             # The echo awaited ends what was sent since the last flush(): a superset, so only exempts.
-            return len(got) >= 2 and got[-2:] + bytes([byte]) in self.sent_since_flush
+            sent = self.sent_since_flush
+            return (len(got) >= 2 and got[-2:] + bytes([byte]) in sent) or near(byte, got, sent)
         # Clean, no echo region open: what the decoder awaits is the whole echo awaited since the request.
         echo = self.dec.echo_awaited
-        return echo[len(got) : len(got) + 1] == bytes([byte]) or (len(got) >= 2 and got[-2:] in echo[:-1])
+        return (
+            echo[len(got) : len(got) + 1] == bytes([byte])
+            or (len(got) >= 2 and got[-2:] in echo[:-1])
+            or near(byte, got, echo)
+        )
 
     def feed(self, data: bytes, at: list[int], wrap: Wrap) -> list[Event]:
         """``data`` fed in the chunks ``at`` cuts it into, checked; the twins take it in one call and a byte

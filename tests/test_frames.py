@@ -456,6 +456,30 @@ def test_the_tail_of_an_echo_past_a_region_begun_too_early_is_no_acknowledgement
     ]
 
 
+@pytest.mark.parametrize("bytewise", [False, True])
+def test_auto_noise_then_an_echo_damaged_right_before_its_own_ack_byte_is_no_acknowledgement(bytewise: bool) -> None:
+    """The password request for 15779121 ends ``)\\x03\\x06V``: its CRC holds 06. One byte of noise, then
+    its echo with the ETX damaged into STX: the region the echo opens ends at the STX (a reply's start),
+    so it was no echo; the noise moves the echo's 06 off its place, and ``)\\x02`` is not in the request.
+    The four bytes before the 06 are, but for one, the four the request holds before its 06: a byte of
+    the echo, never the meter's acknowledgement (a write would follow a password not acknowledged)."""
+    request = commands.password("15779121")
+    assert request.endswith(b")\x03\x06V")
+    own = request.index(b"\x06")
+    assert own == len(request) - 2
+    heard = b">" + request[: own - 1] + b"\x02" + request[own:]
+    decoder = FrameDecoder(max_garbage=1)
+    decoder.sent(request)
+    chunks = [heard[i : i + 1] for i in range(len(heard))] if bytewise else [heard]
+    events = [event for chunk in chunks for event in decoder.feed(chunk)] + decoder.flush()
+    assert ACK not in events
+    assert events == [Rejected(RejectReason.GARBAGE, bytes([b])) for b in heard]
+    # The meter's answer behind such an echo still counts.
+    decoder.sent(request)
+    events = [event for chunk in chunks for event in decoder.feed(chunk)] + decoder.feed(b"\x15")
+    assert events[-1] == NAK
+
+
 def test_auto_a_damaged_echo_does_not_tell_the_line_echoes(frame_a: bytes) -> None:
     """Only an exact echo tells that the line echoes: garbage that happens to start as a request does
     (a damaged echo looks the same) must not make the decoder take every reply's first bytes for one."""

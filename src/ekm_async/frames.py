@@ -92,6 +92,10 @@ further on."""
 ECHO_DAMAGE_MAX = 2
 """Before a line is known to echo: bytes of what looks like an echo that may differ from what was sent,
 in place, for it to be taken as a damaged echo; one more, and it was garbage that began like one."""
+ECHO_NEAR = 4
+"""Outside an echo region, until the echo came exact: an ACK or NAK that the request holds is taken for
+its echo's where the bytes received right before it are, but for one, the bytes the request holds
+before it (noise or a lost byte moved it off its place, and a byte next to it was damaged)."""
 
 
 class Echo(TableKey):
@@ -106,13 +110,17 @@ class Echo(TableKey):
 
     In every mode but ``OFF``, until an echo region of the request's whole length ended, an ACK or NAK
     is taken for a byte of its echo (garbage) where the request holds that byte at that place (counted
-    in bytes since it was sent), or right after two bytes that, in what was sent, another byte follows:
-    an echo whose first byte was damaged, or that was damaged into an ACK or NAK or next to one, gives
-    no acknowledgement. (An STX there still opens a frame: a frame's CRC guards it, and an echo cut
-    short may be followed by the reply.) After an exact echo, an ACK or NAK is the meter's, whatever the
-    echo's last two bytes were; after a damaged echo region of the whole length, it is taken for a byte
-    of the echo only where the echo holds it right after the two bytes before it (the echo's tail, past
-    a region that began too early: noise before an echo whose start was not found, a byte inserted)."""
+    in bytes since it was sent), or right after two bytes that, in what was sent, another byte follows,
+    or where the request holds it right after :data:`ECHO_NEAR` bytes that differ from those received
+    before it in at most one place: an echo whose first byte was damaged, that was damaged into an ACK
+    or NAK or next to one, or that noise moved off its place and that was damaged next to its own ACK
+    byte (its region, ended by the damage, was none), gives no acknowledgement. (An STX there still
+    opens a frame: a frame's CRC guards it, and an echo cut short may be followed by the reply.) After
+    an exact echo, an ACK or NAK is the meter's, whatever the echo's last two bytes were; after a
+    damaged echo region of the whole length, it is taken for a byte of the echo only where the echo
+    holds it right after the two bytes before it, or after bytes that but for one are those before it
+    (the echo's tail, past a region that began too early: noise before an echo whose start was not
+    found, a byte inserted)."""
     ON = "on"
     """The adapter always echoes: the first bytes after a request are its echo, whatever they hold."""
     OFF = "off"
@@ -153,9 +161,9 @@ class FrameDecoder:
         self._again = b""
         """Bytes taken into an echo region that was none, to be looked at again."""
         self._again_prev = b""
-        """The two bytes received before :attr:`_again`."""
+        """The :data:`ECHO_NEAR` bytes received before :attr:`_again`."""
         self._prev = b""
-        """The last two bytes received since :meth:`sent`, before the present :meth:`feed`."""
+        """The last :data:`ECHO_NEAR` bytes received since :meth:`sent`, before the present :meth:`feed`."""
         self._echoed = b""
         """The echo awaited when the request was sent, until it came exact: an ACK or NAK where it holds
         one, or right after two bytes of it that another byte of it follows, is taken for a byte of the
@@ -168,7 +176,7 @@ class FrameDecoder:
         self._region_at = 0
         """Where (bytes since :meth:`sent`) the echo region began."""
         self._region_prev = b""
-        """The two bytes received before the echo region began."""
+        """The :data:`ECHO_NEAR` bytes received before the echo region began."""
         self._heard = True
         """Bytes were received since the last :meth:`sent`."""
         self.echoes = 0
@@ -254,12 +262,12 @@ class FrameDecoder:
             if self._echo and self._echo_mode is Echo.ON and not self._frame:
                 self._echo_open = True  # the first bytes after a request are its echo, whatever they hold
         self._scan(chunk, self._prev, self._received, events)
-        self._prev = (self._prev + chunk)[-2:]
+        self._prev = (self._prev + chunk)[-ECHO_NEAR:]
         self._received += len(chunk)
         return events
 
     def _scan(self, chunk: bytes, prev: bytes, at: int, events: list[Event]) -> None:
-        """Decode ``chunk`` (``prev``: the two bytes received before it; ``at``: bytes received since the
+        """Decode ``chunk`` (``prev``: the :data:`ECHO_NEAR` bytes received before it; ``at``: bytes received since the
         request before it). Bytes an echo region took that were no echo are looked at again before the
         chunk goes on."""
         returns: list[tuple[bytes, bytes, int, int]] = []
@@ -291,7 +299,7 @@ class FrameDecoder:
                 continue
             self._emit_garbage(events)
             byte = chunk[j]
-            before = (prev + chunk[max(0, j - 2) : j])[-2:]
+            before = (prev + chunk[max(0, j - ECHO_NEAR) : j])[-ECHO_NEAR:]
             if self._echo and byte == self._echo[0] and byte not in _REPLY_STARTS:
                 self._echo_open = True  # an echo, where a reply should start
                 self._region_prev, self._region_at = before, at + j
@@ -307,13 +315,18 @@ class FrameDecoder:
             i = j + 1
 
     def _of_echo(self, byte: int, before: bytes, at: int) -> bool:
-        """Whether ``byte`` (an ACK or NAK ``at`` bytes after the request, after ``before``) may be a byte
-        of the request's echo: the request holds it there, or the two bytes before it continue it. After
-        a damaged echo region of the whole length, only where the echo holds it after those two bytes."""
+        """Whether ``byte`` (an ACK or NAK ``at`` bytes after the request, after ``before``: the last
+        :data:`ECHO_NEAR` bytes received) may be a byte of the request's echo: the request holds it there,
+        or the two bytes before it continue it, or the request holds it after bytes that, but for one, are
+        those before it. After a damaged echo region of the whole length, only where the echo holds it:
+        after the two bytes before it, or after bytes that, but for one, are those before it."""
         echo = self._echoed
+        if _near(byte, before, echo):
+            return True
+        two = before[-2:]
         if self._echo_spill:
-            return len(before) == 2 and before + bytes((byte,)) in echo
-        return (at < len(echo) and echo[at] == byte) or (len(before) == 2 and before in echo[:-1])
+            return len(two) == 2 and two + bytes((byte,)) in echo
+        return (at < len(echo) and echo[at] == byte) or (len(two) == 2 and two in echo[:-1])
 
     def _feed_echo(self, chunk: bytes, i: int, events: list[Event]) -> int:
         """Take the next bytes of the echo region; returns where the chunk continues.
@@ -346,7 +359,7 @@ class FrameDecoder:
                 self._echo_bad = True
                 self._echo_misses += 1
                 if self._echo_misses > ECHO_DAMAGE_MAX or byte in _REPLY_STARTS:  # no echo: its first byte was garbage
-                    self._again, self._again_prev = bytes(got[1:]), (self._region_prev + got[:1])[-2:]
+                    self._again, self._again_prev = bytes(got[1:]), (self._region_prev + got[:1])[-ECHO_NEAR:]
                     self._not_echo(got[:1], events)
                     return i
         else:
@@ -461,6 +474,20 @@ def _echo_mode(echo: Echo | str | bool) -> Echo:
         return Echo(echo)
     except ValueError:
         raise ValueError(f"echo must be auto, on or off; got {echo!r}") from None
+
+
+def _near(byte: int, before: bytes, echo: bytes) -> bool:
+    """Whether ``echo`` holds ``byte`` right after :data:`ECHO_NEAR` bytes that differ from ``before`` (the
+    bytes received before it) in at most one place: a byte of the echo, moved off its place (noise before
+    the echo, a byte lost) with a byte next to it damaged."""
+    if len(before) < ECHO_NEAR:
+        return False
+    k = echo.find(byte, ECHO_NEAR)
+    while k >= 0:
+        if sum(a != b for a, b in zip(before, echo[k - ECHO_NEAR : k], strict=True)) <= 1:
+            return True
+        k = echo.find(byte, k + 1)
+    return False
 
 
 @functools.cache
