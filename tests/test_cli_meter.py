@@ -537,8 +537,27 @@ def test_a_meter_that_does_not_answer_exits_1(url: str) -> None:
 def test_an_option_a_setting_does_not_take_is_said_with_that_settings_usage(url: str, v4: str) -> None:
     result = cli("set", url, v4, "ct-ratio", "800", "--seconds", "5")
     assert result.returncode == 2
-    assert "usage: ekm-async set URL ADDRESS ct-ratio" in result.stderr
-    assert "ekm-async set URL ADDRESS ct-ratio: error: unrecognized arguments: --seconds 5" in result.stderr
+    assert result.stderr == (  # one line (argparse's own printed its usage block first)
+        "ekm-async set URL ADDRESS ct-ratio: unrecognized arguments: --seconds 5 (--help lists what it takes)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["poll", "--count", "x"],
+            "ekm-async poll: --count: must be a whole number; got 'x'",
+        ),  # was 'invalid int value'
+        (["simulate", "--turnaround", "y"], "ekm-async simulate: --turnaround: must be a number; got 'y'"),
+        (["read", "tcp://127.0.0.1:1"], "ekm-async read: the following arguments are required: ADDRESS"),
+        (["simulate", "--baud", "5"], "ekm-async simulate: --baud: invalid choice: 5 (choose from 9600, 0)"),
+    ],
+)
+def test_a_bad_command_line_is_one_line_in_words(args: list[str], said: str) -> None:
+    result = cli(*args)
+    assert result.returncode == 2
+    assert result.stderr == f"{said} (--help lists what it takes)\n"  # no usage block before it
 
 
 @pytest.mark.parametrize("command", ["read", "set"])

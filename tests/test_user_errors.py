@@ -79,14 +79,15 @@ def taken_port() -> Iterator[int]:
         (["--turnaround", "-1"], "ekm-async simulate: --turnaround must be from 0 to 1.5 seconds; got -1"),
         (["--time-scale", "-1"], "--time-scale must be a number of simulated seconds per second, 0 or more"),
         (["--time-scale", "nan"], "(0: values stand still); got nan"),
-        (["--tcp", "127.0.0.1:x"], "argument --tcp: expected HOST:PORT with a port from 0 to 65535"),
+        (["--tcp", "127.0.0.1:x"], "ekm-async simulate: --tcp: expected HOST:PORT with a port from 0 to 65535"),
         (["--tcp", "127.0.0.1:99999"], "(0: any free port), e.g. 127.0.0.1:5000; got '127.0.0.1:99999'"),
-        (["--meter", "v4:123"], "argument --meter: expected v3:ADDRESS or v4:ADDRESS"),
+        (["--meter", "v4:123"], "ekm-async simulate: --meter: expected v3:ADDRESS or v4:ADDRESS"),
     ],
 )
 def test_a_bad_simulate_option_is_one_line_naming_it(args: list[str], said: str) -> None:
     result = cli("simulate", "--tcp", "127.0.0.1:0", "--baud", "0", *args)
     assert said in one_line(result)
+    assert "usage:" not in result.stderr  # the one line only (argparse's own printed its usage block first)
     assert result.returncode == 2  # bad input, as every command says it (it was 1)
 
 

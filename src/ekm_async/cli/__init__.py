@@ -6,9 +6,10 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from .. import __version__
 from ..blocks import decode
@@ -78,8 +79,27 @@ def _simulate(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     return run_simulator(args, stdout)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad command line is one line on stderr, status 2: what is wrong, and where the rest is said
+    (argparse's own prints its whole usage block first). Subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        for pattern, said in _ARGPARSE_WORDS:
+            message = pattern.sub(said, message)
+        self.exit(2, f"{self.prog}: {message} (--help lists what it takes)\n")
+
+
+_ARGPARSE_WORDS = (
+    (re.compile(r"^argument (\S+): "), r"\1: "),
+    (re.compile(r"invalid int value: (.*)"), r"must be a whole number; got \1"),
+    (re.compile(r"invalid float value: (.*)"), r"must be a number; got \1"),
+)
+"""argparse's phrases → the user's words (``argument --count: invalid int value: 'x'`` → ``--count: must
+be a whole number; got 'x'``)."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ekm-async", description="EKM Omnimeter v3/v4 over RS-485, asyncio-native.")
+    parser = _Parser(prog="ekm-async", description="EKM Omnimeter v3/v4 over RS-485, asyncio-native.")
     parser.add_argument("--version", action="version", version=f"ekm-async {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
