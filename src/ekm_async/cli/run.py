@@ -4,7 +4,6 @@ publishes; ``ekm-async config example|check``: a config to start from, and a che
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib.util
 from typing import Any, TextIO
@@ -13,15 +12,14 @@ from aiohttp import web
 
 from ..bus import Bus, open_bus
 from ..config import BusConfig, Config, ConfigError, WebConfig, example, load
-from ..errors import StoreError
 from ..meters import V3Meter, V4Meter
 from ..poller import Poller
 from ..sim import MeterModel, MeterType, SimBus, SimServer
 from ..store import SqliteStore
 from ..web import create_app
-from .buses import cannot_open, enter_bridge, open_store, usage_error
-from .serve import start_web
-from .service import CommandError, Output, Stopper, Watch, run_service
+from .buses import cannot_open, enter_bridge, usage_error
+from .serve import serve_until_stopped, start_web
+from .service import CommandError, Output, Stopper, run_service
 
 __all__ = ["add_config_commands", "add_run_command"]
 
@@ -146,49 +144,32 @@ def _web_app(config: WebConfig, poller: Poller, store: SqliteStore | None) -> we
 
 async def _serve(config: Config, stdout: Output, stderr: Output, stoppers: list[Stopper]) -> int:
     store = SqliteStore(config.store.path) if config.store is not None else None
-    stopper = Stopper(stderr, pending=lambda: store.pending if store is not None else 0)
-    stoppers.append(stopper)
 
-    def report(line: str) -> None:
-        stderr.write(line + "\n")
-
-    try:
-        async with contextlib.AsyncExitStack() as stack:
+    async def start(stack: contextlib.AsyncExitStack) -> list[Bus]:
+        buses: list[Bus] = []
+        poller = Poller(observers=[store] if store is not None else [], drain_timeout=5.0)
+        for bus_config in config.buses:
+            try:
+                bus = await stack.enter_async_context(_open(bus_config))
+            except (OSError, TimeoutError) as exc:
+                raise CommandError(cannot_open(bus_config.url, exc)) from None
+            buses.append(bus)
             if store is not None:
-                await open_store(stack, store, "run")
-            buses: list[Bus] = []
-            poller = Poller(observers=[store] if store is not None else [], drain_timeout=5.0)
-            for bus_config in config.buses:
-                try:
-                    bus = await stack.enter_async_context(_open(bus_config))
-                except (OSError, TimeoutError) as exc:
-                    raise CommandError(cannot_open(bus_config.url, exc)) from None
-                buses.append(bus)
-                if store is not None:
-                    bus.add_write_listener(store.record_write)  # the audit trail, in the writes table
-                for meter, interval in _handles(bus, bus_config):
-                    poller.add(meter, interval=interval)
-            if config.mqtt is not None:
-                await enter_bridge(stack, config.mqtt, poller, f"{config.path}: mqtt")
-            await stack.enter_async_context(poller)
-            served = None
-            if config.web is not None:
-                web_config = config.web
-                tls = (web_config.tls_cert, web_config.tls_key) if web_config.tls_cert is not None else None
-                served = await start_web(
-                    stack, _web_app(web_config, poller, store), web_config.host, web_config.port, tls
-                )
-            stdout.write(f"running {config.path}: {_summary(config, served)}\n")
-            stopper.started()
-            Watch(report, buses, store).start(stack)
-            await stopper.event.wait()
-    except StoreError as exc:
-        report(f"error: {exc}")
-        return 1
-    except asyncio.CancelledError as exc:
-        if not stopper.took_over(exc):
-            raise
-    return 0
+                bus.add_write_listener(store.record_write)  # the audit trail, in the writes table
+            for meter, interval in _handles(bus, bus_config):
+                poller.add(meter, interval=interval)
+        if config.mqtt is not None:
+            await enter_bridge(stack, config.mqtt, poller, f"{config.path}: mqtt")
+        await stack.enter_async_context(poller)
+        served = None
+        if config.web is not None:
+            web_config = config.web
+            tls = (web_config.tls_cert, web_config.tls_key) if web_config.tls_cert is not None else None
+            served = await start_web(stack, _web_app(web_config, poller, store), web_config.host, web_config.port, tls)
+        stdout.write(f"running {config.path}: {_summary(config, served)}\n")
+        return buses
+
+    return await serve_until_stopped("run", store, stderr, stoppers, start)
 
 
 def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:

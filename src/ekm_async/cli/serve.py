@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
 from aiohttp import web
 
 from .._transport import listen_hint
+from ..bus import Bus
 from ..config import parse_tokens, read_secret
 from ..errors import StoreError
 from ..poller import Poller
@@ -19,7 +21,7 @@ from ..web import create_app
 from .buses import add_bus_arguments, check_bus_arguments, interval_of, open_meters, open_store, usage_error
 from .service import CommandError, Output, Stopper, Watch, counted, run_service
 
-__all__ = ["add_serve_command", "start_web"]
+__all__ = ["add_serve_command", "serve_until_stopped", "start_web"]
 
 
 def add_serve_command(sub: Any) -> None:
@@ -91,10 +93,16 @@ def _token(args: argparse.Namespace) -> dict[str, str]:
         raise usage_error("serve", f"--token-file: {exc}") from None
 
 
-async def _serve(
-    args: argparse.Namespace, token: dict[str, str], stdout: Output, stderr: Output, stoppers: list[Stopper]
+Start = Callable[[contextlib.AsyncExitStack], Awaitable[list[Bus]]]
+"""What a service starts on the stack (its buses, poller, web service; its first line on stdout): the
+buses to watch."""
+
+
+async def serve_until_stopped(
+    command: str, store: SqliteStore | None, stderr: Output, stoppers: list[Stopper], start: Start
 ) -> int:
-    store = SqliteStore(args.db) if args.db else None
+    """``serve``'s and ``run``'s life: the store opened, ``start`` on the stack, then the watch until a
+    stop signal; a store that fails is status 1, a stop during the start is no failure."""
     stopper = Stopper(stderr, pending=lambda: store.pending if store is not None else 0)
     stoppers.append(stopper)
 
@@ -104,25 +112,10 @@ async def _serve(
     try:
         async with contextlib.AsyncExitStack() as stack:
             if store is not None:
-                await open_store(stack, store, "serve")
-            bus, meters = await open_meters(stack, args)
-            if store is not None:
-                bus.add_write_listener(store.record_write)  # the audit trail, in the writes table
-            poller = Poller(meters, interval=interval_of(args), observers=[store] if store else [], drain_timeout=5.0)
-            await stack.enter_async_context(poller)
-            app = create_app(
-                poller,
-                store=store,
-                token=token,
-                allowed_hosts=(args.host, *args.allowed_hosts),
-                max_streams=args.max_streams,
-            )
-            tls = (args.tls_cert, args.tls_key) if args.tls_cert is not None else None
-            url = await start_web(stack, app, args.host, args.port, tls)
-            writes = "writes need the token" if token else "writes disabled (no --token-file)"
-            stdout.write(f"serving {url} — {counted(len(meters), 'meter')}, {writes}\n")
+                await open_store(stack, store, command)
+            buses = await start(stack)
             stopper.started()
-            Watch(report, [bus], store).start(stack)
+            Watch(report, buses, store).start(stack)
             await stopper.event.wait()
     except StoreError as exc:
         report(f"error: {exc}")
@@ -131,6 +124,33 @@ async def _serve(
         if not stopper.took_over(exc):
             raise
     return 0
+
+
+async def _serve(
+    args: argparse.Namespace, token: dict[str, str], stdout: Output, stderr: Output, stoppers: list[Stopper]
+) -> int:
+    store = SqliteStore(args.db) if args.db else None
+
+    async def start(stack: contextlib.AsyncExitStack) -> list[Bus]:
+        bus, meters = await open_meters(stack, args)
+        if store is not None:
+            bus.add_write_listener(store.record_write)  # the audit trail, in the writes table
+        poller = Poller(meters, interval=interval_of(args), observers=[store] if store else [], drain_timeout=5.0)
+        await stack.enter_async_context(poller)
+        app = create_app(
+            poller,
+            store=store,
+            token=token,
+            allowed_hosts=(args.host, *args.allowed_hosts),
+            max_streams=args.max_streams,
+        )
+        tls = (args.tls_cert, args.tls_key) if args.tls_cert is not None else None
+        url = await start_web(stack, app, args.host, args.port, tls)
+        writes = "writes need the token" if token else "writes disabled (no --token-file)"
+        stdout.write(f"serving {url} — {counted(len(meters), 'meter')}, {writes}\n")
+        return [bus]
+
+    return await serve_until_stopped("serve", store, stderr, stoppers, start)
 
 
 def _run_serve(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
