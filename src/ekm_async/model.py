@@ -27,6 +27,8 @@ from typing import TypeVar
 __all__ = [
     "FIRST",
     "SAID",
+    "UNUSED_PERIOD",
+    "UNUSED_SEASON",
     "CTRatio",
     "DirectionFlag",
     "LcdItem",
@@ -157,6 +159,15 @@ class StateOut(enum.IntEnum):
     OFF_ON = 2
     ON_OFF = 3
     ON_ON = 4
+
+    @classmethod
+    def of(cls, relay_1: bool, relay_2: bool) -> StateOut:
+        """The state of relays 1 and 2 closed (on) or open."""
+        return cls(1 + 2 * relay_1 + relay_2)
+
+    def closed(self, relay: int) -> bool:
+        """Whether relay 1 or 2 is closed (on) in this state."""
+        return self.name.split("_")[relay - 1] == "ON"
 
 
 class DirectionFlag(enum.IntEnum):
@@ -332,6 +343,10 @@ class Period:
     tariff: int
 
 
+UNUSED_PERIOD = Period(0, 0, from_wire(0))
+"""A period nobody set: zeros on the wire (00:00, the first tariff); after a schedule's first, unused."""
+
+
 @dataclass(frozen=True, slots=True)
 class Season:
     """A season starting on ``month``/``day`` that uses schedule ``schedule`` (1–8)."""
@@ -339,6 +354,10 @@ class Season:
     month: int
     day: int
     schedule: int
+
+
+UNUSED_SEASON = Season(0, 0, from_wire(0))
+"""A season nobody set: zeros on the wire (month 0 marks it unused)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ from .blocks import Read
 from .catalogue import SETTINGS, json_object
 from .errors import EkmError
 from .meters import V4Meter
+from .model import RelayState, StateOut
 from .poller import BaseObserver, Poller
 from .text import unit
 
@@ -106,8 +107,8 @@ SENSORS: dict[str, Sensor] = {
 """Field → Home Assistant sensor (only the fields a meter's reads carry are announced); its unit is the
 field's (:data:`ekm_async.text.UNITS`)."""
 
-# Relay n is on (closed) for these State_Out values: 1 off/off, 2 off/on, 3 on/off, 4 on/on.
-_RELAY_ON = {1: (3, 4), 2: (2, 4)}
+_RELAY_ON = {relay: tuple(s.value for s in StateOut if s.closed(relay)) for relay in (1, 2)}
+"""The ``State_Out`` values in which relay 1 or 2 is on (closed): 3, 4 and 2, 4."""
 _COMMANDS = {"ON": "close", "OFF": "open"}
 RELAY = SETTINGS["relay"]
 
@@ -460,7 +461,7 @@ def _said(exc: BaseException) -> str:
 
 _SEND = 'send ON, OFF or a JSON object like {"state": "close", "seconds": 5}'
 """What a relay command's payload may be."""
-_STATES = ("close", "open")
+_STATES = tuple(sorted(state.name.lower() for state in RelayState))  # "close", "open"
 
 
 def _relay_command(payload: Any) -> dict[str, Any]:

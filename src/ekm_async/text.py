@@ -15,7 +15,7 @@ from typing import Protocol
 from .blocks import Block, HolidaysBlock, MonthsBlock, Read, SchedulesBlock
 from .calculated import CALCULATED_NAMES, Value
 from .layouts import LAYOUTS, FieldSpec, FieldType, Scale
-from .model import FIRST, DirectionFlag, MonthDay, Period, StateOut, parse_meter_time
+from .model import FIRST, UNUSED_PERIOD, DirectionFlag, MonthDay, Period, StateOut, parse_meter_time
 
 __all__ = [
     "DESCRIPTIONS",
@@ -129,10 +129,9 @@ def description(name: str) -> str:
 
 
 _FIXED_DECIMALS = {Scale.NONE: 0, Scale.DIV10: 1, Scale.DIV100: 2}
-_RELAY = {"OFF": "open", "ON": "closed"}
 _SAID: dict[str, dict[Value, str]] = {
     "State_Out": {
-        s.value: ", ".join(f"relay {n} {_RELAY[word]}" for n, word in enumerate(s.name.split("_"), 1)) for s in StateOut
+        s.value: ", ".join(f"relay {n} {'closed' if s.closed(n) else 'open'}" for n in (1, 2)) for s in StateOut
     },
     "State_Watts_Dir": {
         d.value: ", ".join(f"line {n} {'reverse' if c == 'R' else 'forward'}" for n, c in enumerate(d.name, 1))
@@ -263,13 +262,9 @@ class SettingsLike(Protocol):
     def holidays(self) -> HolidaysBlock: ...
 
 
-_UNUSED = Period(0, 0, FIRST)
-"""A period of zeros on the wire: unused, unless it is a schedule's first (from midnight, tariff 1)."""
-
-
 def periods_text(periods: Iterable[Period]) -> str:
     """A schedule's periods as ``00:00 T1  07:00 T2``; unused periods (zeros on the wire) left out."""
-    kept = [p for i, p in enumerate(periods) if i == 0 or p != _UNUSED]
+    kept = [p for i, p in enumerate(periods) if i == 0 or p != UNUSED_PERIOD]
     return "  ".join(f"{p.hour:02d}:{p.minute:02d} T{p.tariff}" for p in kept)
 
 

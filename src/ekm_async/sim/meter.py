@@ -21,6 +21,8 @@ from ..commands import PAGE_BLOCK, SHAPE, LiveRead, Register, SettingsPage
 from ..encoding import encode
 from ..layouts import RESET_INTERVALS, BlockKind
 from ..model import (
+    UNUSED_PERIOD,
+    UNUSED_SEASON,
     CTRatio,
     LcdItem,
     MaxDemandPeriod,
@@ -32,6 +34,7 @@ from ..model import (
     Relay,
     RelayState,
     Season,
+    StateOut,
     from_wire,
     require_month_day,
     require_range,
@@ -86,12 +89,6 @@ class _Line:
         if self.pf >= 0.995:
             return "0100"
         return ("L" if self.inductive else "C") + f"{round(self.pf * 100):03d}"
-
-
-_UNUSED_PERIOD = Period(0, 0, from_wire(0))
-"""What an unused period reads as: zeros on the wire (00:00, the first tariff)."""
-_UNUSED_SEASON = Season(0, 0, from_wire(0))
-"""What an unused season reads as: zeros on the wire (month 0 marks it unused)."""
 
 
 def _month(rng: random.Random) -> list[float]:
@@ -169,10 +166,10 @@ class MeterModel:
             self.tariffs[direction] = [total * share for share in (0.5, 0.3, 0.15, 0.05)]
         if not self.schedules:
             self.schedules = [[Period(0, 0, 1), Period(7, 0, 2), Period(17, 0, 3), Period(21, 0, 4)]] + [
-                [_UNUSED_PERIOD] * SHAPE.schedule_periods for _ in range(SHAPE.schedules - 1)
+                [UNUSED_PERIOD] * SHAPE.schedule_periods for _ in range(SHAPE.schedules - 1)
             ]
         if not self.seasons:
-            self.seasons = [Season(1, 1, 1)] + [_UNUSED_SEASON] * (SHAPE.seasons - 1)
+            self.seasons = [Season(1, 1, 1)] + [UNUSED_SEASON] * (SHAPE.seasons - 1)
         if not self.holidays:
             self.holidays = [MonthDay(1, 1), MonthDay(12, 25)] + [MonthDay(0, 0)] * (SHAPE.holidays - 2)
         if not self.months:  # per direction, 6 months of [total, tariffs 1–4]: the total is their sum
@@ -384,7 +381,7 @@ class MeterModel:
                 "Line_Freq": round(60 + self._rng.gauss(0, 0.02), 2),
                 "State_Inputs": self.state_inputs,
                 "State_Watts_Dir": self._direction(),
-                "State_Out": 1 + 2 * self.relays[0].closed + self.relays[1].closed,
+                "State_Out": StateOut.of(self.relays[0].closed, self.relays[1].closed).value,
                 "kWh_Scale": self.kwh_scale,
             }
             for n, line in enumerate(lines, 1):
