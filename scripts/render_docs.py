@@ -276,8 +276,7 @@ def render_fields() -> str:
 
 
 def _code_type(spec: FieldSpec) -> str:
-    said = {type(value) for _, value in spec.codes}
-    return ("integer" if said == {int} else "string") + " or null"
+    return ("integer" if spec.says_numbers else "string") + " or null"
 
 
 RENDERERS = {

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from . import commands
-from .model import MonthDay, Period, Season
+from .model import MonthDay, Period, Season, listed
 
 __all__ = ["BODY_EXAMPLES", "SETTINGS", "Argument", "Effect", "SettingSpec", "json_object", "setting"]
 
@@ -165,10 +165,10 @@ class SettingSpec:
         missing = [key for key in required if key not in body]
         unknown = sorted(set(body) - set(names))
         if unknown:
-            takes = f"takes {_and(names)}" if names else "takes nothing but the password"
+            takes = f"takes {_keys(names)}" if names else "takes nothing but the password"
             raise ValueError(f"{self.name} {takes}; {json.dumps(unknown[0])} is not one of them")
         if missing:
-            raise ValueError(f"{self.name} needs {_and(missing)}, like {_body_example(self)}")
+            raise ValueError(f"{self.name} needs {_keys(missing)}, like {_body_example(self)}")
         return {a.name: a.from_json(body[a.name]) for a in self.arguments if a.name in body}
 
     def request(self, **arguments: Any) -> bytes:
@@ -208,10 +208,9 @@ _JSON_KIND = {list: "an array", str: "a string", int: "a number", float: "a numb
 _JSON_KIND[type(None)] = "null"
 
 
-def _and(names: Sequence[str]) -> str:
+def _keys(names: Sequence[str]) -> str:
     """``"a", "b" and "c"``: JSON keys as a person lists them."""
-    quoted = [json.dumps(name) for name in names]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+    return listed([json.dumps(name) for name in names], "and")
 
 
 def _body_example(spec: SettingSpec) -> str:

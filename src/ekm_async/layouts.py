@@ -90,6 +90,11 @@ class FieldSpec:
     """A :attr:`FieldType.CODE` field's codes and what each stands for."""
 
     @property
+    def says_numbers(self) -> bool:
+        """Whether a :attr:`FieldType.CODE` field's codes stand for numbers (minutes), not words."""
+        return all(isinstance(said, int) for _, said in self.codes)
+
+    @property
     def end(self) -> int:
         return self.offset + self.width
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import calendar
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -46,6 +47,7 @@ __all__ = [
     "coerce",
     "format_meter_time",
     "from_wire",
+    "listed",
     "parse_meter_time",
     "require_month_day",
     "require_range",
@@ -272,10 +274,12 @@ _LISTED = 20
 """Members an error lists in full; a longer enumeration (the LCD items) is shown by its ends."""
 
 
-def _one_of(words: list[str]) -> str:
+def listed(words: Sequence[str], last: str = "or") -> str:
+    """``a, b or c`` (``last``: the word before the last one), as a person lists; a list longer than
+    :data:`_LISTED` by its ends (``a, b, c … z``)."""
     if len(words) > _LISTED:
         return ", ".join(words[:3]) + " … " + words[-1]
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" {last} " + words[-1]
 
 
 def coerce(cls: type[E], value: object, name: str) -> E:
@@ -300,7 +304,7 @@ def coerce(cls: type[E], value: object, name: str) -> E:
             return cls(number)
         except ValueError:
             pass
-    allowed = _one_of([_spoken(cls, m) for m in cls]) + _UNITS.get(cls, "")
+    allowed = listed([_spoken(cls, m) for m in cls]) + _UNITS.get(cls, "")
     raise ValueError(f"{name} must be {allowed}; got {value!r}")
 
 

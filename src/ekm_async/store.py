@@ -52,7 +52,7 @@ log = logging.getLogger("ekm_async.store")
 
 def _sql_type(spec: FieldSpec) -> str:
     if spec.type is FieldType.CODE:
-        return "INTEGER" if all(isinstance(said, int) for _, said in spec.codes) else "TEXT"
+        return "INTEGER" if spec.says_numbers else "TEXT"
     return _SQL_TYPE.get(spec.type, "TEXT")
 
 
