@@ -8,17 +8,14 @@ import contextlib
 import importlib.util
 from typing import Any, TextIO
 
-from aiohttp import web
-
 from ..bus import Bus, open_bus
-from ..config import BusConfig, Config, ConfigError, WebConfig, example, load
+from ..config import BusConfig, Config, ConfigError, example, load
 from ..meters import V3Meter, V4Meter
 from ..poller import Poller
 from ..sim import MeterModel, MeterType, SimBus, SimServer
 from ..store import SqliteStore
-from ..web import create_app
 from .buses import cannot_open, enter_bridge, usage_error
-from .serve import serve_until_stopped, start_web
+from .serve import serve_until_stopped, start_web, web_app
 from .service import CommandError, Output, Stopper, run_service
 
 __all__ = ["add_config_commands", "add_run_command"]
@@ -132,16 +129,6 @@ def _handles(bus: Bus, config: BusConfig) -> list[tuple[V3Meter | V4Meter, float
     ]
 
 
-def _web_app(config: WebConfig, poller: Poller, store: SqliteStore | None) -> web.Application:
-    return create_app(
-        poller,
-        store=store,
-        token=config.tokens,
-        allowed_hosts=(config.host, *config.allowed_hosts),
-        max_streams=config.max_streams,
-    )
-
-
 async def _serve(config: Config, stdout: Output, stderr: Output, stoppers: list[Stopper]) -> int:
     store = SqliteStore(config.store.path) if config.store is not None else None
 
@@ -165,7 +152,15 @@ async def _serve(config: Config, stdout: Output, stderr: Output, stoppers: list[
         if config.web is not None:
             web_config = config.web
             tls = (web_config.tls_cert, web_config.tls_key) if web_config.tls_cert is not None else None
-            served = await start_web(stack, _web_app(web_config, poller, store), web_config.host, web_config.port, tls)
+            app = web_app(
+                poller,
+                store,
+                web_config.tokens,
+                host=web_config.host,
+                allowed_hosts=web_config.allowed_hosts,
+                max_streams=web_config.max_streams,
+            )
+            served = await start_web(stack, app, web_config.host, web_config.port, tls)
         stdout.write(f"running {config.path}: {_summary(config, served)}\n")
         return buses
 

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from aiohttp import web
@@ -21,7 +21,7 @@ from ..web import create_app
 from .buses import add_bus_arguments, check_bus_arguments, interval_of, open_meters, open_store, usage_error
 from .service import CommandError, Output, Stopper, Watch, counted, run_service
 
-__all__ = ["add_serve_command", "serve_until_stopped", "start_web"]
+__all__ = ["add_serve_command", "serve_until_stopped", "start_web", "web_app"]
 
 
 def add_serve_command(sub: Any) -> None:
@@ -93,6 +93,19 @@ def _token(args: argparse.Namespace) -> dict[str, str]:
         raise usage_error("serve", f"--token-file: {exc}") from None
 
 
+def web_app(
+    poller: Poller,
+    store: SqliteStore | None,
+    token: Mapping[str, str],
+    *,
+    host: str,
+    allowed_hosts: Sequence[str],
+    max_streams: int,
+) -> web.Application:
+    """The web service of ``serve`` and ``run``: it answers for the host it listens on too."""
+    return create_app(poller, store=store, token=token, allowed_hosts=(host, *allowed_hosts), max_streams=max_streams)
+
+
 Start = Callable[[contextlib.AsyncExitStack], Awaitable[list[Bus]]]
 """What a service starts on the stack (its buses, poller, web service; its first line on stdout): the
 buses to watch."""
@@ -137,12 +150,8 @@ async def _serve(
             bus.add_write_listener(store.record_write)  # the audit trail, in the writes table
         poller = Poller(meters, interval=interval_of(args), observers=[store] if store else [], drain_timeout=5.0)
         await stack.enter_async_context(poller)
-        app = create_app(
-            poller,
-            store=store,
-            token=token,
-            allowed_hosts=(args.host, *args.allowed_hosts),
-            max_streams=args.max_streams,
+        app = web_app(
+            poller, store, token, host=args.host, allowed_hosts=args.allowed_hosts, max_streams=args.max_streams
         )
         tls = (args.tls_cert, args.tls_key) if args.tls_cert is not None else None
         url = await start_web(stack, app, args.host, args.port, tls)
